@@ -1,0 +1,321 @@
+"""Load and validate ``feeds.yaml`` (plus environment) into frozen settings.
+
+Every error names the file, the feed (by index and url) and the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+
+from .errors import ConfigError
+from .records import FeedSpec, HtmlSelectors
+
+DEFAULT_CONFIG = "config/feeds.yaml"
+DEFAULT_DATABASE_URL = "sqlite:///data/aggregator.db"
+ENV_CONFIG = "AGGREGATOR_CONFIG"
+ENV_DATABASE_URL = "AGGREGATOR_DATABASE_URL"
+
+VERSION = "0.1.0"
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
+_DURATION_PARTS_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)")
+
+
+def parse_duration(value: object) -> float:
+    """``15m``, ``2h``, ``1h30m``, ``90`` (seconds), ``0.5s`` → seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 15m, 2h, 1d)")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        match = _DURATION_RE.match(text)
+        if match:
+            seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        elif text and _DURATION_PARTS_RE.sub("", text).strip() == "":
+            seconds = sum(float(n) * _UNITS[u] for n, u in _DURATION_PARTS_RE.findall(text))
+        else:
+            raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 15m, 2h, 1d)")
+    else:
+        raise ValueError(f"{value!r} is not a duration (use e.g. 30s, 15m, 2h, 1d)")
+    if seconds < 0:
+        raise ValueError(f"{value!r} is negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _check_http_url(value: str) -> str:
+    value = value.strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL with a host")
+    return value
+
+
+class HttpSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class Settings(BaseModel):
+    """The ``settings:`` block; every key optional."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    database_url: str = DEFAULT_DATABASE_URL
+    default_interval: Duration = 1800.0
+    min_interval: Duration = 600.0
+    max_interval: Duration = 86400.0
+    full_text: bool = True
+    concurrency: int = Field(16, ge=1, le=1024)
+    per_host_concurrency: int = Field(2, ge=1, le=256)
+    per_host_delay: Duration = 1.0
+    user_agent: str | None = None
+    contact_url: str | None = None
+    timeout: Duration = 60.0
+    connect_timeout: Duration = 10.0
+    read_timeout: Duration = 20.0
+    max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    max_redirects: int = Field(5, ge=0, le=20)
+    max_entries_per_feed: int = Field(500, ge=1)
+    allow_private_networks: tuple[str, ...] = ()
+    workers: int | None = Field(None, ge=1, le=64)
+    tick: Duration = 5.0
+    lease_seconds: Duration = 300.0
+    dedup_window: Duration = 14 * 86400.0
+    health_max_age: Duration = 7200.0
+    http: HttpSettings | None = None
+
+    @field_validator("allow_private_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        for net in value:
+            try:
+                ipaddress.ip_network(str(net), strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{net!r} is not a CIDR network ({exc})") from None
+        return tuple(str(n) for n in value)
+
+    @field_validator("contact_url")
+    @classmethod
+    def _contact(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value)
+
+    def effective_user_agent(self) -> str:
+        if self.user_agent:
+            return self.user_agent
+        contact = f"; +{self.contact_url}" if self.contact_url else ""
+        return f"aggregator/{VERSION} (feed aggregator{contact})"
+
+
+class SelectorsModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    item: str | None = None
+    title: str | None = None
+    link: str | None = None
+    summary: str | None = None
+    date: str | None = None
+    link_pattern: str | None = None
+
+    @field_validator("link_pattern")
+    @classmethod
+    def _regex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+
+class FeedModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+    interval: Duration | None = None
+    full_text: bool | None = None
+    enabled: bool = True
+    type: Literal["feed", "html"] = "feed"
+    selectors: SelectorsModel | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_http_url(value)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tags(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return (value,)
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: float | None) -> float | None:
+        if value is not None and value < 60:
+            raise ValueError("must be at least 1m")
+        return value
+
+
+class ExportModel(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+    format: str
+    path: str
+    schedule: str
+
+
+class ConfigModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    settings: Settings = Field(default_factory=lambda: Settings())
+    feeds: list[FeedModel] = Field(default_factory=list)
+    exports: list[ExportModel] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: Path | None
+    settings: Settings
+    feeds: tuple[FeedSpec, ...]
+    exports: tuple[ExportModel, ...] = ()
+
+    @property
+    def database_url(self) -> str:
+        return self.settings.database_url
+
+
+def _location(path: Path | str, loc: tuple[int | str, ...], raw: Any) -> str:
+    where = str(path)
+    if len(loc) >= 2 and loc[0] == "feeds" and isinstance(loc[1], int):
+        index = loc[1]
+        url = None
+        if isinstance(raw, dict):
+            feeds = raw.get("feeds")
+            if isinstance(feeds, list) and index < len(feeds) and isinstance(feeds[index], dict):
+                url = feeds[index].get("url")
+        feed = f"feed #{index + 1}" + (f" ({url})" if url else "")
+        field = ".".join(str(p) for p in loc[2:]) or "(entry)"
+        return f"{where}: {feed}, field '{field}'"
+    return f"{where}: field '{'.'.join(str(p) for p in loc)}'"
+
+
+def _feed_spec(model: FeedModel, settings: Settings) -> FeedSpec:
+    selectors = None
+    if model.selectors is not None:
+        selectors = HtmlSelectors(**model.selectors.model_dump())
+    return FeedSpec(
+        url=model.url,
+        name=model.name,
+        tags=tuple(model.tags),
+        interval=model.interval,
+        full_text=settings.full_text if model.full_text is None else model.full_text,
+        enabled=model.enabled,
+        type=model.type,
+        selectors=selectors,
+    )
+
+
+def parse_config(raw: Any, path: Path | str = "<config>") -> Config:
+    """Validate already-loaded YAML data."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping with 'settings:' and 'feeds:'")
+    if raw.get("feeds") is None:
+        raw = {**raw, "feeds": []}
+    if raw.get("settings") is None:
+        raw = {**raw, "settings": {}}
+    try:
+        model = ConfigModel.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = tuple(first["loc"])
+        message = first["msg"]
+        if message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        more = len(exc.errors()) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise ConfigError(f"{_location(path, loc, raw)}: {message}{suffix}") from None
+    seen: dict[str, int] = {}
+    for index, feed in enumerate(model.feeds):
+        key = feed.url
+        if key in seen:
+            raise ConfigError(
+                f"{path}: feed #{index + 1} ({feed.url}), field 'url': duplicate of feed "
+                f"#{seen[key] + 1}"
+            )
+        seen[key] = index
+        if feed.selectors is not None and feed.type != "html":
+            raise ConfigError(
+                f"{path}: feed #{index + 1} ({feed.url}), field 'selectors': only allowed "
+                "with type: html"
+            )
+    specs = tuple(_feed_spec(f, model.settings) for f in model.feeds)
+    return Config(
+        path=Path(path) if isinstance(path, str) else path,
+        settings=model.settings,
+        feeds=specs,
+        exports=tuple(model.exports),
+    )
+
+
+def load_config(
+    path: str | Path | None = None,
+    database_url: str | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Load the config file; ``--config``/``--database`` beat the environment beats the file."""
+    env = os.environ if environ is None else environ
+    file = Path(path or env.get(ENV_CONFIG) or DEFAULT_CONFIG)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file}: cannot read the config file ({exc})") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{file}: invalid YAML{where}: {problem}") from None
+    config = parse_config(raw, file)
+    url = database_url or env.get(ENV_DATABASE_URL)
+    if url:
+        config = Config(
+            path=config.path,
+            settings=config.settings.model_copy(update={"database_url": url}),
+            feeds=config.feeds,
+            exports=config.exports,
+        )
+    return config

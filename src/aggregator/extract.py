@@ -1,0 +1,424 @@
+"""Pure article extraction: (html, url) → :class:`Article`, plus HTML sanitizing.
+
+No I/O, no network, no clock of our own: every byte comes in as an argument.
+Main text and metadata come from trafilatura (``bare_extraction`` on a tree we
+parse once); the main content is rendered to HTML, sanitized with nh3, and the
+plain text is derived from that same HTML, so ``Article.text`` and
+``Article.html`` always describe the same content.
+
+The trafilatura settings below were chosen by measurement: see
+``docs/extraction.md`` and ``benchmarks/extraction/eval.py`` (figures in
+``benchmarks/extraction/results.json``).
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Final
+from urllib.parse import urljoin, urlsplit
+
+import nh3
+import trafilatura
+from lxml import etree
+from lxml import html as lxml_html
+from trafilatura.deduplication import LRUCache
+from trafilatura.htmlprocessing import convert_to_html
+from trafilatura.utils import decode_file, load_html
+
+from aggregator.errors import ExtractError
+from aggregator.records import Article
+
+# --- trafilatura settings -------------------------------------------------------------------
+# Chosen on the tuning sets (Mozilla readability pages + CleanEval subset), word-4-gram F1,
+# see docs/extraction.md ("Settings") and benchmarks/extraction/results.json.
+
+
+@dataclass(frozen=True)
+class ExtractSettings:
+    """Knobs of :func:`extract_article`; the defaults are the measured choice."""
+
+    favor_precision: bool = False
+    favor_recall: bool = True
+    include_comments: bool = False  # reader comments are never article text
+    include_tables: bool = True
+    deduplicate: bool = False  # per-document LRU when on (never trafilatura's global cache)
+    # Formatting and links only shape Article.html (measured neutral on text F1); images
+    # change trafilatura's choice of content and cost F1 on both tuning sets, so they stay off.
+    include_formatting: bool = True
+    include_links: bool = True
+    include_images: bool = False
+    drop_boilerplate: bool = True  # our post-processing, see _BOILERPLATE_LINE
+
+
+SETTINGS: Final = ExtractSettings()
+
+# --- sanitizing ----------------------------------------------------------------------------
+
+ALLOWED_TAGS: Final = frozenset(
+    {
+        "p", "br", "a", "strong", "em", "b", "i", "u", "s", "blockquote", "q", "cite", "code",
+        "pre", "ul", "ol", "li", "h1", "h2", "h3", "h4", "h5", "h6", "figure", "figcaption",
+        "img", "table", "thead", "tbody", "tfoot", "tr", "th", "td", "caption", "hr", "sub",
+        "sup", "abbr", "time", "span", "div", "dl", "dt", "dd",
+    }
+)  # fmt: skip
+ALLOWED_ATTRIBUTES: Final = {
+    "*": {"title"},
+    "a": {"href"},
+    "img": {"src", "alt"},
+    "time": {"datetime"},
+}
+# Removed together with everything inside them (nh3 keeps the text of other unknown tags).
+DROPPED_WITH_CONTENT: Final = frozenset(
+    {
+        "script", "style", "iframe", "frame", "frameset", "noscript", "template", "object",
+        "embed", "applet", "svg", "math", "select", "textarea", "button", "title", "head",
+    }
+)  # fmt: skip
+URL_SCHEMES: Final = frozenset({"http", "https", "mailto"})
+LINK_REL: Final = "noopener noreferrer nofollow"
+
+_BLOCK_TAGS: Final = frozenset(
+    {
+        "p", "div", "section", "article", "main", "header", "footer", "aside", "nav",
+        "blockquote", "pre", "ul", "ol", "li", "dl", "dt", "dd", "h1", "h2", "h3", "h4", "h5",
+        "h6", "figure", "figcaption", "table", "thead", "tbody", "tfoot", "tr", "caption", "hr",
+        "address", "details", "summary", "form", "fieldset", "body", "html",
+    }
+)  # fmt: skip
+_CELL_TAGS: Final = frozenset({"td", "th"})
+_SKIP_TAGS: Final = frozenset(
+    {"script", "style", "noscript", "template", "head", "title", "iframe", "svg", "math"}
+)
+_BLOCK: Final = "\x00"
+_LINE: Final = "\x01"
+
+# Boilerplate lines that trafilatura sometimes keeps at the edges of the main text (share
+# bars, newsletter boxes, cookie notes, "read more" teasers). Only short paragraphs that match
+# as a whole are dropped; the list was chosen on the tuning sets (docs/extraction.md).
+_BOILERPLATE_LINE: Final = re.compile(
+    r"""^(?:
+        (?:share|tweet|email|print|pin|save)(?:\s+(?:this|on|via|to|it|article|story|page|
+            facebook|twitter|x|linkedin|whatsapp|reddit|pinterest|email))*
+      | (?:follow|like)\s+us(?:\s+on\s+\w+)?
+      | (?:sign\s+up|subscribe)(?:\s+(?:now|today|here|for|to|free))*(?:\s+.{0,60})?
+      | (?:read|see|view|show|load)\s+(?:more|all|full\s+(?:story|article))(?:\s+.{0,40})?
+      | (?:related|recommended|most\s+(?:read|popular|viewed))(?:\s+(?:articles?|stories|
+            posts?|content|links?|coverage|reading))?
+      | advertisement|ad|sponsored(?:\s+content)?|skip\s+(?:to\s+)?(?:content|ad|advert)
+      | (?:this\s+(?:site|website)\s+uses\s+cookies|we\s+use\s+cookies|accept\s+(?:all\s+)?
+            cookies).{0,200}
+      | (?:leave\s+a\s+(?:comment|reply)|\d+\s+comments?|comments?|show\s+comments)
+      | (?:newsletter|get\s+our\s+newsletter).{0,80}
+      | click\s+here\s+to\s+.{0,80}
+      | back\s+to\s+top|top\s+of\s+page
+    )[\s.:!?»›→|]*$""",
+    re.IGNORECASE | re.VERBOSE,
+)
+_BOILERPLATE_MAX_CHARS: Final = 160
+
+_META_CHARSET: Final = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
+_WHATWG_LATIN1: Final = frozenset({"latin1", "iso8859-1", "ascii", "us-ascii", "iso-8859-1"})
+
+
+def sanitize_html(fragment: str, base_url: str | None = None) -> str:
+    """Return ``fragment`` reduced to an allowlist of article markup.
+
+    Relative ``href``/``src`` are made absolute against ``base_url`` first (with lxml);
+    nh3 always runs last, so whatever the first pass produced is sanitized again.
+    """
+    if not fragment.strip():
+        return ""
+    if base_url:
+        fragment = _absolutize(fragment, base_url)
+    return nh3.clean(
+        fragment,
+        tags=set(ALLOWED_TAGS),
+        clean_content_tags=set(DROPPED_WITH_CONTENT),
+        attributes={tag: set(attrs) for tag, attrs in ALLOWED_ATTRIBUTES.items()},
+        url_schemes=set(URL_SCHEMES),
+        link_rel=LINK_REL,
+        strip_comments=True,
+    ).strip()
+
+
+def html_to_text(fragment: str) -> str:
+    """Plain text of an HTML fragment: blocks separated by blank lines, whitespace collapsed."""
+    if not fragment.strip():
+        return ""
+    try:
+        root = lxml_html.fragment_fromstring(fragment, create_parent="div")
+    except (etree.ParserError, ValueError):
+        return " ".join(fragment.split())
+    return _element_text(root)
+
+
+def extract_article(
+    html: bytes | str, url: str, *, settings: ExtractSettings = SETTINGS
+) -> Article:
+    """Extract the main text and metadata of an article page.
+
+    Raises :class:`ExtractError` when the page holds no article text.
+    """
+    tree = _load(html)
+    if tree is None:
+        raise ExtractError("no article text found on the page")
+    canonical = _canonical_url(tree, url)
+    language = _language(tree)
+    published_meta = _meta_published(tree)
+    doc = trafilatura.bare_extraction(
+        tree,
+        url=url,
+        with_metadata=True,
+        favor_precision=settings.favor_precision,
+        favor_recall=settings.favor_recall,
+        include_comments=settings.include_comments,
+        include_tables=settings.include_tables,
+        include_formatting=settings.include_formatting,
+        include_links=settings.include_links,
+        include_images=settings.include_images,
+        deduplicate=LRUCache(maxsize=1024) if settings.deduplicate else False,
+    )
+    if doc is None or doc.body is None:
+        raise ExtractError("no article text found on the page")
+    body = convert_to_html(doc.body)
+    if settings.drop_boilerplate:
+        _drop_boilerplate(body)
+    raw_html = etree.tostring(body, encoding="unicode", method="html")
+    clean_html = sanitize_html(raw_html, base_url=url)
+    text = html_to_text(clean_html)
+    if not text:
+        raise ExtractError("no article text found on the page")
+    return Article(
+        url=url,
+        text=text,
+        html=clean_html,
+        title=_clean(doc.title),
+        author=_authors(doc.author),
+        published=_published(doc.date, published_meta),
+        language=language or _clean(doc.language),
+        image=_absolute_http(doc.image, url),
+        canonical_url=canonical,
+    )
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _load(html: bytes | str) -> lxml_html.HtmlElement | None:
+    text = html if isinstance(html, str) else _decode(html)
+    tree: lxml_html.HtmlElement | None = load_html(text)
+    return tree
+
+
+def _decode(data: bytes) -> str:
+    """UTF-8 if valid, else the page's meta charset, else trafilatura's guess (utf-8 + replace)."""
+    if data.startswith(codecs.BOM_UTF8):
+        return data[3:].decode("utf-8", errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    match = _META_CHARSET.search(data[:4096])
+    if match:
+        name = match.group(1).decode("ascii", errors="ignore").lower()
+        try:
+            codec = codecs.lookup(name).name
+        except LookupError:
+            codec = ""
+        if codec in _WHATWG_LATIN1 or name in _WHATWG_LATIN1:
+            codec = "cp1252"
+        if codec and codec != "utf-8":
+            try:
+                return data.decode(codec)
+            except UnicodeDecodeError:
+                pass
+    decoded: str = decode_file(data)
+    return decoded
+
+
+def _element_text(root: Any) -> str:
+    parts: list[str] = []
+    walker = etree.iterwalk(root, events=("start", "end"))
+    for event, el in walker:
+        tag = el.tag if isinstance(el.tag, str) else ""
+        if event == "start":
+            if tag in _SKIP_TAGS or not tag:
+                walker.skip_subtree()
+                continue
+            if tag in _BLOCK_TAGS:
+                parts.append(_BLOCK)
+            elif tag == "br":
+                parts.append(_LINE)
+            if el.text:
+                parts.append(el.text)
+        else:
+            if tag in _BLOCK_TAGS:
+                parts.append(_BLOCK)
+            elif tag in _CELL_TAGS:
+                parts.append(" ")
+            if el.tail and el is not root:
+                parts.append(el.tail)
+    blocks = []
+    for block in "".join(parts).split(_BLOCK):
+        lines = [" ".join(line.split()) for line in block.split(_LINE)]
+        joined = "\n".join(line for line in lines if line)
+        if joined:
+            blocks.append(joined)
+    return "\n\n".join(blocks)
+
+
+def _absolutize(fragment: str, base_url: str) -> str:
+    try:
+        root = lxml_html.fragment_fromstring(fragment, create_parent="div")
+    except (etree.ParserError, ValueError):
+        return fragment
+    for el in root.iter("a", "img"):
+        attr = "href" if el.tag == "a" else "src"
+        value = el.get(attr)
+        if value is None:
+            continue
+        value = value.strip()
+        if not value or value.startswith("#") or _has_scheme(value):
+            continue
+        try:
+            el.set(attr, urljoin(base_url, value))
+        except ValueError:
+            del el.attrib[attr]
+    return _escape_text(root.text or "") + "".join(
+        etree.tostring(child, encoding="unicode", method="html") for child in root
+    )
+
+
+def _escape_text(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _has_scheme(value: str) -> bool:
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value) is not None
+
+
+def _drop_boilerplate(body: Any) -> None:
+    for el in list(body.iter("p", "li", "h1", "h2", "h3", "h4", "h5", "h6", "div")):
+        if len(el) > 3:
+            continue
+        text = " ".join("".join(el.itertext()).split())
+        if not text or len(text) > _BOILERPLATE_MAX_CHARS:
+            continue
+        if _BOILERPLATE_LINE.match(text) and el.getparent() is not None:
+            _remove_keep_tail(el)
+
+
+def _remove_keep_tail(el: Any) -> None:
+    parent = el.getparent()
+    tail = el.tail
+    if tail:
+        prev = el.getprevious()
+        if prev is not None:
+            prev.tail = (prev.tail or "") + tail
+        else:
+            parent.text = (parent.text or "") + tail
+    parent.remove(el)
+
+
+def _canonical_url(tree: Any, url: str) -> str | None:
+    for link in tree.iter("link"):
+        rel = (link.get("rel") or "").lower().split()
+        href = link.get("href")
+        if "canonical" in rel and href:
+            found = _absolute_http(href, url)
+            if found:
+                return found
+    for meta in tree.iter("meta"):
+        key = (meta.get("property") or meta.get("name") or "").strip().lower()
+        content = meta.get("content")
+        if key == "og:url" and content:
+            found = _absolute_http(content, url)
+            if found:
+                return found
+    return None
+
+
+def _language(tree: Any) -> str | None:
+    root = tree.getroottree().getroot()
+    lang = root.get("lang") or root.get("{http://www.w3.org/XML/1998/namespace}lang")
+    if lang and lang.strip():
+        return lang.strip()
+    for meta in tree.iter("meta"):
+        if (meta.get("http-equiv") or "").strip().lower() == "content-language":
+            content = (meta.get("content") or "").split(",")[0].strip()
+            if content:
+                return content
+    for meta in tree.iter("meta"):
+        if (meta.get("property") or "").strip().lower() == "og:locale":
+            content = (meta.get("content") or "").strip()
+            if content:
+                return content.replace("_", "-")
+    return None
+
+
+_PUBLISHED_KEYS: Final = frozenset(
+    {"article:published_time", "og:published_time", "datepublished", "pubdate", "date"}
+)
+
+
+def _meta_published(tree: Any) -> datetime | None:
+    """A full, tz-aware timestamp from the page's meta tags, if it gives one."""
+    for meta in tree.iter("meta"):
+        key = (meta.get("property") or meta.get("name") or meta.get("itemprop") or "").lower()
+        if key.strip() in _PUBLISHED_KEYS:
+            value = (meta.get("content") or "").strip()
+            try:
+                parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            if parsed.tzinfo is not None:
+                return parsed.astimezone(UTC)
+    return None
+
+
+def _published(value: str | None, meta: datetime | None) -> datetime | None:
+    """trafilatura's date (YYYY-MM-DD) as midnight UTC, or the meta timestamp of that day."""
+    if not value:
+        return meta
+    try:
+        day = date.fromisoformat(value.strip()[:10])
+    except ValueError:
+        return meta
+    if meta is not None and abs((meta.date() - day).days) <= 1:
+        return meta
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _authors(value: str | None) -> str | None:
+    value = _clean(value)
+    if value is None:
+        return None
+    seen: dict[str, str] = {}
+    for name in value.split(";"):
+        name = " ".join(name.split())
+        if name and name.casefold() not in seen:
+            seen[name.casefold()] = name
+    return "; ".join(seen.values()) or None
+
+
+def _absolute_http(value: str | None, base: str) -> str | None:
+    value = _clean(value)
+    if value is None:
+        return None
+    try:
+        absolute = urljoin(base, value)
+        scheme = urlsplit(absolute).scheme.lower()
+    except ValueError:
+        return None
+    return absolute if scheme in {"http", "https"} else None
+
+
+def _clean(value: str | None) -> str | None:
+    if value is None:
+        return None
+    value = " ".join(str(value).split())
+    return value or None

@@ -1,0 +1,312 @@
+"""HTTP fetching: the only module that imports ``httpx``.
+
+One shared async client; conditional GET; redirects followed by hand (so every hop
+passes the address guard); connect/read/total timeouts; bodies streamed and cut at
+``max_body_bytes`` after decompression; global and per-host concurrency limits and a
+minimum delay between two requests to one host.
+
+Address guard: before connecting, the host name is resolved once, every address is
+checked against the blocked ranges (loopback, private, link-local, CGNAT, multicast,
+reserved, unspecified; IPv4 and IPv6, IPv4-mapped IPv6 included) unless it lies in
+``allow_private_networks``, and the request goes to the checked address (Host header
+and TLS SNI keep the name), so no second lookup can swap it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import httpx
+
+from .errors import (
+    BlockedAddress,
+    FetchError,
+    FetchTimeout,
+    TooLarge,
+    TooManyRedirects,
+)
+from .records import FetchResult
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_REDIRECTS = {301, 302, 303, 307, 308}
+_PERMANENT = {301, 308}
+FEED_ACCEPT = (
+    "application/atom+xml, application/rss+xml, application/feed+json, application/json;q=0.9, "
+    "application/rdf+xml;q=0.9, application/xml;q=0.8, text/xml;q=0.8, text/html;q=0.5, */*;q=0.1"
+)
+PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.5"
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    user_agent: str
+    connect_timeout: float = 10.0
+    read_timeout: float = 20.0
+    total_timeout: float = 60.0
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_redirects: int = 5
+    concurrency: int = 16
+    per_host_concurrency: int = 2
+    per_host_delay: float = 1.0
+    allow_private_networks: tuple[str, ...] = ()
+
+
+def is_blocked_address(address: IPAddress, allowed: Sequence[IPNetwork] = ()) -> bool:
+    """True when the address is not a public unicast address and not explicitly allowed."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return is_blocked_address(address.ipv4_mapped, allowed)
+    if any(address.version == net.version and address in net for net in allowed):
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.sixtofour is not None:
+        return is_blocked_address(address.sixtofour, allowed)
+    return (
+        address.is_loopback
+        or address.is_private
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+        or (isinstance(address, ipaddress.IPv4Address) and address in _CGNAT)
+        or not address.is_global
+    )
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+@dataclass
+class _HostGate:
+    semaphore: asyncio.Semaphore
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    next_start: float = 0.0
+
+
+class Fetcher:
+    """Shared async HTTP client with our limits; use ``async with Fetcher(limits)``."""
+
+    def __init__(
+        self,
+        limits: FetchLimits,
+        resolver: Resolver | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.limits = limits
+        self._resolver = resolver or system_resolver
+        self._allowed: tuple[IPNetwork, ...] = tuple(
+            ipaddress.ip_network(n, strict=False) for n in limits.allow_private_networks
+        )
+        self._global = asyncio.Semaphore(limits.concurrency)
+        self._hosts: dict[str, _HostGate] = {}
+        timeout = httpx.Timeout(
+            connect=limits.connect_timeout,
+            read=limits.read_timeout,
+            write=limits.read_timeout,
+            pool=limits.total_timeout,
+        )
+        pool = httpx.Limits(
+            max_connections=max(limits.concurrency * 2, 10),
+            max_keepalive_connections=max(limits.concurrency, 10),
+        )
+        self._client = httpx.AsyncClient(
+            timeout=timeout,
+            limits=pool,
+            follow_redirects=False,
+            trust_env=False,
+            transport=transport,
+            headers={"User-Agent": limits.user_agent},
+        )
+        self.bytes_downloaded = 0
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    def _gate(self, host: str) -> _HostGate:
+        gate = self._hosts.get(host)
+        if gate is None:
+            gate = _HostGate(asyncio.Semaphore(self.limits.per_host_concurrency))
+            self._hosts[host] = gate
+        return gate
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, host: str, delay: float) -> AsyncIterator[None]:
+        gate = self._gate(host)
+        async with self._global, gate.semaphore:
+            if delay > 0:
+                async with gate.lock:
+                    wait = gate.next_start - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                    gate.next_start = time.monotonic() + delay
+            yield
+
+    async def check_address(self, url: str) -> tuple[str, str]:
+        """Resolve the URL's host once and check it; return (host, checked address)."""
+        parts = urlsplit(url)
+        host = parts.hostname
+        if parts.scheme not in ("http", "https") or not host:
+            raise FetchError(f"not an http(s) URL: {url}", url=url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            literal: IPAddress | None = ipaddress.ip_address(host)
+        except ValueError:
+            literal = None
+        if literal is not None:
+            addresses = [str(literal)]
+        else:
+            try:
+                addresses = await self._resolver(host, port)
+            except (OSError, UnicodeError) as exc:
+                raise FetchError(f"cannot resolve host {host}: {exc}", url=url) from None
+            if not addresses:
+                raise FetchError(f"cannot resolve host {host}: no addresses", url=url)
+        for text in addresses:
+            address = ipaddress.ip_address(text.split("%", 1)[0])
+            if is_blocked_address(address, self._allowed):
+                raise BlockedAddress(
+                    f"refused to connect to {host} ({address}): a private, loopback or "
+                    "reserved address not in allow_private_networks",
+                    url=url,
+                )
+        return host, addresses[0].split("%", 1)[0]
+
+    async def fetch(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        page: bool = False,
+    ) -> FetchResult:
+        """GET ``url`` (any final status is returned; network failures raise FetchError)."""
+        try:
+            async with asyncio.timeout(self.limits.total_timeout):
+                return await self._fetch(url, etag, last_modified, page)
+        except TimeoutError:
+            raise FetchTimeout(
+                f"no complete response within {self.limits.total_timeout:g} s (total timeout)",
+                url=url,
+            ) from None
+
+    async def _fetch(
+        self, url: str, etag: str | None, last_modified: str | None, page: bool
+    ) -> FetchResult:
+        started = time.monotonic()
+        headers = {"Accept": PAGE_ACCEPT if page else FEED_ACCEPT}
+        if etag:
+            headers["If-None-Match"] = etag
+        if last_modified:
+            headers["If-Modified-Since"] = last_modified
+        current = url
+        seen = {url}
+        permanent: str | None = None
+        permanent_chain = True
+        hops = 0
+        delay = self.limits.per_host_delay if page else 0.0
+        while True:
+            host, address = await self.check_address(current)
+            async with self._slot(host, delay):
+                status, resp_headers, body = await self._request(current, host, address, headers)
+            if status in _REDIRECTS and "location" in resp_headers:
+                target = urljoin(current, resp_headers["location"].strip())
+                target = urlunsplit(urlsplit(target)._replace(fragment=""))
+                hops += 1
+                if target in seen:
+                    raise TooManyRedirects(f"redirect loop at {target}", url=url)
+                if hops > self.limits.max_redirects:
+                    raise TooManyRedirects(
+                        f"more than {self.limits.max_redirects} redirects", url=url
+                    )
+                if permanent_chain and status in _PERMANENT:
+                    permanent = target
+                else:
+                    permanent_chain = False
+                seen.add(target)
+                if urlsplit(target).netloc != urlsplit(current).netloc:
+                    # validators belong to the original resource
+                    headers.pop("If-None-Match", None)
+                    headers.pop("If-Modified-Since", None)
+                current = target
+                continue
+            return FetchResult(
+                url=url,
+                final_url=current,
+                status=status,
+                headers=resp_headers,
+                body=body,
+                elapsed=time.monotonic() - started,
+                permanent_redirect=permanent,
+                redirected=hops > 0,
+            )
+
+    async def _request(
+        self, url: str, host: str, address: str, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        parts = urlsplit(url)
+        ip_host = f"[{address}]" if ":" in address else address
+        netloc = ip_host if parts.port is None else f"{ip_host}:{parts.port}"
+        target = urlunsplit(parts._replace(netloc=netloc))
+        host_header = host if parts.port is None else f"{host}:{parts.port}"
+        if ":" in host and parts.port is None:
+            host_header = f"[{host}]"
+        request = self._client.build_request(
+            "GET",
+            target,
+            headers={**headers, "Host": host_header},
+            extensions={"sni_hostname": host} if parts.scheme == "https" else {},
+        )
+        limit = self.limits.max_body_bytes
+        try:
+            response = await self._client.send(request, stream=True)
+            try:
+                chunks: list[bytes] = []
+                size = 0
+                if response.status_code not in _REDIRECTS:
+                    async for chunk in response.aiter_bytes():
+                        size += len(chunk)
+                        if size > limit:
+                            raise TooLarge(
+                                f"response body larger than max_body_bytes ({limit} bytes)",
+                                url=url,
+                                status=response.status_code,
+                            )
+                        chunks.append(chunk)
+                self.bytes_downloaded += response.num_bytes_downloaded
+                resp_headers = {k.lower(): v for k, v in response.headers.items()}
+                return response.status_code, resp_headers, b"".join(chunks)
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as exc:
+            kind = {
+                httpx.ConnectTimeout: "connect",
+                httpx.ReadTimeout: "read",
+                httpx.WriteTimeout: "write",
+                httpx.PoolTimeout: "pool",
+            }.get(type(exc), "network")
+            raise FetchTimeout(f"{kind} timeout talking to {host}", url=url) from None
+        except httpx.DecodingError as exc:
+            raise FetchError(f"cannot decode the response body: {exc}", url=url) from None
+        except httpx.RemoteProtocolError as exc:
+            raise FetchError(f"protocol error from {host}: {exc}", url=url) from None
+        except httpx.HTTPError as exc:
+            message = str(exc) or type(exc).__name__
+            raise FetchError(f"connection to {host} failed: {message}", url=url) from None

@@ -1,0 +1,407 @@
+"""The one orchestrator: sequences the stages for one feed, with one error boundary.
+
+fetch (feed) → parse + sanitize (process pool) → which entries are new/changed (store)
+→ fetch article pages → extract (process pool) → dedup decision + store (one transaction)
+→ record the outcome and the next poll time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from . import dedup, extract, parse, policy
+from .errors import AggregatorError, ExtractError, FetchError, ParseError
+from .records import (
+    Article,
+    CleanEntry,
+    FeedSpec,
+    FeedState,
+    FeedUpdate,
+    FetchResult,
+    KnownEntry,
+    ParsedEntry,
+    ParsedFeed,
+    PollOutcome,
+    SaveResult,
+    StoryCandidate,
+    StoryDecision,
+)
+
+log = logging.getLogger("aggregator.poll")
+
+
+class FetchPort(Protocol):
+    async def fetch(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        page: bool = False,
+    ) -> FetchResult: ...
+
+
+class StorePort(Protocol):
+    def known_entries(self, feed_id: int, keys: Sequence[str]) -> dict[str, KnownEntry]: ...
+
+    def save_poll(
+        self,
+        feed_id: int,
+        update_: FeedUpdate,
+        new: Sequence[CleanEntry] = (),
+        changed: Sequence[tuple[int, CleanEntry]] = (),
+        decide: Callable[[CleanEntry, Sequence[StoryCandidate]], StoryDecision] | None = None,
+    ) -> SaveResult: ...
+
+    def record_poll(self, feed_id: int, update_: FeedUpdate) -> None: ...
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    default_interval: float = 1800.0
+    min_interval: float = 600.0
+    max_interval: float = 86400.0
+    max_entries_per_feed: int = 500
+
+
+@dataclass(frozen=True)
+class Prepared:
+    feed: ParsedFeed
+    entries: tuple[CleanEntry, ...]
+
+
+# ---- work done in the process pool (top-level functions: picklable) ------------------
+
+
+def _entry_hash(entry: ParsedEntry) -> str:
+    digest = hashlib.sha256()
+    for part in (
+        entry.title,
+        entry.link,
+        entry.summary,
+        entry.content,
+        entry.published.isoformat() if entry.published else None,
+        entry.author,
+    ):
+        digest.update((part or "").encode("utf-8", "replace"))
+        digest.update(b"\x00")
+    return digest.hexdigest()
+
+
+def prepare_document(body: bytes, headers: dict[str, str], base_url: str, limit: int) -> Prepared:
+    """Parse a fetched document and sanitize its entries (CPU-heavy: runs in the pool)."""
+    feed = parse.parse_feed(body, headers, base_url)
+    entries = feed.entries[:limit]
+    clean: list[CleanEntry] = []
+    for entry in entries:
+        summary = (
+            extract.sanitize_html(entry.summary, entry.link or base_url) if entry.summary else None
+        )
+        content = (
+            extract.sanitize_html(entry.content, entry.link or base_url) if entry.content else None
+        )
+        source = content or summary
+        text = extract.html_to_text(source) if source else None
+        clean.append(
+            CleanEntry(
+                entry=entry,
+                canonical_url=dedup.canonical_url(entry.link),
+                summary=summary,
+                content=content,
+                text=text or None,
+                content_hash=_entry_hash(entry),
+            )
+        )
+    return Prepared(feed=replace(feed, entries=entries), entries=tuple(clean))
+
+
+def extract_page(body: bytes, url: str) -> Article | str:
+    """Extract an article page; an error comes back as its message (runs in the pool)."""
+    try:
+        return extract.extract_article(body, url)
+    except ExtractError as exc:
+        return str(exc)
+
+
+# ---- the orchestrator ----------------------------------------------------------------
+
+
+class Pipeline:
+    def __init__(
+        self,
+        fetcher: FetchPort,
+        store: StorePort,
+        executor: Executor,
+        settings: PipelineSettings,
+        *,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.fetcher = fetcher
+        self.store = store
+        self.executor = executor
+        self.settings = settings
+        self.rng = rng
+
+    async def _in_pool(self, fn: Callable[..., object], *args: object) -> object:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, fn, *args)
+
+    async def poll(self, spec: FeedSpec, state: FeedState, now: datetime) -> PollOutcome:
+        """Poll one feed. Expected failures become data; bugs propagate."""
+        started = time.monotonic()
+        try:
+            outcome = await self._poll(spec, state, now)
+        except AggregatorError as exc:
+            outcome = await self._fail(state, now, None, _sentence(exc), {})
+        outcome = replace(outcome, duration=time.monotonic() - started)
+        _log(spec, outcome)
+        return outcome
+
+    def _interval(self, spec: FeedSpec, state: FeedState) -> float:
+        if spec.interval is not None:
+            return spec.interval
+        return state.interval_seconds or self.settings.default_interval
+
+    async def _fail(
+        self,
+        state: FeedState,
+        now: datetime,
+        status: int | None,
+        message: str,
+        headers: dict[str, str],
+        *,
+        interval: float | None = None,
+    ) -> PollOutcome:
+        errors = state.error_count + 1
+        base = interval or state.interval_seconds or self.settings.default_interval
+        jitter = self.rng()
+        disabled = None
+        hold = None
+        hold_host = None
+        not_found_since = None
+        if status == 410:
+            disabled = f"retired: HTTP 410 Gone at {now.strftime('%Y-%m-%d %H:%M UTC')}"
+            next_at = now + timedelta(days=3650)
+        elif status == 404:
+            not_found_since = state.not_found_since or now
+            next_at = now + timedelta(
+                seconds=policy.not_found_delay(base, errors, not_found_since, now, jitter)
+            )
+        else:
+            next_at = policy.next_check_after_error(now, base, errors, jitter)
+        if status in (429, 503):
+            hold = policy.retry_after(headers.get("retry-after"), headers.get("date"), now)
+            if hold is not None:
+                hold_host = (urlsplit(state.url).hostname or "").lower()
+                next_at = max(next_at, hold)
+        update = FeedUpdate(
+            polled_at=now,
+            status=status,
+            ok=False,
+            next_check_at=next_at,
+            error=message,
+            error_count=errors,
+            keep_validators=True,
+            disabled_reason=disabled,
+            hold_until=hold,
+            hold_host=hold_host,
+            not_found_since=not_found_since,
+            redirect_url=state.redirect_url,
+            redirect_count=state.redirect_count,
+            redirect_seen_at=state.redirect_seen_at,
+        )
+        await asyncio.to_thread(self.store.record_poll, state.id, update)
+        return PollOutcome(state.url, status, ok=False, error=message)
+
+    async def _poll(self, spec: FeedSpec, state: FeedState, now: datetime) -> PollOutcome:
+        if spec.type == "html":
+            raise ParseError("type: html sources are not supported by this version yet")
+        result = await self.fetcher.fetch(
+            state.url, etag=state.etag, last_modified=state.last_modified
+        )
+        status = result.status
+        if status >= 400:
+            return await self._fail(state, now, status, _status_sentence(result), result.headers)
+        if status not in (200, 203, 304):
+            return await self._fail(
+                state, now, status, f"unexpected HTTP status {status}", result.headers
+            )
+        redirect_url, redirect_count, redirect_seen, new_url = policy.redirect_progress(
+            state.url,
+            result.permanent_redirect,
+            state.redirect_url,
+            state.redirect_count,
+            state.redirect_seen_at,
+            now,
+        )
+        if new_url:
+            log.warning(
+                "feed moved permanently",
+                extra={"feed": state.url, "new_url": new_url, "event": "feed_url_rewritten"},
+            )
+        base_update = FeedUpdate(
+            polled_at=now,
+            status=status,
+            ok=True,
+            next_check_at=now,
+            redirect_url=redirect_url,
+            redirect_count=redirect_count,
+            redirect_seen_at=redirect_seen,
+            new_url=new_url,
+        )
+        interval = self._interval(spec, state)
+        if status == 304:
+            update = replace(
+                base_update,
+                next_check_at=policy.next_check(now, interval, self.rng()),
+                etag=result.etag or state.etag,
+                last_modified=result.last_modified or state.last_modified,
+            )
+            await asyncio.to_thread(self.store.record_poll, state.id, update)
+            return PollOutcome(state.url, status, ok=True, not_modified=True)
+        prepared = await self._in_pool(
+            prepare_document,
+            result.body,
+            result.headers,
+            result.final_url,
+            self.settings.max_entries_per_feed,
+        )
+        assert isinstance(prepared, Prepared)
+        feed = prepared.feed
+        if spec.interval is None:
+            hints = feed.hints
+            interval = policy.adaptive_interval(
+                [e.published for e in feed.entries if e.published is not None],
+                default=self.settings.default_interval,
+                minimum=self.settings.min_interval,
+                maximum=self.settings.max_interval,
+                hint_seconds=[
+                    hints.ttl_seconds,
+                    hints.update_period_seconds,
+                    policy.cache_lifetime(result.headers, now),
+                ],
+            )
+        known = await asyncio.to_thread(
+            self.store.known_entries, state.id, [c.entry.key for c in prepared.entries]
+        )
+        new: list[CleanEntry] = []
+        changed: list[tuple[int, CleanEntry]] = []
+        for clean in prepared.entries:
+            seen = known.get(clean.entry.key)
+            if seen is None:
+                new.append(clean)
+            elif seen.content_hash != clean.content_hash:
+                changed.append((seen.item_id, clean))
+        if spec.full_text and new:
+            new = await self._with_articles(state, new)
+        update = replace(
+            base_update,
+            next_check_at=policy.next_check(now, interval, self.rng()),
+            etag=result.etag,
+            last_modified=result.last_modified,
+            interval_seconds=interval,
+            title=feed.title,
+            error=f"feed parsed with problems: {feed.problem}" if feed.problem else None,
+        )
+        saved = await asyncio.to_thread(
+            self.store.save_poll, state.id, update, new, changed, dedup.decide_story
+        )
+        return PollOutcome(
+            state.url,
+            status,
+            ok=True,
+            new_items=saved.new_items,
+            updated_items=saved.updated_items,
+            new_stories=saved.new_stories,
+            merged_items=saved.merged_items,
+            error=update.error,
+        )
+
+    async def _with_articles(self, state: FeedState, entries: list[CleanEntry]) -> list[CleanEntry]:
+        async def one(clean: CleanEntry) -> CleanEntry:
+            link = clean.entry.link
+            if not link:
+                return clean
+            try:
+                page = await self.fetcher.fetch(link, page=True)
+            except FetchError as exc:
+                _log_article(state, link, _sentence(exc))
+                return clean
+            if page.status != 200 or not page.body:
+                _log_article(state, link, f"HTTP {page.status}")
+                return clean
+            article = await self._in_pool(extract_page, page.body, page.final_url)
+            if not isinstance(article, Article):
+                _log_article(state, link, str(article))
+                return clean
+            if clean.text and len(article.text) < len(clean.text):
+                return clean  # the feed's own text is longer: keep it
+            canonical = clean.canonical_url
+            return replace(clean, article=article, text=article.text, canonical_url=canonical)
+
+        return list(await asyncio.gather(*(one(c) for c in entries)))
+
+
+def _sentence(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text[0].upper() + text[1:] if text else text
+
+
+_STATUS_WORDS = {
+    404: "not found",
+    410: "gone: the feed was removed for good",
+    429: "too many requests",
+    500: "server error",
+    502: "bad gateway",
+    503: "service unavailable",
+    504: "gateway timeout",
+}
+
+
+def _status_sentence(result: FetchResult) -> str:
+    words = _STATUS_WORDS.get(
+        result.status, "client error" if result.status < 500 else "server error"
+    )
+    text = f"HTTP {result.status} ({words}) from {result.final_url}"
+    if result.headers.get("retry-after"):
+        text += f"; Retry-After: {result.headers['retry-after']}"
+    return text
+
+
+def _log(spec: FeedSpec, outcome: PollOutcome) -> None:
+    fields = {
+        "event": "poll",
+        "feed": outcome.feed_url,
+        "feed_name": spec.name,
+        "status": outcome.status,
+        "ok": outcome.ok,
+        "not_modified": outcome.not_modified,
+        "new_items": outcome.new_items,
+        "updated_items": outcome.updated_items,
+        "merged": outcome.merged_items,
+        "duration_ms": round(outcome.duration * 1000),
+        "error": outcome.error,
+    }
+    if outcome.ok:
+        log.info("polled %s", outcome.feed_url, extra=fields)
+    else:
+        log.warning("poll failed for %s: %s", outcome.feed_url, outcome.error, extra=fields)
+
+
+def _log_article(state: FeedState, link: str, problem: str) -> None:
+    log.info(
+        "article page not used for %s: %s",
+        link,
+        problem,
+        extra={"event": "article", "feed": state.url, "url": link, "error": problem},
+    )

@@ -1,0 +1,193 @@
+"""Pure decisions about time: when a feed is due next, backoff, Retry-After.
+
+Nothing here reads the clock or a random source: ``now`` and ``jitter`` (a number in
+[0, 1)) are arguments, so every rule is unit-testable.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import itertools
+from datetime import UTC, datetime, timedelta
+
+JITTER = 0.1  # ±10 % of the interval
+MAX_BACKOFF = 24 * 3600.0
+MAX_RETRY_AFTER = 7 * 24 * 3600.0
+
+
+def with_jitter(seconds: float, jitter: float) -> float:
+    """Spread ``seconds`` by ±10 %; ``jitter`` in [0, 1)."""
+    return seconds * (1.0 + JITTER * (2.0 * jitter - 1.0))
+
+
+def next_check(now: datetime, interval: float, jitter: float) -> datetime:
+    """When a feed that was just polled successfully is due again."""
+    return now + timedelta(seconds=with_jitter(interval, jitter))
+
+
+def backoff_delay(interval: float, error_count: int, jitter: float) -> float:
+    """Delay after ``error_count`` consecutive failures: interval·2^(n-1), capped at 24 h."""
+    exponent = max(0, min(error_count - 1, 30))
+    delay = min(interval * (2.0**exponent), MAX_BACKOFF)
+    return min(with_jitter(delay, jitter), MAX_BACKOFF)
+
+
+def next_check_after_error(
+    now: datetime, interval: float, error_count: int, jitter: float
+) -> datetime:
+    return now + timedelta(seconds=backoff_delay(interval, error_count, jitter))
+
+
+def parse_http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def retry_after(value: str | None, date_header: str | None, now: datetime) -> datetime | None:
+    """Until when a Retry-After header asks us to wait (capped at 7 days).
+
+    Seconds are relative to ``now``; an HTTP date is taken relative to the response's
+    own Date header when it has one (so a server with a skewed clock is still obeyed
+    for the length it meant).
+    """
+    if not value:
+        return None
+    value = value.strip()
+    seconds: float | None = None
+    if value.isdigit():
+        seconds = float(value)
+    else:
+        until = parse_http_date(value)
+        if until is None:
+            return None
+        reference = parse_http_date(date_header) or now
+        seconds = (until - reference).total_seconds()
+    seconds = max(0.0, min(seconds, MAX_RETRY_AFTER))
+    return now + timedelta(seconds=seconds)
+
+
+def is_due(
+    now: datetime,
+    next_check_at: datetime | None,
+    hold_until: datetime | None,
+    disabled_reason: str | None,
+    *,
+    force: bool = False,
+) -> bool:
+    """Whether a feed may be polled now; ``force`` (run --once) ignores interval and backoff
+    but never a retirement nor an unexpired Retry-After hold."""
+    if disabled_reason:
+        return False
+    if hold_until is not None and hold_until > now:
+        return False
+    if force:
+        return True
+    return next_check_at is None or next_check_at <= now
+
+
+DORMANT_AFTER = 30 * 86400.0  # continuous 404s before a feed becomes dormant
+DORMANT_PROBE = 7 * 86400.0  # a dormant feed is probed once a week
+REDIRECT_CONFIRMATIONS = 3
+REDIRECT_SPACING = 86400.0
+
+
+def redirect_progress(
+    current_url: str,
+    target: str | None,
+    seen_url: str | None,
+    seen_count: int,
+    seen_at: datetime | None,
+    now: datetime,
+) -> tuple[str | None, int, datetime | None, str | None]:
+    """Track a permanent redirect; returns (redirect_url, count, seen_at, new_url).
+
+    The stored URL is rewritten (``new_url``) only after the same permanent redirect was
+    seen on 3 consecutive polls at least 24 h apart, and never from https to http.
+    """
+    if not target or target == current_url:
+        return None, 0, None, None
+    if current_url.startswith("https:") and target.startswith("http:"):
+        return None, 0, None, None
+    if target != seen_url or seen_at is None:
+        count, at = 1, now
+    elif (now - seen_at).total_seconds() >= REDIRECT_SPACING:
+        count, at = seen_count + 1, now
+    else:
+        count, at = seen_count, seen_at
+    if count >= REDIRECT_CONFIRMATIONS:
+        return None, 0, None, target
+    return target, count, at, None
+
+
+def not_found_delay(
+    interval: float, error_count: int, not_found_since: datetime, now: datetime, jitter: float
+) -> float:
+    """404s back off like other errors; after 30 days of them the feed is probed weekly."""
+    if (now - not_found_since).total_seconds() >= DORMANT_AFTER:
+        return with_jitter(DORMANT_PROBE, jitter)
+    return backoff_delay(interval, error_count, jitter)
+
+
+_PERIODS = {
+    "hourly": 3600.0,
+    "daily": 86400.0,
+    "weekly": 604800.0,
+    "monthly": 2592000.0,
+    "yearly": 31536000.0,
+}
+
+
+def cache_lifetime(headers: dict[str, str], now: datetime) -> float | None:
+    """Seconds the response says it stays fresh (Cache-Control max-age, else Expires)."""
+    control = headers.get("cache-control", "")
+    for part in control.split(","):
+        name, _, value = part.strip().partition("=")
+        if name.lower() in ("max-age", "s-maxage") and value.strip().isdigit():
+            return float(value.strip())
+    expires = parse_http_date(headers.get("expires"))
+    if expires is not None:
+        reference = parse_http_date(headers.get("date")) or now
+        return max(0.0, (expires - reference).total_seconds())
+    return None
+
+
+def adaptive_interval(
+    entry_dates: list[datetime],
+    *,
+    default: float,
+    minimum: float,
+    maximum: float,
+    hint_seconds: list[float | None],
+) -> float:
+    """Poll about as often as the feed publishes, within [minimum, maximum].
+
+    The typical gap is the median gap between the most recent entries (up to 20); with
+    fewer than two dated entries the default interval is used. The feed's own hints
+    (``<ttl>``, ``sy:updatePeriod``, Cache-Control/Expires) only ever raise the interval.
+    """
+    dates = sorted(set(entry_dates), reverse=True)[:20]
+    if len(dates) >= 2:
+        gaps = sorted((a - b).total_seconds() for a, b in itertools.pairwise(dates))
+        interval = gaps[len(gaps) // 2]
+    else:
+        interval = default
+    for hint in hint_seconds:
+        if hint is not None and hint > interval:
+            interval = hint
+    return max(minimum, min(maximum, interval))
+
+
+def update_period_seconds(period: str | None, frequency: int | None) -> float | None:
+    if not period:
+        return None
+    base = _PERIODS.get(period.strip().lower())
+    if base is None:
+        return None
+    return base / max(1, frequency or 1)

@@ -1,0 +1,229 @@
+"""Frozen records that cross stage boundaries.
+
+Every stage of the pipeline takes and returns these values; none of them holds a
+database row, an HTTP response or any other live resource, so they can cross
+process boundaries (the parse/extract process pool) by pickling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+SourceType = Literal["feed", "html"]
+
+
+@dataclass(frozen=True)
+class HtmlSelectors:
+    """Explicit CSS selectors for a ``type: html`` source (all optional)."""
+
+    item: str | None = None
+    title: str | None = None
+    link: str | None = None
+    summary: str | None = None
+    date: str | None = None
+    link_pattern: str | None = None
+
+
+@dataclass(frozen=True)
+class FeedSpec:
+    """One source as configured in ``feeds.yaml``."""
+
+    url: str
+    name: str | None = None
+    tags: tuple[str, ...] = ()
+    interval: float | None = None  # seconds; None = adaptive/default
+    full_text: bool = True
+    enabled: bool = True
+    type: SourceType = "feed"
+    selectors: HtmlSelectors | None = None
+
+    @property
+    def label(self) -> str:
+        return self.name or self.url
+
+
+@dataclass(frozen=True)
+class FeedState:
+    """What the store knows about a feed before polling it."""
+
+    id: int
+    url: str
+    configured_url: str | None = None
+    etag: str | None = None
+    last_modified: str | None = None
+    error_count: int = 0
+    last_status: int | None = None
+    next_check_at: datetime | None = None
+    disabled_reason: str | None = None
+    hold_until: datetime | None = None
+    interval_seconds: float | None = None
+    redirect_url: str | None = None
+    redirect_count: int = 0
+    redirect_seen_at: datetime | None = None
+    not_found_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class FetchResult:
+    """A completed HTTP exchange (any status) as seen by the fetcher."""
+
+    url: str  # the URL requested first
+    final_url: str  # after redirects
+    status: int
+    headers: dict[str, str]  # lower-cased names
+    body: bytes
+    elapsed: float = 0.0
+    permanent_redirect: str | None = None  # target of a 301/308 on the first hop chain
+    redirected: bool = False
+
+    @property
+    def etag(self) -> str | None:
+        return self.headers.get("etag")
+
+    @property
+    def last_modified(self) -> str | None:
+        return self.headers.get("last-modified")
+
+
+@dataclass(frozen=True)
+class ParsedEntry:
+    """One entry of a feed document (or one story of an HTML listing)."""
+
+    key: str  # identity within the feed: "guid:…", "link:…" or "hash:…"
+    guid: str | None = None
+    link: str | None = None
+    title: str | None = None
+    author: str | None = None
+    published: datetime | None = None  # UTC, tz-aware
+    updated: datetime | None = None  # UTC, tz-aware
+    summary: str | None = None  # HTML as given by the feed (unsanitized)
+    content: str | None = None  # HTML as given by the feed (unsanitized)
+    image: str | None = None
+
+
+@dataclass(frozen=True)
+class FeedHints:
+    """Publishing hints a feed gives about how often to poll it."""
+
+    ttl_seconds: float | None = None  # RSS <ttl>
+    update_period_seconds: float | None = None  # sy:updatePeriod / sy:updateFrequency
+    skip_hours: tuple[int, ...] = ()
+    skip_days: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ParsedFeed:
+    """The result of parsing one fetched document."""
+
+    kind: str  # e.g. "rss20", "atom10", "json11", "html"
+    title: str | None
+    link: str | None
+    entries: tuple[ParsedEntry, ...]
+    problem: str | None = None  # bozo / recoverable problem, one sentence
+    hints: FeedHints = field(default_factory=FeedHints)
+    key_level: str = "guid"  # which identity level the document needed
+
+
+@dataclass(frozen=True)
+class Article:
+    """Main text and metadata extracted from an article page."""
+
+    url: str
+    text: str  # plain text, paragraphs separated by blank lines
+    html: str | None = None  # sanitized HTML of the main content
+    title: str | None = None
+    author: str | None = None
+    published: datetime | None = None
+    language: str | None = None
+    image: str | None = None
+    canonical_url: str | None = None  # rel=canonical / og:url as given by the page
+
+
+@dataclass(frozen=True)
+class CleanEntry:
+    """A parsed entry after sanitizing, ready for the store."""
+
+    entry: ParsedEntry
+    canonical_url: str | None
+    summary: str | None  # sanitized HTML
+    content: str | None  # sanitized HTML
+    text: str | None  # plain text of the best content we have
+    content_hash: str
+    article: Article | None = None
+
+
+@dataclass(frozen=True)
+class StoryCandidate:
+    """An existing item that may carry the same story as a new one."""
+
+    item_id: int
+    story_id: int
+    canonical_url: str | None
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class StoryDecision:
+    """Which story an item belongs to."""
+
+    story_id: int | None  # None = new story
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    """What one poll of one feed did; recorded on the feed and logged."""
+
+    feed_url: str
+    status: int | None  # HTTP status, None for network failures
+    ok: bool
+    not_modified: bool = False
+    new_items: int = 0
+    updated_items: int = 0
+    new_stories: int = 0
+    merged_items: int = 0
+    error: str | None = None
+    duration: float = 0.0
+    skipped: str | None = None  # why it was not polled (hold, retired)
+
+
+@dataclass(frozen=True)
+class FeedUpdate:
+    """Everything a poll decided about its feed, written with its items in one transaction."""
+
+    polled_at: datetime
+    status: int | None
+    ok: bool
+    next_check_at: datetime
+    error: str | None = None
+    error_count: int = 0
+    etag: str | None = None
+    last_modified: str | None = None
+    keep_validators: bool = False  # True: leave etag/last_modified as stored
+    disabled_reason: str | None = None
+    hold_until: datetime | None = None
+    hold_host: str | None = None  # apply hold_until to every feed on this host
+    interval_seconds: float | None = None  # adaptive interval learned
+    redirect_url: str | None = None
+    redirect_count: int = 0
+    redirect_seen_at: datetime | None = None
+    new_url: str | None = None  # confirmed permanent redirect: rewrite feeds.url
+    not_found_since: datetime | None = None
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    new_items: int = 0
+    updated_items: int = 0
+    new_stories: int = 0
+    merged_items: int = 0
+
+
+@dataclass(frozen=True)
+class KnownEntry:
+    item_id: int
+    content_hash: str

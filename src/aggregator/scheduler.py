@@ -1,0 +1,316 @@
+"""Running polls: one-shot runs and the daemon (APScheduler 3.x).
+
+The daemon runs one tick job that asks the store which feeds are due and starts a
+poll for each (within the concurrency limits), a config-reload job, and the
+scheduled exports. Feed state lives in the database, so a restart picks up exactly
+where things were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from . import policy
+from .config import Config, load_config
+from .errors import ConfigError
+from .fetch import Fetcher, FetchLimits
+from .pipeline import Pipeline, PipelineSettings
+from .records import FeedSpec, FeedState, PollOutcome
+from .store import Store
+
+log = logging.getLogger("aggregator.daemon")
+SHUTDOWN_GRACE = 7.0  # seconds in-flight polls get to finish after SIGTERM
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _warm_worker() -> None:
+    # import the heavy libraries once per worker process, not on the first job
+    import feedparser  # noqa: F401
+    import trafilatura  # noqa: F401
+
+
+def pool_size(config: Config) -> int:
+    return config.settings.workers or max(1, os.cpu_count() or 1)
+
+
+def make_pool(size: int) -> ProcessPoolExecutor:
+    context = multiprocessing.get_context("forkserver")
+    return ProcessPoolExecutor(max_workers=size, mp_context=context, initializer=_warm_worker)
+
+
+def fetch_limits(config: Config) -> FetchLimits:
+    s = config.settings
+    return FetchLimits(
+        user_agent=s.effective_user_agent(),
+        connect_timeout=s.connect_timeout,
+        read_timeout=s.read_timeout,
+        total_timeout=s.timeout,
+        max_body_bytes=s.max_body_bytes,
+        max_redirects=s.max_redirects,
+        concurrency=s.concurrency,
+        per_host_concurrency=s.per_host_concurrency,
+        per_host_delay=s.per_host_delay,
+        allow_private_networks=s.allow_private_networks,
+    )
+
+
+def pipeline_settings(config: Config) -> PipelineSettings:
+    s = config.settings
+    return PipelineSettings(
+        default_interval=s.default_interval,
+        min_interval=s.min_interval,
+        max_interval=s.max_interval,
+        max_entries_per_feed=s.max_entries_per_feed,
+    )
+
+
+@dataclass
+class RunSummary:
+    feeds: int = 0
+    polled: int = 0
+    not_modified: int = 0
+    failed: int = 0
+    skipped: int = 0
+    new_items: int = 0
+    updated_items: int = 0
+    new_stories: int = 0
+    merged_items: int = 0
+    duration: float = 0.0
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def add(self, outcome: PollOutcome) -> None:
+        self.polled += 1
+        if not outcome.ok:
+            self.failed += 1
+            self.failures.append((outcome.feed_url, outcome.error or "failed"))
+        elif outcome.not_modified:
+            self.not_modified += 1
+        self.new_items += outcome.new_items
+        self.updated_items += outcome.updated_items
+        self.new_stories += outcome.new_stories
+        self.merged_items += outcome.merged_items
+
+
+class Runner:
+    """Owns the fetcher, the process pool and the pipeline for one process."""
+
+    def __init__(self, config: Config, store: Store, pool: ProcessPoolExecutor | None = None):
+        self.config = config
+        self.store = store
+        self._own_pool = pool is None
+        self.pool = pool or make_pool(pool_size(config))
+        self.fetcher = Fetcher(fetch_limits(config))
+        self.pipeline = Pipeline(self.fetcher, store, self.pool, pipeline_settings(config))
+        self.specs = {spec.url: spec for spec in config.feeds}
+        self._slots = asyncio.Semaphore(config.settings.concurrency)
+
+    def apply_config(self, config: Config) -> None:
+        self.config = config
+        self.specs = {spec.url: spec for spec in config.feeds}
+
+    def spec_for(self, state: FeedState) -> FeedSpec | None:
+        return self.specs.get(state.configured_url or state.url)
+
+    async def poll(self, state: FeedState) -> PollOutcome | None:
+        spec = self.spec_for(state)
+        if spec is None:
+            return None
+        async with self._slots:
+            return await self.pipeline.poll(spec, state, utcnow())
+
+    async def close(self) -> None:
+        await self.fetcher.aclose()
+        if self._own_pool:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+    async def run_once(
+        self,
+        on_start: Callable[[int], None] | None = None,
+        on_done: Callable[[PollOutcome], None] | None = None,
+    ) -> RunSummary:
+        """Poll every enabled feed now, ignoring interval and error backoff, but not a
+        retirement (410) nor an unexpired Retry-After hold on its host."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        now = utcnow()
+        states = await asyncio.to_thread(self.store.feed_states, now, due_only=False)
+        summary = RunSummary(feeds=len(states))
+        todo = []
+        for state in states:
+            if self.spec_for(state) is None:
+                continue
+            if policy.is_due(
+                now, state.next_check_at, state.hold_until, state.disabled_reason, force=True
+            ):
+                todo.append(state)
+            else:
+                summary.skipped += 1
+        if on_start:
+            on_start(len(todo))
+
+        async def one(state: FeedState) -> None:
+            outcome = await self.poll(state)
+            if outcome is not None:
+                summary.add(outcome)
+                if on_done:
+                    on_done(outcome)
+
+        await asyncio.gather(*(one(s) for s in todo))
+        summary.duration = loop.time() - started
+        return summary
+
+
+class Daemon:
+    """``aggregator run``: polls due feeds until SIGTERM/SIGINT."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        config_path: Path | None,
+        database_override: str | None,
+        reload_every: float = 2.0,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.config_path = config_path
+        self.database_override = database_override
+        self.reload_every = reload_every
+        self.stop_event = asyncio.Event()
+        self.inflight: dict[int, asyncio.Task[PollOutcome | None]] = {}
+        self._mtime = self._config_mtime()
+        self._bad_config: str | None = None
+        self.runner: Runner | None = None
+
+    def _config_mtime(self) -> float | None:
+        if self.config_path is None:
+            return None
+        try:
+            return self.config_path.stat().st_mtime
+        except OSError:
+            return None
+
+    async def tick(self) -> None:
+        if self.stop_event.is_set() or self.runner is None:
+            return
+        now = utcnow()
+        limit = self.config.settings.concurrency * 4
+        states = await asyncio.to_thread(
+            self.store.feed_states, now, limit=limit + len(self.inflight)
+        )
+        for state in states:
+            if state.id in self.inflight or self.stop_event.is_set():
+                continue
+            if len(self.inflight) >= limit:
+                break
+            task = asyncio.create_task(self.runner.poll(state))
+            self.inflight[state.id] = task
+            task.add_done_callback(self._forget(state.id))
+
+    def _forget(self, feed_id: int) -> Callable[[asyncio.Task[PollOutcome | None]], None]:
+        def done(_task: asyncio.Task[PollOutcome | None]) -> None:
+            self.inflight.pop(feed_id, None)
+
+        return done
+
+    async def reload(self, *, force: bool = False) -> None:
+        mtime = self._config_mtime()
+        if not force and mtime == self._mtime:
+            return
+        self._mtime = mtime
+        try:
+            config = load_config(self.config_path, self.database_override)
+        except ConfigError as exc:
+            message = str(exc)
+            if message != self._bad_config:
+                log.error(
+                    "config not reloaded, still running on the last good one: %s",
+                    message,
+                    extra={"event": "config_error", "error": message},
+                )
+                self._bad_config = message
+            return
+        self._bad_config = None
+        await asyncio.to_thread(self.store.sync_feeds, config.feeds, utcnow())
+        self.config = config
+        if self.runner is not None:
+            self.runner.apply_config(config)
+        log.info(
+            "config reloaded: %d feeds",
+            len(config.feeds),
+            extra={"event": "config_reloaded", "feeds": len(config.feeds)},
+        )
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop_event.set)
+        with contextlib.suppress(NotImplementedError, AttributeError):
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: asyncio.ensure_future(self.reload(force=True))
+            )
+        await asyncio.to_thread(self.store.sync_feeds, self.config.feeds, utcnow())
+        self.runner = Runner(self.config, self.store)
+        scheduler = AsyncIOScheduler(timezone=UTC, event_loop=loop)
+        scheduler.add_job(
+            self.tick,
+            IntervalTrigger(seconds=self.config.settings.tick),
+            id="tick",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=utcnow(),
+        )
+        scheduler.add_job(
+            self.reload,
+            IntervalTrigger(seconds=self.reload_every),
+            id="reload",
+            max_instances=1,
+            coalesce=True,
+        )
+        scheduler.start()
+        log.info(
+            "daemon started: %d feeds, database %s",
+            len(self.config.feeds),
+            self.store.engine.url.render_as_string(hide_password=True),
+            extra={"event": "started"},
+        )
+        try:
+            await self.stop_event.wait()
+        finally:
+            scheduler.shutdown(wait=False)
+            await self._drain()
+            await self.runner.close()
+            log.info("daemon stopped", extra={"event": "stopped"})
+
+    async def _drain(self) -> None:
+        tasks = list(self.inflight.values())
+        if not tasks:
+            return
+        log.info(
+            "stopping: waiting up to %.0f s for %d polls",
+            SHUTDOWN_GRACE,
+            len(tasks),
+            extra={"event": "stopping", "inflight": len(tasks)},
+        )
+        _done, pending = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=1.0)

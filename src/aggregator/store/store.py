@@ -1,0 +1,542 @@
+"""Queries and transactions. Rows never leave this module: it returns records."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    create_engine,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+
+from ..errors import StoreError
+from ..records import (
+    CleanEntry,
+    FeedSpec,
+    FeedState,
+    FeedUpdate,
+    KnownEntry,
+    SaveResult,
+    StoryCandidate,
+    StoryDecision,
+)
+from .tables import feeds, items, stories
+
+Decide = Callable[[CleanEntry, Sequence[StoryCandidate]], StoryDecision]
+MIGRATION_LOCK_ID = 7_246_311  # pg_advisory_lock key for `db upgrade`
+
+
+def _migrations_dir() -> Path:
+    packaged = Path(__file__).resolve().parent.parent / "_migrations"
+    if (packaged / "env.py").exists():
+        return packaged
+    source = Path(__file__).resolve().parents[3] / "migrations"
+    if (source / "env.py").exists():
+        return source
+    raise StoreError("the Alembic migrations folder is missing from this installation")
+
+
+def _host(url: str) -> str:
+    return (urlsplit(url).hostname or "").lower()
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    """A feed as the CLI shows it."""
+
+    id: int
+    url: str
+    name: str | None
+    enabled: bool
+    removed: bool
+    last_polled_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    error_count: int
+    next_check_at: datetime | None
+    disabled_reason: str | None
+    hold_until: datetime | None
+    item_count: int
+
+
+class Store:
+    """A handle on one database; thread-safe (one engine, short transactions)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._write_lock = threading.Lock()
+
+    # ---- lifecycle -----------------------------------------------------------------
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def upgrade(self) -> None:
+        """Apply every Alembic migration (safe when several workers start at once)."""
+        from alembic import command
+        from alembic.config import Config as AlembicConfig
+
+        cfg = AlembicConfig()
+        cfg.set_main_option("script_location", str(_migrations_dir()))
+        cfg.set_main_option("sqlalchemy.url", self.engine.url.render_as_string(False))
+        try:
+            with self.engine.connect() as conn:
+                if self.dialect == "postgresql":
+                    conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_ID})
+                    conn.commit()
+                try:
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                    conn.commit()
+                finally:
+                    if self.dialect == "postgresql":
+                        conn.execute(
+                            text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_ID}
+                        )
+                        conn.commit()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot migrate the database: {_short(exc)}") from None
+
+    def ping(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError as exc:
+            raise StoreError(f"the database does not answer: {_short(exc)}") from None
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        # On SQLite the write lock is taken up front (BEGIN IMMEDIATE, see open_store):
+        # two writers queue on busy_timeout instead of failing on a stale snapshot.
+        with self.engine.connect() as conn:
+            conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                yield conn
+
+    # ---- feeds ---------------------------------------------------------------------
+    def sync_feeds(self, specs: Sequence[FeedSpec], now: datetime) -> None:
+        """Make the feeds table match the config: add new feeds, update settings, mark
+        removed ones (their items are kept). A retired feed that was removed and added
+        again is re-enabled."""
+        with self._write_lock, self._tx() as conn:
+            rows = conn.execute(
+                select(
+                    feeds.c.id,
+                    feeds.c.url,
+                    feeds.c.configured_url,
+                    feeds.c.removed_at,
+                    feeds.c.disabled_reason,
+                )
+            ).all()
+            by_conf = {r.configured_url or r.url: r for r in rows}
+            wanted = {s.url for s in specs}
+            for spec in specs:
+                values: dict[str, Any] = {
+                    "name": spec.name,
+                    "type": spec.type,
+                    "tags": list(spec.tags),
+                    "enabled": spec.enabled,
+                    "full_text": spec.full_text,
+                    "interval_seconds": spec.interval,
+                }
+                row = by_conf.get(spec.url)
+                if row is None:
+                    conn.execute(
+                        insert(feeds).values(
+                            url=spec.url,
+                            configured_url=spec.url,
+                            host=_host(spec.url),
+                            created_at=now,
+                            next_check_at=now,
+                            error_count=0,
+                            redirect_count=0,
+                            **values,
+                        )
+                    )
+                    continue
+                if row.removed_at is not None:
+                    values.update(removed_at=None, next_check_at=now)
+                    if row.disabled_reason:
+                        values.update(disabled_reason=None, error_count=0, last_error=None)
+                conn.execute(update(feeds).where(feeds.c.id == row.id).values(**values))
+            for conf, row in by_conf.items():
+                if conf not in wanted and row.removed_at is None:
+                    conn.execute(update(feeds).where(feeds.c.id == row.id).values(removed_at=now))
+
+    def enable_feed(self, url: str, now: datetime) -> bool:
+        """Clear a retirement (HTTP 410) or any disable reason; returns False if unknown."""
+        with self._write_lock, self._tx() as conn:
+            result = conn.execute(
+                update(feeds)
+                .where(or_(feeds.c.url == url, feeds.c.configured_url == url))
+                .values(
+                    disabled_reason=None,
+                    error_count=0,
+                    last_error=None,
+                    next_check_at=now,
+                    not_found_since=None,
+                )
+            )
+            return bool(result.rowcount)
+
+    def feed_states(
+        self, now: datetime, *, due_only: bool = True, limit: int | None = None
+    ) -> list[FeedState]:
+        """Enabled, configured feeds; with ``due_only`` those whose next check has come."""
+        query = select(feeds).where(feeds.c.removed_at.is_(None), feeds.c.enabled.is_(True))
+        if due_only:
+            query = query.where(
+                feeds.c.disabled_reason.is_(None),
+                or_(feeds.c.next_check_at.is_(None), feeds.c.next_check_at <= now),
+                or_(feeds.c.hold_until.is_(None), feeds.c.hold_until <= now),
+            )
+        query = query.order_by(feeds.c.next_check_at, feeds.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self.engine.connect() as conn:
+            return [_state(row) for row in conn.execute(query).mappings()]
+
+    def list_feeds(self) -> list[FeedRow]:
+        counts = (
+            select(items.c.feed_id, func.count().label("n")).group_by(items.c.feed_id).subquery()
+        )
+        query = (
+            select(feeds, func.coalesce(counts.c.n, 0).label("item_count"))
+            .select_from(feeds.outerjoin(counts, counts.c.feed_id == feeds.c.id))
+            .order_by(feeds.c.id)
+        )
+        with self.engine.connect() as conn:
+            return [
+                FeedRow(
+                    id=r.id,
+                    url=r.url,
+                    name=r.name,
+                    enabled=r.enabled,
+                    removed=r.removed_at is not None,
+                    last_polled_at=r.last_polled_at,
+                    last_status=r.last_status,
+                    last_error=r.last_error,
+                    error_count=r.error_count,
+                    next_check_at=r.next_check_at,
+                    disabled_reason=r.disabled_reason,
+                    hold_until=r.hold_until,
+                    item_count=r.item_count,
+                )
+                for r in conn.execute(query)
+            ]
+
+    # ---- items ---------------------------------------------------------------------
+    def known_entries(self, feed_id: int, keys: Sequence[str]) -> dict[str, KnownEntry]:
+        found: dict[str, KnownEntry] = {}
+        with self.engine.connect() as conn:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                rows = conn.execute(
+                    select(items.c.entry_key, items.c.id, items.c.content_hash).where(
+                        items.c.feed_id == feed_id, items.c.entry_key.in_(chunk)
+                    )
+                )
+                for row in rows:
+                    found[row.entry_key] = KnownEntry(row.id, row.content_hash)
+        return found
+
+    def save_poll(
+        self,
+        feed_id: int,
+        update_: FeedUpdate,
+        new: Sequence[CleanEntry] = (),
+        changed: Sequence[tuple[int, CleanEntry]] = (),
+        decide: Decide | None = None,
+    ) -> SaveResult:
+        """Write a poll's items and the feed's new state in ONE transaction."""
+        with self._write_lock, self._tx() as conn:
+            new_items = new_stories = merged = 0
+            now = update_.polled_at
+            if new:
+                keys = [c.entry.key for c in new]
+                existing = {
+                    r.entry_key
+                    for r in conn.execute(
+                        select(items.c.entry_key).where(
+                            items.c.feed_id == feed_id, items.c.entry_key.in_(keys)
+                        )
+                    )
+                }
+                for clean in new:
+                    if clean.entry.key in existing:
+                        continue  # another worker stored it meanwhile
+                    existing.add(clean.entry.key)
+                    candidates = self._candidates(conn, clean)
+                    decision = (
+                        decide(clean, candidates)
+                        if decide is not None
+                        else StoryDecision(None, 0.0, "new")
+                    )
+                    story_id = decision.story_id
+                    if story_id is None:
+                        story_id = self._new_story(conn, clean, now)
+                        new_stories += 1
+                    else:
+                        merged += 1
+                        conn.execute(
+                            update(stories)
+                            .where(stories.c.id == story_id)
+                            .values(
+                                item_count=stories.c.item_count + 1,
+                                last_seen_at=now,
+                            )
+                        )
+                    conn.execute(
+                        insert(items).values(
+                            feed_id=feed_id,
+                            story_id=story_id,
+                            dedup_reason=decision.reason,
+                            dedup_score=decision.score,
+                            first_seen_at=now,
+                            updated_at=now,
+                            **_item_values(clean),
+                        )
+                    )
+                    new_items += 1
+            for item_id, clean in changed:
+                values = _item_values(clean)
+                values.pop("entry_key")
+                if clean.article is None:
+                    # keep text extracted from the page; refresh feed-derived text only
+                    values = {k: v for k, v in values.items() if k not in ("language",)}
+                    conn.execute(
+                        update(items)
+                        .where(
+                            items.c.id == item_id,
+                            or_(items.c.text_source.is_(None), items.c.text_source == "feed"),
+                        )
+                        .values(updated_at=now, **values)
+                    )
+                    values = {k: v for k, v in values.items() if k not in ("text", "text_source")}
+                conn.execute(
+                    update(items).where(items.c.id == item_id).values(updated_at=now, **values)
+                )
+            self._write_feed(conn, feed_id, update_)
+            return SaveResult(new_items, len(changed), new_stories, merged)
+
+    def record_poll(self, feed_id: int, update_: FeedUpdate) -> None:
+        with self._write_lock, self._tx() as conn:
+            self._write_feed(conn, feed_id, update_)
+
+    def _write_feed(self, conn: Connection, feed_id: int, u: FeedUpdate) -> None:
+        values: dict[str, Any] = {
+            "last_polled_at": u.polled_at,
+            "last_status": u.status,
+            "last_error": u.error,
+            "error_count": u.error_count,
+            "next_check_at": u.next_check_at,
+            "redirect_url": u.redirect_url,
+            "redirect_count": u.redirect_count,
+            "redirect_seen_at": u.redirect_seen_at,
+            "not_found_since": u.not_found_since,
+        }
+        if u.ok:
+            values["last_success_at"] = u.polled_at
+        if not u.keep_validators:
+            values["etag"] = u.etag
+            values["last_modified"] = u.last_modified
+        if u.disabled_reason is not None:
+            values["disabled_reason"] = u.disabled_reason
+        if u.interval_seconds is not None:
+            values["adaptive_interval_seconds"] = u.interval_seconds
+        if u.title is not None:
+            values["title"] = u.title
+        if u.new_url is not None:
+            clash = conn.execute(
+                select(feeds.c.id).where(feeds.c.url == u.new_url, feeds.c.id != feed_id)
+            ).first()
+            if clash is None:
+                values["url"] = u.new_url
+                values["host"] = _host(u.new_url)
+                values["redirect_url"] = None
+                values["redirect_count"] = 0
+                values["redirect_seen_at"] = None
+        conn.execute(update(feeds).where(feeds.c.id == feed_id).values(**values))
+        if u.hold_until is not None:
+            hold = u.hold_until
+            host_filter = feeds.c.id == feed_id
+            if u.hold_host:
+                host_filter = or_(host_filter, feeds.c.host == u.hold_host)
+            conn.execute(
+                update(feeds)
+                .where(host_filter, or_(feeds.c.hold_until.is_(None), feeds.c.hold_until < hold))
+                .values(hold_until=hold)
+            )
+            conn.execute(
+                update(feeds)
+                .where(
+                    host_filter,
+                    or_(feeds.c.next_check_at.is_(None), feeds.c.next_check_at < hold),
+                )
+                .values(next_check_at=hold)
+            )
+
+    def _candidates(self, conn: Connection, clean: CleanEntry) -> list[StoryCandidate]:
+        if not clean.canonical_url:
+            return []
+        rows = conn.execute(
+            select(items.c.id, items.c.story_id, items.c.canonical_url, items.c.title)
+            .where(items.c.canonical_url == clean.canonical_url, items.c.story_id.is_not(None))
+            .order_by(items.c.id)
+            .limit(5)
+        )
+        return [StoryCandidate(r.id, r.story_id, r.canonical_url, r.title) for r in rows]
+
+    def _new_story(self, conn: Connection, clean: CleanEntry, now: datetime) -> int:
+        entry = clean.entry
+        result = conn.execute(
+            insert(stories)
+            .values(
+                title=entry.title,
+                url=entry.link,
+                canonical_url=clean.canonical_url,
+                first_seen_at=now,
+                last_seen_at=now,
+                item_count=1,
+            )
+            .returning(stories.c.id)
+        )
+        return int(result.scalar_one())
+
+    # ---- reporting -----------------------------------------------------------------
+    def counts(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            return {
+                "feeds": int(conn.execute(select(func.count()).select_from(feeds)).scalar_one()),
+                "items": int(conn.execute(select(func.count()).select_from(items)).scalar_one()),
+                "stories": int(
+                    conn.execute(select(func.count()).select_from(stories)).scalar_one()
+                ),
+            }
+
+    def count_stories_since(self, since: datetime) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(stories)
+                    .where(and_(stories.c.first_seen_at >= since))
+                ).scalar_one()
+            )
+
+
+def _state(row: Any) -> FeedState:
+    return FeedState(
+        id=row["id"],
+        url=row["url"],
+        configured_url=row["configured_url"],
+        etag=row["etag"],
+        last_modified=row["last_modified"],
+        error_count=row["error_count"],
+        last_status=row["last_status"],
+        next_check_at=row["next_check_at"],
+        disabled_reason=row["disabled_reason"],
+        hold_until=row["hold_until"],
+        interval_seconds=row["adaptive_interval_seconds"],
+        redirect_url=row["redirect_url"],
+        redirect_count=row["redirect_count"],
+        redirect_seen_at=row["redirect_seen_at"],
+        not_found_since=row["not_found_since"],
+    )
+
+
+def _item_values(clean: CleanEntry) -> dict[str, Any]:
+    entry = clean.entry
+    article = clean.article
+    return {
+        "entry_key": entry.key,
+        "guid": entry.guid,
+        "url": entry.link,
+        "canonical_url": clean.canonical_url,
+        "title": entry.title,
+        "author": entry.author or (article.author if article else None),
+        "published_at": entry.published or (article.published if article else None),
+        "summary": clean.summary,
+        "content": clean.content,
+        "text": clean.text,
+        "text_source": "article" if article is not None else "feed",
+        "language": article.language if article else None,
+        "image_url": entry.image or (article.image if article else None),
+        "content_hash": clean.content_hash,
+    }
+
+
+def _short(exc: BaseException) -> str:
+    message = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return message[0] if message else type(exc).__name__
+
+
+def open_store(url: str, *, pool_size: int = 5) -> Store:
+    """Open (not migrate) the database at ``url``; SQLite folders are created."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StoreError(f"invalid database URL {url!r}") from None
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            folder = Path(database).expanduser().resolve().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the database folder {folder}: {exc}") from None
+        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+    elif parsed.get_backend_name() == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+        raise StoreError(f"cannot open database {url!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Connection) -> None:
+            immediate = conn.get_execution_options().get("sqlite_immediate")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    store = Store(engine)
+    try:
+        store.ping()
+    except StoreError:
+        engine.dispose()
+        raise
+    except OperationalError as exc:
+        engine.dispose()
+        raise StoreError(f"cannot open database {url!r}: {_short(exc)}") from None
+    return store

@@ -1,0 +1,143 @@
+"""Table definitions (no behaviour). The schema is a public API: see docs/schema.md.
+
+Changed only through Alembic migrations in ``migrations/``; these definitions mirror
+the migrated schema so queries can be written with SQLAlchemy Core.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = MetaData()
+
+# BIGINT primary keys on PostgreSQL, INTEGER (rowid alias) on SQLite.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores naive UTC)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        result: datetime = value
+        if result.tzinfo is None:
+            return result.replace(tzinfo=UTC)
+        return result.astimezone(UTC)
+
+
+feeds = Table(
+    "feeds",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("url", Text, nullable=False, unique=True),
+    Column("configured_url", Text, nullable=True),
+    Column("name", Text),
+    Column("type", String(16), nullable=False, server_default="feed"),
+    Column("tags", JSON, nullable=True),
+    Column("enabled", Boolean, nullable=False, server_default="1"),
+    Column("full_text", Boolean, nullable=False, server_default="1"),
+    Column("interval_seconds", Float),
+    Column("adaptive_interval_seconds", Float),
+    Column("title", Text),
+    Column("etag", Text),
+    Column("last_modified", Text),
+    Column("last_polled_at", UTCDateTime),
+    Column("last_success_at", UTCDateTime),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("error_count", Integer, nullable=False, server_default="0"),
+    Column("next_check_at", UTCDateTime),
+    Column("hold_until", UTCDateTime),
+    Column("disabled_reason", Text),
+    Column("redirect_url", Text),
+    Column("redirect_count", Integer, nullable=False, server_default="0"),
+    Column("redirect_seen_at", UTCDateTime),
+    Column("not_found_since", UTCDateTime),
+    Column("host", Text),
+    Column("lease_owner", Text),
+    Column("lease_expires_at", UTCDateTime),
+    Column("removed_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_feeds_next_check_at", "next_check_at"),
+    Index("ix_feeds_host", "host"),
+)
+
+stories = Table(
+    "stories",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("title", Text),
+    Column("url", Text),
+    Column("canonical_url", Text),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("item_count", Integer, nullable=False, server_default="0"),
+    Index("ix_stories_first_seen_at", "first_seen_at"),
+    Index("ix_stories_canonical_url", "canonical_url"),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("feed_id", BigId, ForeignKey("feeds.id", ondelete="CASCADE"), nullable=False),
+    Column("entry_key", Text, nullable=False),
+    Column("guid", Text),
+    Column("url", Text),
+    Column("canonical_url", Text),
+    Column("title", Text),
+    Column("author", Text),
+    Column("published_at", UTCDateTime),
+    Column("summary", Text),
+    Column("content", Text),
+    Column("text", Text),
+    Column("text_source", String(16)),
+    Column("language", String(32)),
+    Column("image_url", Text),
+    Column("content_hash", String(64), nullable=False),
+    Column("story_id", BigId, ForeignKey("stories.id", ondelete="SET NULL")),
+    Column("dedup_reason", String(32)),
+    Column("dedup_score", Float),
+    Column("first_seen_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("feed_id", "entry_key", name="uq_items_feed_entry"),
+    Index("ix_items_canonical_url", "canonical_url"),
+    Index("ix_items_story_id", "story_id"),
+    Index("ix_items_first_seen_at", "first_seen_at"),
+)

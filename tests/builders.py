@@ -1,0 +1,50 @@
+"""Small builders for fixture feeds and article pages served by the test server."""
+
+from __future__ import annotations
+
+from html import escape
+
+WORDS = (
+    "council members voted on the new budget after a long debate about schools roads and "
+    "the harbour while residents gathered outside the hall to hear the decision that "
+    "will shape the city for the coming decade according to officials who spoke"
+).split()
+
+
+def paragraph(seed: int, n: int = 60) -> str:
+    return " ".join(WORDS[(seed * 7 + i * 3) % len(WORDS)] for i in range(n)).capitalize() + "."
+
+
+def article_page(title: str, seed: int, paragraphs: int = 6) -> str:
+    body = "\n".join(f"<p>{paragraph(seed + i)}</p>" for i in range(paragraphs))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{escape(title)} | The Daily Test</title></head>
+<body>
+<header><nav><a href="/">Home</a> <a href="/world">World</a> <a href="/sport">Sport</a></nav></header>
+<main><article>
+<h1>{escape(title)}</h1>
+<p class="byline">By Jane Reporter</p>
+{body}
+</article></main>
+<aside><h2>Most read</h2><ul><li><a href="/x">Something else entirely</a></li></ul></aside>
+<footer>Copyright The Daily Test. All rights reserved.</footer>
+</body></html>"""
+
+
+def rss(
+    title: str, items: list[dict[str, str]], *, extra_channel: str = "", link: str = "http://x/"
+) -> str:
+    parts = []
+    for item in items:
+        fields = "".join(
+            f"<{k}>{escape(v)}</{k}>" for k, v in item.items() if k not in ("content",)
+        )
+        if "content" in item:
+            fields += f"<content:encoded><![CDATA[{item['content']}]]></content:encoded>"
+        parts.append(f"<item>{fields}</item>")
+    return f"""<?xml version="1.0" encoding="utf-8"?>
+<rss version="2.0" xmlns:content="http://purl.org/rss/1.0/modules/content/">
+<channel><title>{escape(title)}</title><link>{escape(link)}</link>
+<description>test</description>{extra_channel}
+{"".join(parts)}
+</channel></rss>"""
