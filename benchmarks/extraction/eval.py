@@ -90,8 +90,13 @@ CONFIGS: dict[str, Extractor] = {
     # our extract_article (its defaults = the chosen settings) and variants around it
     "ours": _ours(),
     "ours-no_boilerplate": _ours(drop_boilerplate=False),
+    "ours-no_title_byline": _ours(drop_title_byline=False),
+    "ours-no_truncate": _ours(truncate_related=False),
+    "ours-no_postprocessing": _ours(
+        drop_boilerplate=False, drop_title_byline=False, truncate_related=False
+    ),
     "ours+precision": _ours(favor_precision=True, favor_recall=False),
-    "ours+recall": _ours(favor_recall=True, favor_precision=False),
+    "ours-recall": _ours(favor_recall=False),
     "ours+dedup": _ours(deduplicate=True),
     "ours-tables": _ours(include_tables=not SETTINGS.include_tables),
     "ours-markup": _ours(include_formatting=False, include_links=False),

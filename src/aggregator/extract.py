@@ -51,6 +51,8 @@ class ExtractSettings:
     include_links: bool = True
     include_images: bool = False
     drop_boilerplate: bool = True  # our post-processing, see _BOILERPLATE_LINE
+    drop_title_byline: bool = True  # leading title/byline/date blocks (they are metadata)
+    truncate_related: bool = True  # a "Related stories"-like heading ends the article
 
 
 SETTINGS: Final = ExtractSettings()
@@ -103,21 +105,33 @@ _BOILERPLATE_LINE: Final = re.compile(
     r"""^(?:
         (?:share|tweet|email|print|pin|save)(?:\s+(?:this|on|via|to|it|article|story|page|
             facebook|twitter|x|linkedin|whatsapp|reddit|pinterest|email))*
+      | 分享到.{0,20}
       | (?:follow|like)\s+us(?:\s+on\s+\w+)?
-      | (?:sign\s+up|subscribe)(?:\s+(?:now|today|here|for|to|free))*(?:\s+.{0,60})?
-      | (?:read|see|view|show|load)\s+(?:more|all|full\s+(?:story|article))(?:\s+.{0,40})?
-      | (?:related|recommended|most\s+(?:read|popular|viewed))(?:\s+(?:articles?|stories|
-            posts?|content|links?|coverage|reading))?
-      | advertisement|ad|sponsored(?:\s+content)?|skip\s+(?:to\s+)?(?:content|ad|advert)
+      | (?:sign\s+up|subscribe)\b.{0,80}
+      | mailing\s+list|newsletter|get\s+our\s+newsletter.{0,80}
+      | (?:read|see|view|show|load)\s+(?:more|all|full\s+(?:story|article))\b.{0,40}
+      | more\s+(?:\w+\s+)?(?:headlines|stories|news|articles)?
+      | (?:related|recommended|recent|featured|popular|trending|most\s+(?:read|popular|viewed))
+          (?:\s+(?:articles?|stories|posts?|content|links?|coverage|reading|videos?|
+            slide\s*shows?|galleries|news))?
+      | you\s+(?:might|may)\s+(?:also\s+)?(?:like|enjoy|be\s+interested\s+in)
+      | advertisement|sponsored(?:\s+(?:content|by))?|skip\s+(?:to\s+)?(?:content|ad|advert)
+      | jump\s+to\s+(?:navigation|search|content|main\s+content)
       | (?:this\s+(?:site|website)\s+uses\s+cookies|we\s+use\s+cookies|accept\s+(?:all\s+)?
             cookies).{0,200}
-      | (?:leave\s+a\s+(?:comment|reply)|\d+\s+comments?|comments?|show\s+comments)
-      | (?:newsletter|get\s+our\s+newsletter).{0,80}
+      | (?:leave\s+a\s+(?:comment|reply)|\d+\s+comments?|comments?|show\s+comments|
+            loading\s+comments|links\s+to\s+this\s+post)
       | click\s+here\s+to\s+.{0,80}
-      | back\s+to\s+top|top\s+of\s+page
-    )[\s.:!?»›→|]*$""",
+      | back\s+to\s+top|(?:home\s+)?top\s+of\s+(?:the\s+)?page
+      | powered\s+by\s+\w+(?:\s+\w+)?
+      | (?:all\s+(?:materials|content)\s+)?copyright\s*©.{0,120}|©.{0,120}all\s+rights\s+reserved
+      | (?:[\w.\- ]{0,40}[/|]\s*)?(?:getty(?:\s+images)?|afp|ap|reuters|rex(?:\s+features)?|
+            epa|pa|corbis|shutterstock|istock(?:photo)?)(?:\s*[/|]\s*[\w.\- ]{0,40})?
+    )[\s.:!?»›→|^…]*$""",
     re.IGNORECASE | re.VERBOSE,
 )
+# A navigation line: at least three " | " separators between short items.
+_PIPE_NAV: Final = re.compile(r"^[^|]{1,40}(?:\s\|\s[^|]{1,40}){3,}$")
 _BOILERPLATE_MAX_CHARS: Final = 160
 
 _META_CHARSET: Final = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.I)
@@ -187,6 +201,10 @@ def extract_article(
     body = convert_to_html(doc.body)
     if settings.drop_boilerplate:
         _drop_boilerplate(body)
+    if settings.drop_title_byline:
+        _drop_leading_metadata(body, doc.title, doc.author)
+    if settings.truncate_related:
+        _truncate_related(body)
     raw_html = etree.tostring(body, encoding="unicode", method="html")
     clean_html = sanitize_html(raw_html, base_url=url)
     text = html_to_text(clean_html)
@@ -308,8 +326,68 @@ def _drop_boilerplate(body: Any) -> None:
         text = " ".join("".join(el.itertext()).split())
         if not text or len(text) > _BOILERPLATE_MAX_CHARS:
             continue
-        if _BOILERPLATE_LINE.match(text) and el.getparent() is not None:
+        if (_BOILERPLATE_LINE.match(text) or _PIPE_NAV.match(text)) and el.getparent() is not None:
             _remove_keep_tail(el)
+
+
+_TOP_BLOCKS: Final = ("p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "blockquote", "table")
+_BYLINE: Final = re.compile(r"^(?:by|von|par|por|di|door)\s+\S.{0,80}$", re.IGNORECASE)
+_DATE_LINE: Final = re.compile(
+    r"^(?:(?:published|updated|posted|last\s+updated)\s*:?\s*)?"
+    r"[\w ,.:/\-·|]{0,20}\d{1,4}[\w ,.:/\-·|+]{0,40}$",
+    re.IGNORECASE,
+)
+_RELATED_HEADING: Final = re.compile(
+    r"^(?:related(?:\s+\w+){0,2}|read\s+(?:more|next|also)|more\s+(?:from|on|in|stories|news)\b.{0,40}"
+    r"|you\s+(?:might|may)\s+also\s+(?:like|enjoy)|recommended(?:\s+\w+){0,2}"
+    r"|(?:most|recently)\s+(?:read|popular|viewed|shared)|(?:other|more)\s+\w+\s+(?:columns|stories))"
+    r"[\s.:!?»›→]*$",
+    re.IGNORECASE,
+)
+
+
+def _norm(text: str | None) -> str:
+    return " ".join(_WORDS.findall((text or "").casefold()))
+
+
+_WORDS: Final = re.compile(r"\w+")
+
+
+def _drop_leading_metadata(body: Any, title: str | None, author: str | None) -> None:
+    """Drop the title, byline and date blocks that open the content: Article has fields for them."""
+    title_n, author_n = _norm(title), _norm(author)
+    for el in [child for child in body if child.tag in _TOP_BLOCKS][:4]:
+        text = " ".join("".join(el.itertext()).split())
+        norm = _norm(text)
+        if not norm:
+            continue
+        is_title = bool(title_n) and norm == title_n
+        is_byline = len(text) <= 90 and (
+            _BYLINE.match(text) is not None or (bool(author_n) and norm in author_n)
+        )
+        is_date = len(text) <= 60 and _DATE_LINE.match(text) is not None and len(norm.split()) <= 8
+        if not (is_title or is_byline or is_date):
+            break
+        _remove_keep_tail(el)
+
+
+def _truncate_related(body: Any) -> None:
+    """Cut the content at a "Related stories"-like heading found in its last third."""
+    blocks = [child for child in body if child.tag in _TOP_BLOCKS]
+    total = sum(len("".join(b.itertext())) for b in blocks)
+    seen = 0
+    for i, el in enumerate(blocks):
+        text = " ".join("".join(el.itertext()).split())
+        if (
+            i > 0
+            and seen >= total * 2 / 3
+            and len(text) <= 60
+            and _RELATED_HEADING.match(text) is not None
+        ):
+            for rest in blocks[i:]:
+                _remove_keep_tail(rest)
+            return
+        seen += len("".join(el.itertext()))
 
 
 def _remove_keep_tail(el: Any) -> None:

@@ -1,12 +1,10 @@
-"""The command line: thin commands over the other modules."""
+"""`aggregator run`, `check` and `db upgrade`."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -15,61 +13,24 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .config import DEFAULT_CONFIG, DEFAULT_DATABASE_URL, ENV_DATABASE_URL, Config, load_config
-from .errors import AggregatorError, ConfigError, StoreError
-from .logs import setup_logging
-from .records import PollOutcome
-from .scheduler import Daemon, Runner, RunSummary
-from .store import Store, open_store
-
-app = typer.Typer(
-    help="Feed ingester and aggregator daemon.", no_args_is_help=True, add_completion=False
+from ..config import DEFAULT_CONFIG, DEFAULT_DATABASE_URL, ENV_DATABASE_URL, Config, load_config
+from ..errors import ConfigError, StoreError
+from ..logs import setup_logging
+from ..records import PollOutcome
+from ..scheduler import Daemon, Runner, RunSummary
+from ..store import Store
+from .common import (
+    ConfigOpt,
+    DatabaseOpt,
+    LogLevelOpt,
+    app,
+    console,
+    db_app,
+    fail,
+    load_or_exit,
+    open_or_exit,
+    open_url_or_exit,
 )
-db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
-feeds_app = typer.Typer(help="Inspect and manage feeds.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-app.add_typer(feeds_app, name="feeds")
-
-console = Console()
-err = Console(stderr=True)
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config", "-c", help="feeds.yaml (default: $AGGREGATOR_CONFIG or config/feeds.yaml)"
-    ),
-]
-DatabaseOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--database",
-        "-d",
-        help="database URL (default: $AGGREGATOR_DATABASE_URL, the config, or sqlite:///data/aggregator.db)",
-    ),
-]
-LogLevelOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]
-
-
-def fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _load(config: Path | None, database: str | None) -> Config:
-    try:
-        return load_config(config, database)
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
-
-
-def _open(cfg: Config, *, migrate: bool) -> Store:
-    try:
-        store = open_store(cfg.database_url, pool_size=max(5, cfg.settings.concurrency // 2))
-        if migrate:
-            store.upgrade()
-        return store
-    except StoreError as exc:
-        raise fail(str(exc), 3) from None
 
 
 @app.command()
@@ -82,10 +43,10 @@ def run(
     log_level: LogLevelOpt = "INFO",
 ) -> None:
     """Start the daemon (or poll everything once with --once)."""
-    cfg = _load(config, database)
+    cfg = load_or_exit(config, database)
     interactive = sys.stdout.isatty()
     setup_logging("WARNING" if once and interactive else log_level)
-    store = _open(cfg, migrate=True)
+    store = open_or_exit(cfg, migrate=True)
     try:
         if once:
             summary = asyncio.run(_run_once(cfg, store, interactive))
@@ -105,7 +66,7 @@ def run(
 
 
 async def _run_once(cfg: Config, store: Store, interactive: bool) -> RunSummary:
-    from .scheduler import utcnow
+    from ..scheduler import utcnow
 
     await asyncio.to_thread(store.sync_feeds, cfg.feeds, utcnow())
     runner = Runner(cfg, store)
@@ -168,7 +129,7 @@ def _print_summary(summary: RunSummary) -> None:
 @app.command()
 def check(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
     """Validate the config and print what would be polled."""
-    cfg = _load(config, database)
+    cfg = load_or_exit(config, database)
     s = cfg.settings
     console.print(f"[bold]{cfg.path}[/]: valid, {len(cfg.feeds)} feeds")
     console.print(
@@ -204,7 +165,7 @@ def db_upgrade(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
         if config is not None or (no_url and Path(DEFAULT_CONFIG).exists()):
             raise fail(str(exc)) from None
         url = database or os.environ.get(ENV_DATABASE_URL) or DEFAULT_DATABASE_URL
-    store = _open_url(url)
+    store = open_url_or_exit(url)
     try:
         store.upgrade()
     except StoreError as exc:
@@ -215,93 +176,3 @@ def db_upgrade(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
         f"database {store.engine.url.render_as_string(hide_password=True)} is up to date",
         highlight=False,
     )
-
-
-def _open_url(url: str) -> Store:
-    try:
-        return open_store(url)
-    except StoreError as exc:
-        raise fail(str(exc), 3) from None
-
-
-@feeds_app.command("list")
-def feeds_list(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
-    """Show every feed's state from the database."""
-    cfg = _load(config, database)
-    store = _open(cfg, migrate=True)
-    try:
-        rows = store.list_feeds()
-    finally:
-        store.close()
-    table = Table(show_header=True)
-    for column in (
-        "id",
-        "url",
-        "state",
-        "items",
-        "last polled",
-        "status",
-        "errors",
-        "next check",
-        "last error",
-    ):
-        table.add_column(column, overflow="fold")
-    now = datetime.now(UTC)
-    for row in rows:
-        if row.removed:
-            state = "removed"
-        elif row.disabled_reason:
-            state = "retired"
-        elif not row.enabled:
-            state = "disabled"
-        elif row.hold_until and row.hold_until > now:
-            state = "held"
-        elif row.error_count:
-            state = "failing"
-        else:
-            state = "ok"
-        table.add_row(
-            str(row.id),
-            row.url,
-            state,
-            str(row.item_count),
-            _ts(row.last_polled_at),
-            str(row.last_status or ""),
-            str(row.error_count),
-            _ts(row.next_check_at),
-            row.disabled_reason or row.last_error or "",
-        )
-    console.print(table)
-
-
-@feeds_app.command("enable")
-def feeds_enable(
-    url: Annotated[str, typer.Argument(help="the feed's URL")],
-    config: ConfigOpt = None,
-    database: DatabaseOpt = None,
-) -> None:
-    """Re-enable a retired feed (HTTP 410) or clear its error backoff."""
-    cfg = _load(config, database)
-    store = _open(cfg, migrate=True)
-    try:
-        found = store.enable_feed(url, datetime.now(UTC))
-    finally:
-        store.close()
-    if not found:
-        raise fail(f"no feed with URL {url} in the database")
-    console.print(f"enabled {url}; it will be polled on the next tick")
-
-
-def _ts(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
-
-
-def main() -> None:
-    try:
-        app()
-    except AggregatorError as exc:
-        err.print(f"error: {exc}", highlight=False, markup=False)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        logging.getLogger("aggregator").warning("interrupted")
-        sys.exit(130)

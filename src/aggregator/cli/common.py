@@ -1,0 +1,74 @@
+"""Shared pieces of the command line: the Typer apps, common options, helpers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from ..config import Config, load_config
+from ..errors import ConfigError, StoreError
+from ..store import Store, open_store
+
+app = typer.Typer(
+    help="Feed ingester and aggregator daemon.", no_args_is_help=True, add_completion=False
+)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+feeds_app = typer.Typer(help="Inspect and manage feeds.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(feeds_app, name="feeds")
+
+console = Console()
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config", "-c", help="feeds.yaml (default: $AGGREGATOR_CONFIG or config/feeds.yaml)"
+    ),
+]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        "-d",
+        help="database URL (default: $AGGREGATOR_DATABASE_URL, the config, or sqlite:///data/aggregator.db)",
+    ),
+]
+LogLevelOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def load_or_exit(config: Path | None, database: str | None) -> Config:
+    try:
+        return load_config(config, database)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+def open_or_exit(cfg: Config, *, migrate: bool) -> Store:
+    try:
+        store = open_store(cfg.database_url, pool_size=max(5, cfg.settings.concurrency // 2))
+        if migrate:
+            store.upgrade()
+        return store
+    except StoreError as exc:
+        raise fail(str(exc), 3) from None
+
+
+def open_url_or_exit(url: str) -> Store:
+    try:
+        return open_store(url)
+    except StoreError as exc:
+        raise fail(str(exc), 3) from None
+
+
+def fmt_ts(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
