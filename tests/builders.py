@@ -4,11 +4,49 @@ from __future__ import annotations
 
 from html import escape
 
-WORDS = (
-    "council members voted on the new budget after a long debate about schools roads and "
-    "the harbour while residents gathered outside the hall to hear the decision that "
-    "will shape the city for the coming decade according to officials who spoke"
-).split()
+WORDS = [
+    "council",
+    "members",
+    "voted",
+    "on",
+    "the",
+    "new",
+    "budget",
+    "after",
+    "a",
+    "long",
+    "debate",
+    "about",
+    "schools",
+    "roads",
+    "and",
+    "the",
+    "harbour",
+    "while",
+    "residents",
+    "gathered",
+    "outside",
+    "the",
+    "hall",
+    "to",
+    "hear",
+    "the",
+    "decision",
+    "that",
+    "will",
+    "shape",
+    "the",
+    "city",
+    "for",
+    "the",
+    "coming",
+    "decade",
+    "according",
+    "to",
+    "officials",
+    "who",
+    "spoke",
+]
 
 
 def paragraph(seed: int, n: int = 60) -> str:

@@ -11,7 +11,9 @@ import yaml
 from httpserver import FixtureServer
 
 DATA = Path(__file__).parent / "data"
-PG_ADMIN_URL = os.environ.get("AGGREGATOR_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get(
+    "AGGREGATOR_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 @pytest.fixture
@@ -24,12 +26,14 @@ def server() -> Iterator[FixtureServer]:
 
 
 def _pg_available() -> bool:
-    try:
-        import psycopg
+    import psycopg
 
-        with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3):
+    try:
+        with psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=test", connect_timeout=3
+        ):
             return True
-    except Exception:
+    except psycopg.OperationalError:
         return False
 
 

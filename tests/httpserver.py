@@ -46,7 +46,9 @@ class FixtureServer:
             def do_GET(self) -> None:
                 with server._lock:
                     server.requests.append(
-                        Request(self.path, {k.lower(): v for k, v in self.headers.items()}, time.time())
+                        Request(
+                            self.path, {k.lower(): v for k, v in self.headers.items()}, time.time()
+                        )
                     )
                 route = server.routes.get(self.path) or server.routes.get(self.path.split("?")[0])
                 if route is None:

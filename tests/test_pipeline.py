@@ -48,7 +48,11 @@ def news_site(server: FixtureServer, prefix: str, count: int) -> str:
     items = []
     for i in range(count):
         path = f"/{prefix}/story-{i}.html"
-        server.add(path, article_page(f"{prefix} story {i}", seed=i + len(prefix)), content_type="text/html")
+        server.add(
+            path,
+            article_page(f"{prefix} story {i}", seed=i + len(prefix)),
+            content_type="text/html",
+        )
         items.append(
             {
                 "title": f"{prefix} story {i}",
@@ -61,7 +65,9 @@ def news_site(server: FixtureServer, prefix: str, count: int) -> str:
     return server.add(f"/{prefix}/feed.xml", rss(f"{prefix} news", items))
 
 
-def test_run_once_ingests_then_uses_conditional_get(server: FixtureServer, tmp_path: Path, db_url: str) -> None:
+def test_run_once_ingests_then_uses_conditional_get(
+    server: FixtureServer, tmp_path: Path, db_url: str
+) -> None:
     feed_a = news_site(server, "alpha", 4)
     feed_b = news_site(server, "beta", 3)
     cfg = write_config(tmp_path / "feeds.yaml", [{"url": feed_a, "name": "Alpha"}, {"url": feed_b}])
@@ -93,8 +99,17 @@ def test_run_once_ingests_then_uses_conditional_get(server: FixtureServer, tmp_p
 
 def test_changed_entry_updates_in_place(server: FixtureServer, tmp_path: Path, db_url: str) -> None:
     def feed(title: str) -> str:
-        return rss("t", [{"title": title, "link": "http://127.0.0.1:1/a", "guid": "g1",
-                           "description": "same body"}])
+        return rss(
+            "t",
+            [
+                {
+                    "title": title,
+                    "link": "http://127.0.0.1:1/a",
+                    "guid": "g1",
+                    "description": "same body",
+                }
+            ],
+        )
 
     url = server.add("/feed.xml", feed("First title"))
     cfg = write_config(tmp_path / "feeds.yaml", [{"url": url, "full_text": False}])
@@ -109,12 +124,22 @@ def test_changed_entry_updates_in_place(server: FixtureServer, tmp_path: Path, d
     assert after[0][2] == before[0][2] and after[0][3] > before[0][3]
 
 
-def test_tracking_parameters_collapse_into_one_story(server: FixtureServer, tmp_path: Path, db_url: str) -> None:
-    page = server.add("/news/big-story.html", article_page("Big story", 3), content_type="text/html")
+def test_tracking_parameters_collapse_into_one_story(
+    server: FixtureServer, tmp_path: Path, db_url: str
+) -> None:
+    page = server.add(
+        "/news/big-story.html", article_page("Big story", 3), content_type="text/html"
+    )
     feeds = []
     for n, suffix in enumerate(["?utm_source=rss&utm_medium=feed", "?fbclid=XYZ#comments", ""]):
-        feeds.append({"url": server.add(f"/f{n}.xml", rss(f"f{n}", [
-            {"title": "Big story", "link": page + suffix, "guid": f"s{n}"}]))})
+        feeds.append(
+            {
+                "url": server.add(
+                    f"/f{n}.xml",
+                    rss(f"f{n}", [{"title": "Big story", "link": page + suffix, "guid": f"s{n}"}]),
+                )
+            }
+        )
     cfg = write_config(tmp_path / "feeds.yaml", feeds)
     summary = run_once(cfg, db_url)
     assert summary.new_items == 3
@@ -126,8 +151,12 @@ def test_tracking_parameters_collapse_into_one_story(server: FixtureServer, tmp_
 
 
 def test_failing_feed_beside_good_ones(server: FixtureServer, tmp_path: Path, db_url: str) -> None:
-    good = server.add("/good.xml", rss("good", [{"title": "A", "link": "http://127.0.0.1:1/a", "guid": "a"}]))
-    broken = server.add("/broken.xml", "<html><body>not a feed</body></html>", content_type="text/html")
+    good = server.add(
+        "/good.xml", rss("good", [{"title": "A", "link": "http://127.0.0.1:1/a", "guid": "a"}])
+    )
+    broken = server.add(
+        "/broken.xml", "<html><body>not a feed</body></html>", content_type="text/html"
+    )
     missing = server.url("/missing.xml")
     down = "http://127.0.0.1:9/feed.xml"  # nothing listens on the discard port
     cfg = write_config(
@@ -136,7 +165,12 @@ def test_failing_feed_beside_good_ones(server: FixtureServer, tmp_path: Path, db
     )
     summary = run_once(cfg, db_url)
     assert summary.polled == 4 and summary.failed == 3 and summary.new_items == 1
-    state = dict((r[0], r[1:]) for r in rows(db_url, "SELECT url, error_count, last_error, last_status, next_check_at FROM feeds"))
+    state = dict(
+        (r[0], r[1:])
+        for r in rows(
+            db_url, "SELECT url, error_count, last_error, last_status, next_check_at FROM feeds"
+        )
+    )
     assert state[good][0] == 0 and state[good][1] is None
     for url in (broken, missing, down):
         assert state[url][0] == 1, url
@@ -149,8 +183,12 @@ def test_failing_feed_beside_good_ones(server: FixtureServer, tmp_path: Path, db
 
 @pytest.mark.parametrize(
     "fixture",
-    ["rss-parser/content-encoded.rss", "miniflux/small_atom.xml", "atoma/jsonfeed.org.json",
-     "codehollow-feedreader/Rss10OrfAt.xml"],
+    [
+        "rss-parser/content-encoded.rss",
+        "miniflux/small_atom.xml",
+        "atoma/jsonfeed.org.json",
+        "codehollow-feedreader/Rss10OrfAt.xml",
+    ],
 )
 def test_real_feed_files_are_stored(server: FixtureServer, tmp_path: Path, fixture: str) -> None:
     body = (DATA / "feeds" / fixture).read_bytes()

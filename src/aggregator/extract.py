@@ -198,7 +198,7 @@ def extract_article(
     )
     if doc is None or doc.body is None:
         raise ExtractError("no article text found on the page")
-    body = convert_to_html(doc.body)
+    body = convert_to_html(doc.body)[0]  # <html><body>…: work on the body
     if settings.drop_boilerplate:
         _drop_boilerplate(body)
     if settings.drop_title_byline:
@@ -332,9 +332,17 @@ def _drop_boilerplate(body: Any) -> None:
 
 _TOP_BLOCKS: Final = ("p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "blockquote", "table")
 _BYLINE: Final = re.compile(r"^(?:by|von|par|por|di|door)\s+\S.{0,80}$", re.IGNORECASE)
+_MONTH: Final = (
+    r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
+    r"|(?:januar|februar|märz|mai|juni|juli|oktober|dezember|janvier|février|mars|avril|juin"
+    r"|juillet|août|septembre|octobre|novembre|décembre)"
+)
 _DATE_LINE: Final = re.compile(
-    r"^(?:(?:published|updated|posted|last\s+updated)\s*:?\s*)?"
-    r"[\w ,.:/\-·|]{0,20}\d{1,4}[\w ,.:/\-·|+]{0,40}$",
+    r"^(?:(?:published|updated|posted|last\s+updated|on)\s*:?\s*)?(?:\w+,?\s+)?"
+    rf"(?:\d{{1,2}}\.?\s+(?:{_MONTH})\s+\d{{4}}|(?:{_MONTH})\s+\d{{1,2}},?\s+\d{{4}}"
+    r"|\d{4}-\d{2}-\d{2}|\d{1,2}[./]\d{1,2}[./]\d{2,4}|\d{4}年\d{1,2}月\d{1,2}日)"
+    r"(?:[\s,·|@-]+(?:at\s+)?\d{1,2}[:.]\d{2}(?:\s*[ap]\.?m\.?)?(?:\s+[a-z]{2,4})?)?"
+    r"(?:[\s,·|-]+\d+\s+min(?:ute)?s?\s+read)?[\s.]*$",
     re.IGNORECASE,
 )
 _RELATED_HEADING: Final = re.compile(
@@ -361,12 +369,14 @@ def _drop_leading_metadata(body: Any, title: str | None, author: str | None) -> 
         norm = _norm(text)
         if not norm:
             continue
-        is_title = bool(title_n) and norm == title_n
+        is_title = (
+            bool(title_n) and norm == title_n and (el.tag.startswith("h") or len(text) <= 200)
+        )
         is_byline = len(text) <= 90 and (
             _BYLINE.match(text) is not None or (bool(author_n) and norm in author_n)
         )
-        is_date = len(text) <= 60 and _DATE_LINE.match(text) is not None and len(norm.split()) <= 8
-        if not (is_title or is_byline or is_date):
+        is_date = len(text) <= 60 and _DATE_LINE.match(text) is not None
+        if not (is_title or is_byline or is_date) or len(body) <= 1:
             break
         _remove_keep_tail(el)
 

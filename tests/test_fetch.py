@@ -1,0 +1,168 @@
+"""The fetcher against a real server: limits, redirects, conditional GET, address guard."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import ipaddress
+from http.server import BaseHTTPRequestHandler
+
+import pytest
+
+from aggregator.errors import BlockedAddress, FetchError, FetchTimeout, TooLarge, TooManyRedirects
+from aggregator.fetch import Fetcher, FetchLimits, is_blocked_address
+from aggregator.records import FetchResult
+from httpserver import FixtureServer
+
+LOOPBACK = ("127.0.0.0/8",)
+
+
+def fetch(url: str, **limits: object) -> FetchResult:
+    options: dict[str, object] = {
+        "user_agent": "aggregator-test/1",
+        "allow_private_networks": LOOPBACK,
+    }
+    options.update(limits)
+
+    async def go() -> FetchResult:
+        async with Fetcher(FetchLimits(**options)) as fetcher:  # type: ignore[arg-type]
+            return await fetcher.fetch(url)
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    ("address", "blocked"),
+    [
+        ("127.0.0.1", True),
+        ("10.1.2.3", True),
+        ("172.16.0.1", True),
+        ("192.168.1.1", True),
+        ("169.254.169.254", True),
+        ("100.64.0.1", True),
+        ("0.0.0.0", True),
+        ("224.0.0.1", True),
+        ("240.0.0.1", True),
+        ("::1", True),
+        ("fe80::1", True),
+        ("fc00::1", True),
+        ("::", True),
+        ("::ffff:127.0.0.1", True),
+        ("::ffff:10.0.0.1", True),
+        ("2002:7f00:1::", True),
+        ("93.184.216.34", False),
+        ("2606:4700::1111", False),
+        ("::ffff:93.184.216.34", False),
+    ],
+)
+def test_address_guard_ranges(address: str, blocked: bool) -> None:
+    assert is_blocked_address(ipaddress.ip_address(address)) is blocked
+
+
+def test_allow_list_opens_a_range() -> None:
+    allowed = (ipaddress.ip_network("10.0.0.0/8"),)
+    assert not is_blocked_address(ipaddress.ip_address("10.9.9.9"), allowed)
+    assert is_blocked_address(ipaddress.ip_address("192.168.0.1"), allowed)
+
+
+def test_loopback_refused_without_allow_list_and_no_connection_made(server: FixtureServer) -> None:
+    url = server.add("/feed.xml", "<rss/>")
+    with pytest.raises(BlockedAddress, match="private, loopback or reserved"):
+        fetch(url, allow_private_networks=())
+    assert server.hits("/feed.xml") == []
+
+
+def test_redirect_into_blocked_address_is_refused(server: FixtureServer) -> None:
+    # 127.0.0.2 is loopback but outside the allowed /32: the hop must be refused
+    server.add("/hop", status=302, headers={"Location": f"http://127.0.0.2:{server.port}/feed.xml"})
+    server.add("/feed.xml", "<rss/>")
+    with pytest.raises(BlockedAddress):
+        fetch(server.url("/hop"), allow_private_networks=("127.0.0.1/32",))
+    assert server.hits("/feed.xml") == []
+
+
+def test_user_agent_and_conditional_headers(server: FixtureServer) -> None:
+    url = server.add("/f", "<rss/>")
+
+    async def go() -> None:
+        async with Fetcher(
+            FetchLimits(user_agent="ua-test/2", allow_private_networks=LOOPBACK)
+        ) as f:
+            first = await f.fetch(url)
+            again = await f.fetch(url, etag=first.etag, last_modified=first.last_modified)
+            assert first.status == 200 and again.status == 304 and again.body == b""
+
+    asyncio.run(go())
+    second = server.hits("/f")[1].headers
+    assert server.hits("/f")[0].headers["user-agent"] == "ua-test/2"
+    assert second["if-none-match"] and second["if-modified-since"]
+
+
+def test_body_cut_at_limit_after_decompression(server: FixtureServer) -> None:
+    server.add("/bomb", b"A" * 5_000_000, gzip=True)  # ~5 KB on the wire
+    with pytest.raises(TooLarge, match="max_body_bytes"):
+        fetch(server.url("/bomb"), max_body_bytes=1_000_000)
+    ok = fetch(server.url("/bomb"), max_body_bytes=6_000_000)
+    assert len(ok.body) == 5_000_000
+
+
+def test_brotli_and_gzip_decoded(server: FixtureServer) -> None:
+    server.add("/gz", b"<rss>hello</rss>", gzip=True)
+    assert fetch(server.url("/gz")).body == b"<rss>hello</rss>"
+    assert gzip.decompress(gzip.compress(b"x")) == b"x"
+
+
+def test_redirects_followed_and_permanent_target_reported(server: FixtureServer) -> None:
+    server.add("/a", status=301, headers={"Location": "/b"})
+    server.add("/b", status=308, headers={"Location": "/c"})
+    server.add("/c", "<rss/>")
+    result = fetch(server.url("/a"))
+    assert result.status == 200 and result.final_url == server.url("/c")
+    assert result.permanent_redirect == server.url("/c")
+    server.add("/t", status=302, headers={"Location": "/c"})
+    temporary = fetch(server.url("/t"))
+    assert temporary.permanent_redirect is None and temporary.redirected
+
+
+def test_redirect_loop_and_too_many(server: FixtureServer) -> None:
+    server.add("/x", status=302, headers={"Location": "/y"})
+    server.add("/y", status=302, headers={"Location": "/x"})
+    with pytest.raises(TooManyRedirects, match="loop"):
+        fetch(server.url("/x"))
+    for i in range(8):
+        server.add(f"/r{i}", status=302, headers={"Location": f"/r{i + 1}"})
+    with pytest.raises(TooManyRedirects, match="more than 5"):
+        fetch(server.url("/r0"))
+
+
+def test_total_timeout_cuts_a_dripping_body(server: FixtureServer) -> None:
+    def drip(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "1000")
+        handler.end_headers()
+        try:
+            for _ in range(100):
+                handler.wfile.write(b"x")
+                handler.wfile.flush()
+                import time
+
+                time.sleep(0.3)
+        except OSError:
+            pass
+
+    server.add("/drip", handler=drip)
+    with pytest.raises(FetchTimeout, match="total timeout"):
+        fetch(server.url("/drip"), total_timeout=1.5, read_timeout=1.0)
+
+
+def test_short_body_is_an_error(server: FixtureServer) -> None:
+    def short(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Length", "500")
+        handler.end_headers()
+        handler.wfile.write(b"<rss>")
+        handler.close_connection = True
+
+    server.add("/short", handler=short)
+    with pytest.raises(FetchError):
+        fetch(server.url("/short"))

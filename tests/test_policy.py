@@ -1,0 +1,122 @@
+"""Every rule of the polling policy, with `now` and the jitter passed in."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from aggregator import policy
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def test_jitter_spreads_ten_percent() -> None:
+    assert policy.with_jitter(1000, 0.0) == pytest.approx(900)
+    assert policy.with_jitter(1000, 0.5) == pytest.approx(1000)
+    assert policy.with_jitter(1000, 0.999999) == pytest.approx(1100, rel=1e-4)
+    assert policy.next_check(NOW, 600, 0.5) == NOW + timedelta(seconds=600)
+
+
+def test_backoff_is_exponential_and_capped() -> None:
+    delays = [policy.backoff_delay(600, n, 0.5) for n in range(1, 10)]
+    assert delays[:4] == [600, 1200, 2400, 4800]
+    assert max(delays) == policy.MAX_BACKOFF
+    assert policy.backoff_delay(600, 200, 0.999) <= policy.MAX_BACKOFF
+
+
+def test_retry_after_seconds_and_dates() -> None:
+    assert policy.retry_after("120", None, NOW) == NOW + timedelta(seconds=120)
+    # a date is taken relative to the response's own Date header (skewed server clock)
+    date = "Mon, 01 Jun 2026 10:00:00 GMT"
+    until = "Mon, 01 Jun 2026 11:00:00 GMT"
+    assert policy.retry_after(until, date, NOW) == NOW + timedelta(hours=1)
+    # without Date, relative to now
+    assert policy.retry_after("Mon, 01 Jun 2026 13:00:00 GMT", None, NOW) == NOW + timedelta(
+        hours=1
+    )
+    # capped at 7 days, never negative, garbage ignored
+    assert policy.retry_after("99999999", None, NOW) == NOW + timedelta(days=7)
+    assert policy.retry_after("Mon, 01 Jun 2026 11:00:00 GMT", None, NOW) == NOW
+    assert policy.retry_after("soon", None, NOW) is None
+    assert policy.retry_after(None, None, NOW) is None
+
+
+def test_is_due_respects_retirement_and_hold_even_when_forced() -> None:
+    past, future = NOW - timedelta(minutes=1), NOW + timedelta(hours=1)
+    assert policy.is_due(NOW, past, None, None)
+    assert not policy.is_due(NOW, future, None, None)
+    assert policy.is_due(NOW, future, None, None, force=True)
+    assert not policy.is_due(NOW, past, None, "retired: HTTP 410", force=True)
+    assert not policy.is_due(NOW, past, future, None, force=True)
+    assert policy.is_due(NOW, past, past, None)
+
+
+def test_permanent_redirect_needs_three_polls_a_day_apart() -> None:
+    url, target = "https://old.example/feed", "https://new.example/feed"
+    state = policy.redirect_progress(url, target, None, 0, None, NOW)
+    assert state == (target, 1, NOW, None)
+    # seen again within 24 h: not counted
+    later = NOW + timedelta(hours=3)
+    assert policy.redirect_progress(url, target, *state[:3], later) == (target, 1, NOW, None)
+    day2 = NOW + timedelta(days=1)
+    state = policy.redirect_progress(url, target, *state[:3], day2)
+    assert state == (target, 2, day2, None)
+    day3 = day2 + timedelta(days=1)
+    assert policy.redirect_progress(url, target, *state[:3], day3) == (None, 0, None, target)
+    # a different target restarts the count; no redirect resets it
+    assert policy.redirect_progress(url, "https://other.example/", *state[:3], day3)[1] == 1
+    assert policy.redirect_progress(url, None, *state[:3], day3) == (None, 0, None, None)
+
+
+def test_redirect_never_downgrades_to_http() -> None:
+    assert policy.redirect_progress(
+        "https://a.example/feed", "http://a.example/feed", None, 0, None, NOW
+    ) == (None, 0, None, None)
+
+
+def test_not_found_becomes_dormant_after_30_days() -> None:
+    recent = NOW - timedelta(days=2)
+    assert policy.not_found_delay(600, 3, recent, NOW, 0.5) == 2400
+    old = NOW - timedelta(days=31)
+    assert policy.not_found_delay(600, 40, old, NOW, 0.5) == policy.DORMANT_PROBE
+
+
+def test_adaptive_interval_follows_publishing_and_hints() -> None:
+    hourly = [NOW - timedelta(hours=h) for h in range(10)]
+    assert (
+        policy.adaptive_interval(hourly, default=1800, minimum=600, maximum=86400, hint_seconds=[])
+        == 3600
+    )
+    # clamped to [min, max]
+    burst = [NOW - timedelta(minutes=m) for m in range(10)]
+    assert (
+        policy.adaptive_interval(burst, default=1800, minimum=600, maximum=86400, hint_seconds=[])
+        == 600
+    )
+    rare = [NOW - timedelta(days=10 * d) for d in range(5)]
+    assert (
+        policy.adaptive_interval(rare, default=1800, minimum=600, maximum=86400, hint_seconds=[])
+        == 86400
+    )
+    # no dates: the default; hints only raise
+    assert (
+        policy.adaptive_interval([], default=1800, minimum=600, maximum=86400, hint_seconds=[7200])
+        == 7200
+    )
+    assert (
+        policy.adaptive_interval(
+            hourly, default=1800, minimum=600, maximum=86400, hint_seconds=[60]
+        )
+        == 3600
+    )
+
+
+def test_cache_lifetime_and_update_period() -> None:
+    assert policy.cache_lifetime({"cache-control": "public, max-age=900"}, NOW) == 900
+    headers = {"expires": "Mon, 01 Jun 2026 12:30:00 GMT", "date": "Mon, 01 Jun 2026 12:00:00 GMT"}
+    assert policy.cache_lifetime(headers, NOW) == 1800
+    assert policy.cache_lifetime({}, NOW) is None
+    assert policy.update_period_seconds("hourly", 2) == 1800
+    assert policy.update_period_seconds("daily", None) == 86400
+    assert policy.update_period_seconds("fortnightly", 1) is None

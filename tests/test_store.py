@@ -1,0 +1,139 @@
+"""Migrations and store behaviour on SQLite and PostgreSQL (the db_url fixture runs both)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import create_engine, inspect
+
+from aggregator.config import parse_config
+from aggregator.records import FeedUpdate
+from aggregator.store import open_store
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+REQUIRED = {
+    "feeds": {
+        "id",
+        "url",
+        "name",
+        "etag",
+        "last_modified",
+        "last_polled_at",
+        "last_status",
+        "last_error",
+        "error_count",
+        "next_check_at",
+        "disabled_reason",
+    },
+    "items": {
+        "id",
+        "feed_id",
+        "guid",
+        "url",
+        "canonical_url",
+        "title",
+        "author",
+        "published_at",
+        "summary",
+        "content",
+        "text",
+        "story_id",
+        "first_seen_at",
+        "updated_at",
+    },
+    "stories": {"id", "title", "url", "first_seen_at", "item_count"},
+}
+
+
+def test_migrations_from_empty(db_url: str) -> None:
+    store = open_store(db_url)
+    try:
+        store.upgrade()
+        store.upgrade()  # idempotent
+    finally:
+        store.close()
+    engine = create_engine(db_url)
+    try:
+        inspector = inspect(engine)
+        tables = set(inspector.get_table_names())
+        assert {"feeds", "items", "stories", "alembic_version"} <= tables
+        for table, columns in REQUIRED.items():
+            present = {c["name"] for c in inspector.get_columns(table)}
+            assert columns <= present, (table, columns - present)
+        uniques = inspector.get_unique_constraints("items")
+        assert any(set(u["column_names"]) == {"feed_id", "entry_key"} for u in uniques)
+    finally:
+        engine.dispose()
+
+
+def test_sync_feeds_adds_updates_and_removes(db_url: str) -> None:
+    store = open_store(db_url)
+    store.upgrade()
+    try:
+        config = parse_config(
+            {"feeds": [{"url": "https://a.example/f"}, {"url": "https://b.example/f"}]}
+        )
+        store.sync_feeds(config.feeds, NOW)
+        assert len(store.feed_states(NOW)) == 2
+        smaller = parse_config({"feeds": [{"url": "https://a.example/f", "name": "A"}]})
+        store.sync_feeds(smaller.feeds, NOW)
+        states = store.feed_states(NOW, due_only=False)
+        assert [s.url for s in states] == ["https://a.example/f"]
+        listed = {row.url: row for row in store.list_feeds()}
+        assert listed["https://b.example/f"].removed and listed["https://a.example/f"].name == "A"
+    finally:
+        store.close()
+
+
+def test_retired_feed_stays_retired_until_enabled_and_hold_applies_to_host(db_url: str) -> None:
+    store = open_store(db_url)
+    store.upgrade()
+    try:
+        config = parse_config(
+            {
+                "feeds": [
+                    {"url": "https://gone.example/feed"},
+                    {"url": "https://busy.example/a"},
+                    {"url": "https://busy.example/b"},
+                ]
+            }
+        )
+        store.sync_feeds(config.feeds, NOW)
+        ids = {s.url: s.id for s in store.feed_states(NOW)}
+        store.record_poll(
+            ids["https://gone.example/feed"],
+            FeedUpdate(
+                polled_at=NOW,
+                status=410,
+                ok=False,
+                next_check_at=NOW + timedelta(days=3650),
+                error="HTTP 410",
+                error_count=1,
+                disabled_reason="retired: HTTP 410 Gone",
+            ),
+        )
+        hold = NOW + timedelta(hours=2)
+        store.record_poll(
+            ids["https://busy.example/a"],
+            FeedUpdate(
+                polled_at=NOW,
+                status=429,
+                ok=False,
+                next_check_at=NOW + timedelta(minutes=10),
+                error="HTTP 429",
+                error_count=1,
+                hold_until=hold,
+                hold_host="busy.example",
+            ),
+        )
+        later = NOW + timedelta(hours=1)
+        assert store.feed_states(later) == []
+        every = {s.url: s for s in store.feed_states(later, due_only=False)}
+        assert every["https://busy.example/b"].hold_until == hold
+        assert every["https://busy.example/b"].next_check_at == hold
+        assert every["https://gone.example/feed"].disabled_reason
+        assert store.enable_feed("https://gone.example/feed", later)
+        assert [s.url for s in store.feed_states(later)] == ["https://gone.example/feed"]
+    finally:
+        store.close()
