@@ -22,10 +22,10 @@ Prints a table and writes ``benchmarks/extraction/results.json``.
 from __future__ import annotations
 
 import argparse
-import logging
 import dataclasses
 import gzip
 import json
+import logging
 import multiprocessing
 import re
 import sys
@@ -218,7 +218,9 @@ def evaluate_page(job: tuple[Page, tuple[str, ...]]) -> dict[str, Any]:
 
 def published_baseline(corpora: Path, pages: list[Page]) -> dict[str, Any] | None:
     """The Zyte benchmark's own published trafilatura 2.0.0 output, scored the same way."""
-    path = corpora / "extraction/zyte-article-extraction-benchmark/baseline-output/trafilatura.json.gz"
+    path = (
+        corpora / "extraction/zyte-article-extraction-benchmark/baseline-output/trafilatura.json.gz"
+    )
     if not path.exists():
         return None
     output = json.loads(gzip.decompress(path.read_bytes()))["output"]
@@ -228,7 +230,9 @@ def published_baseline(corpora: Path, pages: list[Page]) -> dict[str, Any] | Non
         if gold_grams:
             body = (output.get(page.page_id) or {}).get("articleBody")
             scores.append(prf(body, gold_grams))
-    return _aggregate([{"p": p, "r": r, "f1": f, "empty": False, "seconds": 0.0} for p, r, f in scores])
+    return _aggregate(
+        [{"p": p, "r": r, "f1": f, "empty": False, "seconds": 0.0} for p, r, f in scores]
+    )
 
 
 def _aggregate(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -276,9 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in results if r["dataset"] == name and not r.get("skipped")]
         configs = {c for r in rows for c in r["scores"]}
         table[name] = {
-            c: _aggregate([r["scores"][c] for r in rows])
-            for c in CONFIGS
-            if c in configs
+            c: _aggregate([r["scores"][c] for r in rows]) for c in CONFIGS if c in configs
         }
         table[name]["_skipped_pages"] = sum(
             1 for r in results if r["dataset"] == name and r.get("skipped")
@@ -305,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         "metric": "word-4-gram P/R/F1 (lowercased \\w+ words, multisets), macro over pages",
         "trafilatura": trafilatura.__version__,
         "settings": dataclasses.asdict(SETTINGS),
-        "command": "PYTHONPATH=src python " + " ".join(["benchmarks/extraction/eval.py", *sys.argv[1:]]),
+        "command": "PYTHONPATH=src python "
+        + " ".join(["benchmarks/extraction/eval.py", *sys.argv[1:]]),
         "wall_seconds": round(wall, 1),
         "jobs": args.jobs,
         "results": table,

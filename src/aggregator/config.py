@@ -9,10 +9,13 @@ import ipaddress
 import os
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import soupsieve
 import yaml
 from pydantic import (
     BaseModel,
@@ -20,7 +23,9 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 from .errors import ConfigError
@@ -125,6 +130,12 @@ class Settings(BaseModel):
     def _contact(cls, value: str | None) -> str | None:
         return None if value is None else _check_http_url(value)
 
+    @model_validator(mode="after")
+    def _bounds(self) -> Settings:
+        if self.min_interval > self.max_interval:
+            raise ValueError("min_interval is larger than max_interval")
+        return self
+
     def effective_user_agent(self) -> str:
         if self.user_agent:
             return self.user_agent
@@ -140,6 +151,25 @@ class SelectorsModel(BaseModel):
     summary: str | None = None
     date: str | None = None
     link_pattern: str | None = None
+
+    @field_validator("item", "title", "link", "summary", "date")
+    @classmethod
+    def _selector(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        css, attr = HtmlSelectors.split(value)
+        if info.field_name == "item" and attr is not None:
+            raise ValueError("the item selector selects elements; '@attribute' is not allowed here")
+        if not css:
+            if attr is None:
+                raise ValueError("empty CSS selector")
+            return value  # "@attr": an attribute of the item itself
+        try:
+            soupsieve.compile(css)
+        except soupsieve.SelectorSyntaxError as exc:
+            problem = str(exc).splitlines()[0]
+            raise ValueError(f"invalid CSS selector {css!r}: {problem}") from None
+        return value
 
     @field_validator("link_pattern")
     @classmethod
@@ -184,12 +214,94 @@ class FeedModel(BaseModel):
         return value
 
 
+ExportFormat = Literal["atom", "rss", "json", "jsonl", "csv", "html", "opml"]
+EXPORT_FORMATS: tuple[str, ...] = ("atom", "rss", "json", "jsonl", "csv", "html", "opml")
+
+
+def _check_when(value: str | None) -> str | None:
+    """A duration before the run (``24h``) or an ISO 8601 date/timestamp."""
+    if value is None:
+        return None
+    try:
+        parse_duration(value)
+        return value
+    except ValueError:
+        pass
+    try:
+        datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is neither a duration (e.g. 24h, 7d) nor an ISO 8601 timestamp"
+        ) from None
+    return value
+
+
 class ExportModel(BaseModel):
-    model_config = ConfigDict(extra="allow", frozen=True)
-    name: str
-    format: str
-    path: str
-    schedule: str
+    """One scheduled export (``exports:``); see docs/exports.md."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(min_length=1)
+    format: ExportFormat
+    path: str = Field(min_length=1)
+    timezone: str | None = None  # IANA name for the schedule and digest times; default UTC
+    schedule: str  # crontab: minute hour day-of-month month day-of-week
+    since: str | None = None
+    until: str | None = None
+    feeds: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    search: str | None = None
+    limit: int | None = Field(None, ge=1)
+    per_item: bool = False
+    title: str | None = None
+    link: str | None = None
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _format(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lower() not in EXPORT_FORMATS:
+            raise ValueError(f"unknown format {value!r} (one of {', '.join(EXPORT_FORMATS)})")
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(
+                    f"unknown time zone {value!r} (use e.g. UTC, Europe/Berlin)"
+                ) from None
+        return value
+
+    @field_validator("since", "until")
+    @classmethod
+    def _when(cls, value: str | None) -> str | None:
+        return _check_when(value)
+
+    @field_validator("feeds", "tags", mode="before")
+    @classmethod
+    def _names(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("link")
+    @classmethod
+    def _link(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value)
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str, info: ValidationInfo) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value, timezone=info.data.get("timezone") or "UTC")
+        except ValueError as exc:
+            raise ValueError(
+                f"{value!r} is not a cron expression (minute hour day month weekday, "
+                f"e.g. '0 7 * * *'): {exc}"
+            ) from None
+        return value
 
 
 class ConfigModel(BaseModel):
@@ -223,6 +335,17 @@ def _location(path: Path | str, loc: tuple[int | str, ...], raw: Any) -> str:
         feed = f"feed #{index + 1}" + (f" ({url})" if url else "")
         field = ".".join(str(p) for p in loc[2:]) or "(entry)"
         return f"{where}: {feed}, field '{field}'"
+    if len(loc) >= 2 and loc[0] == "exports" and isinstance(loc[1], int):
+        index = loc[1]
+        name = None
+        if isinstance(raw, dict):
+            exports = raw.get("exports")
+            if isinstance(exports, list) and index < len(exports):
+                if isinstance(exports[index], dict):
+                    name = exports[index].get("name")
+        export = f"export #{index + 1}" + (f" ({name})" if name else "")
+        field = ".".join(str(p) for p in loc[2:]) or "(entry)"
+        return f"{where}: {export}, field '{field}'"
     return f"{where}: field '{'.'.join(str(p) for p in loc)}'"
 
 
@@ -279,6 +402,14 @@ def parse_config(raw: Any, path: Path | str = "<config>") -> Config:
                 f"{path}: feed #{index + 1} ({feed.url}), field 'selectors': only allowed "
                 "with type: html"
             )
+    export_names: dict[str, int] = {}
+    for index, export in enumerate(model.exports):
+        if export.name in export_names:
+            raise ConfigError(
+                f"{path}: export #{index + 1} ({export.name}), field 'name': duplicate of "
+                f"export #{export_names[export.name] + 1}"
+            )
+        export_names[export.name] = index
     specs = tuple(_feed_spec(f, model.settings) for f in model.feeds)
     return Config(
         path=Path(path) if isinstance(path, str) else path,

@@ -26,6 +26,7 @@ from lxml import etree
 from lxml import html as lxml_html
 from trafilatura.deduplication import LRUCache
 from trafilatura.htmlprocessing import convert_to_html
+from trafilatura.settings import Document
 from trafilatura.utils import decode_file, load_html
 
 from aggregator.errors import ExtractError
@@ -110,6 +111,7 @@ _BOILERPLATE_LINE: Final = re.compile(
       | (?:sign\s+up|subscribe)\b.{0,80}
       | mailing\s+list|newsletter|get\s+our\s+newsletter.{0,80}
       | (?:read|see|view|show|load)\s+(?:more|all|full\s+(?:story|article))\b.{0,40}
+      | continue\s+reading(?:\s+the\s+main\s+story)?
       | more\s+(?:\w+\s+)?(?:headlines|stories|news|articles)?
       | (?:related|recommended|recent|featured|popular|trending|most\s+(?:read|popular|viewed))
           (?:\s+(?:articles?|stories|posts?|content|links?|coverage|reading|videos?|
@@ -196,7 +198,7 @@ def extract_article(
         include_images=settings.include_images,
         deduplicate=LRUCache(maxsize=1024) if settings.deduplicate else False,
     )
-    if doc is None or doc.body is None:
+    if not isinstance(doc, Document) or doc.body is None:
         raise ExtractError("no article text found on the page")
     body = convert_to_html(doc.body)[0]  # <html><body>…: work on the body
     if settings.drop_boilerplate:
@@ -432,7 +434,7 @@ def _canonical_url(tree: Any, url: str) -> str | None:
 
 def _language(tree: Any) -> str | None:
     root = tree.getroottree().getroot()
-    lang = root.get("lang") or root.get("{http://www.w3.org/XML/1998/namespace}lang")
+    lang: str | None = root.get("lang") or root.get("{http://www.w3.org/XML/1998/namespace}lang")
     if lang and lang.strip():
         return lang.strip()
     for meta in tree.iter("meta"):

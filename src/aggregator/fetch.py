@@ -60,6 +60,7 @@ class FetchLimits:
     per_host_concurrency: int = 2
     per_host_delay: float = 1.0
     allow_private_networks: tuple[str, ...] = ()
+    unresponsive_hold: float = 300.0  # a server that timed out is not retried for this long
 
 
 def is_blocked_address(address: IPAddress, allowed: Sequence[IPNetwork] = ()) -> bool:
@@ -130,6 +131,7 @@ class Fetcher:
             headers={"User-Agent": limits.user_agent},
         )
         self.bytes_downloaded = 0
+        self._unresponsive: dict[str, float] = {}  # netloc -> monotonic time it may be retried
 
     async def __aenter__(self) -> Fetcher:
         return self
@@ -198,14 +200,25 @@ class Fetcher:
         page: bool = False,
     ) -> FetchResult:
         """GET ``url`` (any final status is returned; network failures raise FetchError)."""
-        try:
-            async with asyncio.timeout(self.limits.total_timeout):
-                return await self._fetch(url, etag, last_modified, page)
-        except TimeoutError:
-            raise FetchTimeout(
-                f"no complete response within {self.limits.total_timeout:g} s (total timeout)",
-                url=url,
-            ) from None
+        return await self._fetch(url, etag, last_modified, page)
+
+    def _mark_unresponsive(self, url: str) -> None:
+        netloc = urlsplit(url).netloc.lower()
+        self._unresponsive[netloc] = time.monotonic() + self.limits.unresponsive_hold
+
+    def _check_responsive(self, url: str) -> None:
+        netloc = urlsplit(url).netloc.lower()
+        until = self._unresponsive.get(netloc)
+        if until is None:
+            return
+        if until <= time.monotonic():
+            del self._unresponsive[netloc]
+            return
+        raise FetchTimeout(
+            f"{netloc} timed out on an earlier request; not retried for "
+            f"{self.limits.unresponsive_hold:g} s",
+            url=url,
+        )
 
     async def _fetch(
         self, url: str, etag: str | None, last_modified: str | None, page: bool
@@ -221,11 +234,28 @@ class Fetcher:
         permanent: str | None = None
         permanent_chain = True
         hops = 0
+        deadline: float | None = None
         delay = self.limits.per_host_delay if page else 0.0
         while True:
+            self._check_responsive(current)
             host, address = await self.check_address(current)
             async with self._slot(host, delay):
-                status, resp_headers, body = await self._request(current, host, address, headers)
+                # the total timeout runs from the first byte sent, not while queueing
+                # behind the per-host limits
+                if deadline is None:
+                    deadline = asyncio.get_running_loop().time() + self.limits.total_timeout
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        status, resp_headers, body = await self._request(
+                            current, host, address, headers
+                        )
+                except TimeoutError:
+                    self._mark_unresponsive(current)
+                    raise FetchTimeout(
+                        f"no complete response within {self.limits.total_timeout:g} s "
+                        "(total timeout)",
+                        url=url,
+                    ) from None
             if status in _REDIRECTS and "location" in resp_headers:
                 target = urljoin(current, resp_headers["location"].strip())
                 target = urlunsplit(urlsplit(target)._replace(fragment=""))
@@ -302,6 +332,8 @@ class Fetcher:
                 httpx.WriteTimeout: "write",
                 httpx.PoolTimeout: "pool",
             }.get(type(exc), "network")
+            if kind in ("connect", "read"):
+                self._mark_unresponsive(url)
             raise FetchTimeout(f"{kind} timeout talking to {host}", url=url) from None
         except httpx.DecodingError as exc:
             raise FetchError(f"cannot decode the response body: {exc}", url=url) from None

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from . import dedup, extract, parse, policy
+from . import dedup, discovery, extract, listing, parse, policy
 from .errors import AggregatorError, ExtractError, FetchError, ParseError
 from .records import (
     Article,
@@ -28,6 +28,7 @@ from .records import (
     FeedState,
     FeedUpdate,
     FetchResult,
+    HtmlSelectors,
     KnownEntry,
     ParsedEntry,
     ParsedFeed,
@@ -98,9 +99,51 @@ def _entry_hash(entry: ParsedEntry) -> str:
     return digest.hexdigest()
 
 
-def prepare_document(body: bytes, headers: dict[str, str], base_url: str, limit: int) -> Prepared:
+def read_document(
+    body: bytes,
+    headers: dict[str, str],
+    base_url: str,
+    source_type: str = "feed",
+    selectors: HtmlSelectors | None = None,
+) -> ParsedFeed:
+    """A feed document, or the stories of an HTML listing page for ``type: html``.
+
+    A ``type: feed`` URL that turns out to be an HTML page fails with the feeds that the
+    page links to, so the operator can fix the URL.
+    """
+    if source_type == "html":
+        return listing.parse_listing(body, headers, base_url, selectors)
+    try:
+        return parse.parse_feed(body, headers, base_url)
+    except ParseError as exc:
+        if not parse.looks_like_html(body, headers):
+            raise
+        links = discovery.feed_links(body, headers, base_url)
+        if links:
+            offered = "; ".join(
+                f"{link.url} ({link.kind}{', ' + repr(link.title) if link.title else ''})"
+                for link in links
+            )
+            raise ParseError(
+                f"the document is an HTML page, not a feed; the page links to these feeds: "
+                f"{offered}"
+            ) from None
+        raise ParseError(
+            f"{exc}; the page links to no feed (try `aggregator discover {base_url}`, "
+            "or follow the page itself with type: html)"
+        ) from None
+
+
+def prepare_document(
+    body: bytes,
+    headers: dict[str, str],
+    base_url: str,
+    limit: int,
+    source_type: str = "feed",
+    selectors: HtmlSelectors | None = None,
+) -> Prepared:
     """Parse a fetched document and sanitize its entries (CPU-heavy: runs in the pool)."""
-    feed = parse.parse_feed(body, headers, base_url)
+    feed = read_document(body, headers, base_url, source_type, selectors)
     entries = feed.entries[:limit]
     clean: list[CleanEntry] = []
     for entry in entries:
@@ -224,8 +267,6 @@ class Pipeline:
         return PollOutcome(state.url, status, ok=False, error=message)
 
     async def _poll(self, spec: FeedSpec, state: FeedState, now: datetime) -> PollOutcome:
-        if spec.type == "html":
-            raise ParseError("type: html sources are not supported by this version yet")
         result = await self.fetcher.fetch(
             state.url, etag=state.etag, last_modified=state.last_modified
         )
@@ -275,6 +316,8 @@ class Pipeline:
             result.headers,
             result.final_url,
             self.settings.max_entries_per_feed,
+            spec.type,
+            spec.selectors,
         )
         assert isinstance(prepared, Prepared)
         feed = prepared.feed

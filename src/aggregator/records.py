@@ -7,11 +7,14 @@ process boundaries (the parse/extract process pool) by pickling.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 SourceType = Literal["feed", "html"]
+# "css selector@attribute": the attribute name after the last "@" (outside brackets/quotes)
+_ATTR_SUFFIX = re.compile(r"^(.*?)\s*@([A-Za-z_:][-\w:.]*)\s*$", re.S)
 
 
 @dataclass(frozen=True)
@@ -24,6 +27,14 @@ class HtmlSelectors:
     summary: str | None = None
     date: str | None = None
     link_pattern: str | None = None
+
+    @staticmethod
+    def split(selector: str) -> tuple[str, str | None]:
+        """``"h2 a@href"`` → ``("h2 a", "href")``; ``"@href"`` → ``("", "href")`` (the item)."""
+        match = _ATTR_SUFFIX.match(selector)
+        if match is None:
+            return selector.strip(), None
+        return match.group(1).strip(), match.group(2)
 
 
 @dataclass(frozen=True)
@@ -142,6 +153,15 @@ class Article:
 
 
 @dataclass(frozen=True)
+class TextFingerprint:
+    """Word-shingle fingerprint of a normalized text (see ``dedup.fingerprint``)."""
+
+    shingles: tuple[int, ...]  # 63-bit shingle hashes in text order (repeats kept)
+    bands: tuple[int, ...]  # MinHash LSH band keys (63-bit), one per band
+    anchors: tuple[int, ...]  # the distinct sampled shingles whose site frequency is tracked
+
+
+@dataclass(frozen=True)
 class CleanEntry:
     """A parsed entry after sanitizing, ready for the store."""
 
@@ -152,6 +172,8 @@ class CleanEntry:
     text: str | None  # plain text of the best content we have
     content_hash: str
     article: Article | None = None
+    fingerprint: TextFingerprint | None = None  # of ``text``; computed in the process pool
+    page_canonical_url: str | None = None  # the page's rel=canonical / og:url, normalized
 
 
 @dataclass(frozen=True)
@@ -162,6 +184,11 @@ class StoryCandidate:
     story_id: int
     canonical_url: str | None
     title: str | None = None
+    text: str | None = None  # the candidate's stored text: its shingles are recomputed from it
+    page_canonical_url: str | None = None  # normalized rel=canonical / og:url of its page
+    url: str | None = None
+    first_seen_at: datetime | None = None
+    band_matches: int = 0  # LSH bands shared with the new item (0: found by URL only)
 
 
 @dataclass(frozen=True)
@@ -171,6 +198,8 @@ class StoryDecision:
     story_id: int | None  # None = new story
     score: float
     reason: str
+    item_id: int | None = None  # the candidate item that justified the decision
+    merge_story_ids: tuple[int, ...] = ()  # other stories this item shows to be the same one
 
 
 @dataclass(frozen=True)
@@ -227,3 +256,22 @@ class SaveResult:
 class KnownEntry:
     item_id: int
     content_hash: str
+
+
+@dataclass(frozen=True)
+class FeedLink:
+    """A feed a web page points to (``<link rel=alternate>``) or one found by probing."""
+
+    url: str
+    kind: str  # "RSS", "Atom", "JSON Feed", "RDF" or "feed" when unknown
+    title: str | None = None
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One subscription read from an OPML list."""
+
+    url: str
+    title: str | None = None
+    tags: tuple[str, ...] = ()
+    html_url: str | None = None

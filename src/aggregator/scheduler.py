@@ -14,22 +14,30 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from . import policy
-from .config import Config, load_config
-from .errors import ConfigError
+from . import export, policy
+from .config import Config, ExportModel, load_config
+from .errors import AggregatorError, ConfigError
 from .fetch import Fetcher, FetchLimits
-from .pipeline import Pipeline, PipelineSettings
-from .records import FeedSpec, FeedState, PollOutcome
+from .metrics import Metrics
+from .pipeline import FetchPort, Pipeline, PipelineSettings
+from .records import FeedSpec, FeedState, FetchResult, PollOutcome
 from .store import Store
+from .store.queries import Queries
+
+if TYPE_CHECKING:
+    from .server import EmbeddedServer
 
 log = logging.getLogger("aggregator.daemon")
 SHUTDOWN_GRACE = 7.0  # seconds in-flight polls get to finish after SIGTERM
@@ -107,16 +115,44 @@ class RunSummary:
         self.merged_items += outcome.merged_items
 
 
+class MeteredFetcher:
+    """The pipeline's fetch port, counting latency and bytes for ``/metrics``."""
+
+    def __init__(self, inner: FetchPort, metrics: Metrics) -> None:
+        self.inner = inner
+        self.metrics = metrics
+
+    async def fetch(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        page: bool = False,
+    ) -> FetchResult:
+        result = await self.inner.fetch(url, etag=etag, last_modified=last_modified, page=page)
+        self.metrics.observe_fetch(result, page=page)
+        return result
+
+
 class Runner:
     """Owns the fetcher, the process pool and the pipeline for one process."""
 
-    def __init__(self, config: Config, store: Store, pool: ProcessPoolExecutor | None = None):
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        pool: ProcessPoolExecutor | None = None,
+        metrics: Metrics | None = None,
+    ):
         self.config = config
         self.store = store
         self._own_pool = pool is None
         self.pool = pool or make_pool(pool_size(config))
         self.fetcher = Fetcher(fetch_limits(config))
-        self.pipeline = Pipeline(self.fetcher, store, self.pool, pipeline_settings(config))
+        self.metrics = metrics
+        port: FetchPort = self.fetcher if metrics is None else MeteredFetcher(self.fetcher, metrics)
+        self.pipeline = Pipeline(port, store, self.pool, pipeline_settings(config))
         self.specs = {spec.url: spec for spec in config.feeds}
         self._slots = asyncio.Semaphore(config.settings.concurrency)
 
@@ -132,7 +168,10 @@ class Runner:
         if spec is None:
             return None
         async with self._slots:
-            return await self.pipeline.poll(spec, state, utcnow())
+            outcome = await self.pipeline.poll(spec, state, utcnow())
+        if self.metrics is not None:
+            self.metrics.observe_poll(outcome)
+        return outcome
 
     async def close(self) -> None:
         await self.fetcher.aclose()
@@ -187,9 +226,13 @@ class Daemon:
         config_path: Path | None,
         database_override: str | None,
         reload_every: float = 2.0,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.store = store
+        self.metrics = metrics or Metrics()
+        self.queries = Queries(store)
+        self.scheduler: AsyncIOScheduler | None = None
         self.config_path = config_path
         self.database_override = database_override
         self.reload_every = reload_every
@@ -252,6 +295,8 @@ class Daemon:
         self.config = config
         if self.runner is not None:
             self.runner.apply_config(config)
+        if self.scheduler is not None:
+            self.schedule_exports(self.scheduler)
         log.info(
             "config reloaded: %d feeds",
             len(config.feeds),
@@ -267,8 +312,9 @@ class Daemon:
                 signal.SIGHUP, lambda: asyncio.ensure_future(self.reload(force=True))
             )
         await asyncio.to_thread(self.store.sync_feeds, self.config.feeds, utcnow())
-        self.runner = Runner(self.config, self.store)
+        self.runner = Runner(self.config, self.store, metrics=self.metrics)
         scheduler = AsyncIOScheduler(timezone=UTC, event_loop=loop)
+        self.scheduler = scheduler
         scheduler.add_job(
             self.tick,
             IntervalTrigger(seconds=self.config.settings.tick),
@@ -284,7 +330,9 @@ class Daemon:
             max_instances=1,
             coalesce=True,
         )
+        self.schedule_exports(scheduler)
         scheduler.start()
+        http = await self._start_http()
         log.info(
             "daemon started: %d feeds, database %s",
             len(self.config.feeds),
@@ -295,9 +343,88 @@ class Daemon:
             await self.stop_event.wait()
         finally:
             scheduler.shutdown(wait=False)
+            if http is not None:
+                await http.stop()
             await self._drain()
             await self.runner.close()
             log.info("daemon stopped", extra={"event": "stopped"})
+
+    # ---- scheduled exports ---------------------------------------------------------
+    def export_triggers(self) -> dict[str, tuple[ExportModel, CronTrigger]]:
+        """Every configured export with its cron trigger (validated by the config)."""
+        return {
+            e.name: (e, CronTrigger.from_crontab(e.schedule, timezone=e.timezone or "UTC"))
+            for e in self.config.exports
+        }
+
+    def schedule_exports(self, scheduler: AsyncIOScheduler) -> None:
+        """(Re)register one cron job per configured export."""
+        for job in scheduler.get_jobs():
+            if job.id.startswith("export:"):
+                job.remove()
+        for name, (_export, trigger) in self.export_triggers().items():
+            scheduler.add_job(
+                self.run_export,
+                trigger,
+                args=[name],
+                id=f"export:{name}",
+                max_instances=1,
+                coalesce=True,
+                misfire_grace_time=3600,
+            )
+
+    async def run_export(self, name: str, now: datetime | None = None) -> bool:
+        """Run one scheduled export now (``now``: the time it stands for). A failure is
+        logged and counted; the next run retries; the daemon goes on."""
+        found = next((e for e in self.config.exports if e.name == name), None)
+        if found is None:
+            return False
+        when = now or utcnow()
+        started = time.monotonic()
+        try:
+            size = await asyncio.to_thread(
+                export.run_scheduled, self.queries, self.config, found, when
+            )
+        except (AggregatorError, OSError, ValueError) as exc:
+            self.metrics.observe_export(name, ok=False)
+            log.error(
+                "export %s failed: %s",
+                name,
+                exc,
+                extra={"event": "export_failed", "export": name, "path": found.path,
+                       "error": str(exc)},
+            )
+            return False
+        except Exception:  # a bug: logged loudly, but one export never stops the daemon
+            self.metrics.observe_export(name, ok=False)
+            log.critical(
+                "export %s crashed",
+                name,
+                exc_info=True,
+                extra={"event": "export_failed", "export": name, "path": found.path},
+            )
+            return False
+        self.metrics.observe_export(name, ok=True)
+        log.info(
+            "export %s written to %s",
+            name,
+            found.path,
+            extra={"event": "export", "export": name, "path": found.path, "bytes": size,
+                   "duration_ms": round((time.monotonic() - started) * 1000)},
+        )
+        return True
+
+    # ---- HTTP from the daemon process ----------------------------------------------
+    async def _start_http(self) -> EmbeddedServer | None:
+        http = self.config.settings.http
+        if http is None:
+            return None
+        from .server import EmbeddedServer, create_app
+
+        app = create_app(self.store, lambda: self.config, metrics=self.metrics)
+        server = EmbeddedServer(app, http.host, http.port)
+        await server.start()
+        return server
 
     async def _drain(self) -> None:
         tasks = list(self.inflight.values())

@@ -18,7 +18,7 @@ from ..errors import ConfigError, StoreError
 from ..logs import setup_logging
 from ..records import PollOutcome
 from ..scheduler import Daemon, Runner, RunSummary
-from ..store import Store
+from ..store import Store, redact_url
 from .common import (
     ConfigOpt,
     DatabaseOpt,
@@ -133,7 +133,7 @@ def check(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
     s = cfg.settings
     console.print(f"[bold]{cfg.path}[/]: valid, {len(cfg.feeds)} feeds")
     console.print(
-        f"database {cfg.database_url} · default interval {s.default_interval:g} s · "
+        f"database {redact_url(cfg.database_url)} · default interval {s.default_interval:g} s · "
         f"full text {'on' if s.full_text else 'off'} · concurrency {s.concurrency} "
         f"({s.per_host_concurrency} per host, {s.per_host_delay:g} s apart)",
         highlight=False,

@@ -1,5 +1,5 @@
 """The SQL store: the only package that imports SQLAlchemy."""
 
-from .store import Store, open_store
+from .store import Store, open_store, redact_url
 
-__all__ = ["Store", "open_store"]
+__all__ = ["Store", "open_store", "redact_url"]

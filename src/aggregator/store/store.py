@@ -15,6 +15,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
+    case,
     create_engine,
     event,
     func,
@@ -96,7 +97,9 @@ class Store:
 
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(_migrations_dir()))
-        cfg.set_main_option("sqlalchemy.url", self.engine.url.render_as_string(False))
+        # ConfigParser interpolation: a literal % must be doubled
+        url = self.engine.url.render_as_string(hide_password=False).replace("%", "%%")
+        cfg.set_main_option("sqlalchemy.url", url)
         try:
             with self.engine.connect() as conn:
                 if self.dialect == "postgresql":
@@ -147,6 +150,7 @@ class Store:
                 )
             ).all()
             by_conf = {r.configured_url or r.url: r for r in rows}
+            by_url = {r.url: r for r in rows}
             wanted = {s.url for s in specs}
             for spec in specs:
                 values: dict[str, Any] = {
@@ -158,6 +162,11 @@ class Store:
                     "interval_seconds": spec.interval,
                 }
                 row = by_conf.get(spec.url)
+                if row is None and spec.url in by_url:
+                    # the operator now lists the URL a confirmed redirect moved the feed to
+                    row = by_url[spec.url]
+                    values["configured_url"] = spec.url
+                    wanted.add(row.configured_url or row.url)
                 if row is None:
                     conn.execute(
                         insert(feeds).values(
@@ -192,6 +201,7 @@ class Store:
                     error_count=0,
                     last_error=None,
                     next_check_at=now,
+                    hold_until=None,
                     not_found_since=None,
                 )
             )
@@ -301,7 +311,10 @@ class Store:
                             .where(stories.c.id == story_id)
                             .values(
                                 item_count=stories.c.item_count + 1,
-                                last_seen_at=now,
+                                last_seen_at=case(
+                                    (stories.c.last_seen_at < now, now),
+                                    else_=stories.c.last_seen_at,
+                                ),
                             )
                         )
                     conn.execute(
@@ -320,8 +333,14 @@ class Store:
                 values = _item_values(clean)
                 values.pop("entry_key")
                 if clean.article is None:
-                    # keep text extracted from the page; refresh feed-derived text only
-                    values = {k: v for k, v in values.items() if k not in ("language",)}
+                    # keep what the page gave (text, author, date, image) unless the feed
+                    # now says something itself; refresh feed-derived text only
+                    values = {
+                        k: v
+                        for k, v in values.items()
+                        if k != "language"
+                        and not (k in ("author", "published_at", "image_url") and v is None)
+                    }
                     conn.execute(
                         update(items)
                         .where(
@@ -482,6 +501,14 @@ def _item_values(clean: CleanEntry) -> dict[str, Any]:
         "image_url": entry.image or (article.image if article else None),
         "content_hash": clean.content_hash,
     }
+
+
+def redact_url(url: str) -> str:
+    """The database URL with its password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
 
 
 def _short(exc: BaseException) -> str:

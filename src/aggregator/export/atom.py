@@ -1,0 +1,66 @@
+"""Atom 1.0 (RFC 4287), generated with feedgen one entry at a time.
+
+feedgen builds the feed head and each ``<entry>``; the entries are serialized and
+written as they come, so a feed of a million stories never sits in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from feedgen.entry import FeedEntry
+from feedgen.feed import FeedGenerator
+from lxml import etree
+
+from ..config import VERSION
+from .model import Entry, FeedMeta
+
+MEDIA_TYPE = "application/atom+xml; charset=utf-8"
+
+
+def _head(meta: FeedMeta) -> tuple[str, str]:
+    fg = FeedGenerator()
+    fg.id(meta.feed_url or meta.link)
+    fg.title(meta.title)
+    fg.subtitle(meta.description)
+    fg.updated(meta.generated_at)
+    fg.link(href=meta.link, rel="alternate")
+    if meta.feed_url:
+        fg.link(href=meta.feed_url, rel="self")
+    fg.generator("aggregator", version=VERSION)
+    document: bytes = fg.atom_str(pretty=False)
+    text = document.decode("utf-8")
+    end = text.rindex("</feed>")
+    return text[:end] + "\n", text[end:] + "\n"
+
+
+def entry_element(entry: Entry) -> etree._Element:
+    fe = FeedEntry()
+    fe.id(entry.id)
+    fe.title(entry.title)
+    fe.updated(entry.updated)
+    if entry.published is not None:
+        fe.published(entry.published)
+    if entry.url:
+        fe.link(href=entry.url, rel="alternate", type="text/html")
+    for source in entry.sources:
+        href = source.url or source.feed_url
+        if href:
+            fe.link(href=href, rel="via", title=source.name)
+    if entry.author:
+        fe.author(name=entry.author)
+    for tag in entry.tags:
+        fe.category(term=tag)
+    if entry.teaser:
+        fe.summary(entry.teaser)
+    fe.content(entry.content_with_sources(), type="html")
+    element: etree._Element = fe.atom_entry()
+    return element
+
+
+def render(entries: Iterable[Entry], meta: FeedMeta) -> Iterator[str]:
+    head, tail = _head(meta)
+    yield head
+    for entry in entries:
+        yield etree.tostring(entry_element(entry), encoding="unicode") + "\n"
+    yield tail

@@ -1,0 +1,102 @@
+"""Process-wide counters for ``GET /metrics`` (Prometheus text format).
+
+One ``Metrics`` object per process holds its own registry (tests make as many as they
+like). The daemon feeds it from the poll outcomes, the fetches and the scheduled
+exports; the server adds gauges read from the database at scrape time.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from .records import FetchResult, PollOutcome
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.polls = Counter(
+            "aggregator_polls",
+            "Feed polls by outcome (ok, not_modified, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.items_created = Counter(
+            "aggregator_items_created", "Items stored for the first time.", registry=r
+        )
+        self.items_updated = Counter(
+            "aggregator_items_updated", "Stored items whose entry changed.", registry=r
+        )
+        self.stories_created = Counter(
+            "aggregator_stories_created", "New stories (items that matched none).", registry=r
+        )
+        self.items_merged = Counter(
+            "aggregator_items_merged", "Items merged into an existing story.", registry=r
+        )
+        self.fetch_seconds = Histogram(
+            "aggregator_fetch_duration_seconds",
+            "HTTP fetch latency (feeds and article pages).",
+            ["kind"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.bytes_downloaded = Counter(
+            "aggregator_downloaded_bytes",
+            "Response body bytes downloaded (after decompression).",
+            ["kind"],
+            registry=r,
+        )
+        self.bytes_saved = Counter(
+            "aggregator_not_modified_saved_bytes",
+            "Bytes not downloaded thanks to 304 Not Modified (size of the feed's last full "
+            "response).",
+            registry=r,
+        )
+        self.exports = Counter(
+            "aggregator_export_runs",
+            "Scheduled export runs by export name and outcome (ok, failed).",
+            ["export", "outcome"],
+            registry=r,
+        )
+        self._last_size: dict[str, int] = {}
+        self._lock = threading.Lock()
+        for outcome in ("ok", "not_modified", "failed"):
+            self.polls.labels(outcome=outcome)
+        for kind in ("feed", "page"):
+            self.fetch_seconds.labels(kind=kind)
+            self.bytes_downloaded.labels(kind=kind)
+
+    def observe_poll(self, outcome: PollOutcome) -> None:
+        if not outcome.ok:
+            label = "failed"
+        elif outcome.not_modified:
+            label = "not_modified"
+        else:
+            label = "ok"
+        self.polls.labels(outcome=label).inc()
+        self.items_created.inc(outcome.new_items)
+        self.items_updated.inc(outcome.updated_items)
+        self.stories_created.inc(outcome.new_stories)
+        self.items_merged.inc(outcome.merged_items)
+
+    def observe_fetch(self, result: FetchResult, *, page: bool) -> None:
+        kind = "page" if page else "feed"
+        self.fetch_seconds.labels(kind=kind).observe(result.elapsed)
+        self.bytes_downloaded.labels(kind=kind).inc(len(result.body))
+        if page:
+            return
+        with self._lock:
+            if result.status == 304:
+                saved = self._last_size.get(result.url)
+                if saved:
+                    self.bytes_saved.inc(saved)
+            elif result.status == 200:
+                self._last_size[result.url] = len(result.body)
+
+    def observe_export(self, name: str, ok: bool) -> None:
+        self.exports.labels(export=name, outcome="ok" if ok else "failed").inc()
