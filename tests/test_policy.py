@@ -120,3 +120,14 @@ def test_cache_lifetime_and_update_period() -> None:
     assert policy.update_period_seconds("hourly", 2) == 1800
     assert policy.update_period_seconds("daily", None) == 86400
     assert policy.update_period_seconds("fortnightly", 1) is None
+
+
+def test_skip_hours_and_days_push_the_next_poll() -> None:
+    monday_9 = datetime(2026, 6, 1, 9, 30, tzinfo=UTC)  # 2026-06-01 is a Monday
+    assert policy.respect_skips(monday_9, (), ()) == monday_9
+    assert policy.respect_skips(monday_9, (9, 10), ()) == datetime(2026, 6, 1, 11, 0, tzinfo=UTC)
+    assert policy.respect_skips(monday_9, (), ("Monday",)) == datetime(2026, 6, 2, 0, 0, tzinfo=UTC)
+    assert policy.respect_skips(monday_9, (0,), ("Monday",)) == datetime(
+        2026, 6, 2, 1, 0, tzinfo=UTC
+    )
+    assert policy.respect_skips(monday_9, tuple(range(24)), ()) == monday_9

@@ -106,6 +106,9 @@ class Settings(BaseModel):
     allow_private_networks: tuple[str, ...] = ()
     workers: int | None = Field(None, ge=1, le=64)
     tick: Duration = 5.0
+    reload_interval: Duration = (
+        2.0  # how often the daemon checks feeds.yaml for edits; 0 = SIGHUP only
+    )
     lease_seconds: Duration = 300.0
     dedup_window: Duration = 14 * 86400.0
     health_max_age: Duration = 7200.0
@@ -340,9 +343,12 @@ def _location(path: Path | str, loc: tuple[int | str, ...], raw: Any) -> str:
         name = None
         if isinstance(raw, dict):
             exports = raw.get("exports")
-            if isinstance(exports, list) and index < len(exports):
-                if isinstance(exports[index], dict):
-                    name = exports[index].get("name")
+            if (
+                isinstance(exports, list)
+                and index < len(exports)
+                and isinstance(exports[index], dict)
+            ):
+                name = exports[index].get("name")
         export = f"export #{index + 1}" + (f" ({name})" if name else "")
         field = ".".join(str(p) for p in loc[2:]) or "(entry)"
         return f"{where}: {export}, field '{field}'"

@@ -347,9 +347,14 @@ class Pipeline:
                 changed.append((seen.item_id, clean))
         if spec.full_text and new:
             new = await self._with_articles(state, new)
+        next_at = policy.respect_skips(
+            policy.next_check(now, interval, self.rng()),
+            feed.hints.skip_hours,
+            feed.hints.skip_days,
+        )
         update = replace(
             base_update,
-            next_check_at=policy.next_check(now, interval, self.rng()),
+            next_check_at=next_at,
             etag=result.etag,
             last_modified=result.last_modified,
             interval_seconds=interval,

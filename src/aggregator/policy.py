@@ -191,3 +191,22 @@ def update_period_seconds(period: str | None, frequency: int | None) -> float | 
     if base is None:
         return None
     return base / max(1, frequency or 1)
+
+
+_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def respect_skips(
+    when: datetime, skip_hours: tuple[int, ...], skip_days: tuple[str, ...]
+) -> datetime:
+    """Move a poll time out of the feed's RSS ``skipHours`` (GMT) and ``skipDays``."""
+    hours = {h % 24 for h in skip_hours}
+    days = {d.strip().lower() for d in skip_days} & set(_DAYS)
+    if len(hours) >= 24 or len(days) >= 7:
+        return when  # a feed that skips everything is polled anyway
+    moved = when.astimezone(UTC)
+    for _ in range(24 * 8):
+        if moved.hour not in hours and _DAYS[moved.weekday()] not in days:
+            return moved
+        moved = (moved + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
+    return when

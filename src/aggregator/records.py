@@ -274,4 +274,3 @@ class Subscription:
     url: str
     title: str | None = None
     tags: tuple[str, ...] = ()
-    html_url: str | None = None

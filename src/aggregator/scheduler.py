@@ -225,7 +225,6 @@ class Daemon:
         *,
         config_path: Path | None,
         database_override: str | None,
-        reload_every: float = 2.0,
         metrics: Metrics | None = None,
     ) -> None:
         self.config = config
@@ -235,7 +234,6 @@ class Daemon:
         self.scheduler: AsyncIOScheduler | None = None
         self.config_path = config_path
         self.database_override = database_override
-        self.reload_every = reload_every
         self.stop_event = asyncio.Event()
         self.inflight: dict[int, asyncio.Task[PollOutcome | None]] = {}
         self._mtime = self._config_mtime()
@@ -323,13 +321,14 @@ class Daemon:
             coalesce=True,
             next_run_time=utcnow(),
         )
-        scheduler.add_job(
-            self.reload,
-            IntervalTrigger(seconds=self.reload_every),
-            id="reload",
-            max_instances=1,
-            coalesce=True,
-        )
+        if self.config.settings.reload_interval > 0:
+            scheduler.add_job(
+                self.reload,
+                IntervalTrigger(seconds=self.config.settings.reload_interval),
+                id="reload",
+                max_instances=1,
+                coalesce=True,
+            )
         self.schedule_exports(scheduler)
         scheduler.start()
         http = await self._start_http()
@@ -391,8 +390,12 @@ class Daemon:
                 "export %s failed: %s",
                 name,
                 exc,
-                extra={"event": "export_failed", "export": name, "path": found.path,
-                       "error": str(exc)},
+                extra={
+                    "event": "export_failed",
+                    "export": name,
+                    "path": found.path,
+                    "error": str(exc),
+                },
             )
             return False
         except Exception:  # a bug: logged loudly, but one export never stops the daemon
@@ -409,8 +412,13 @@ class Daemon:
             "export %s written to %s",
             name,
             found.path,
-            extra={"event": "export", "export": name, "path": found.path, "bytes": size,
-                   "duration_ms": round((time.monotonic() - started) * 1000)},
+            extra={
+                "event": "export",
+                "export": name,
+                "path": found.path,
+                "bytes": size,
+                "duration_ms": round((time.monotonic() - started) * 1000),
+            },
         )
         return True
 

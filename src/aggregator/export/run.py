@@ -7,7 +7,7 @@ daemon's scheduled exports, and ``GET /export/{format}``.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Literal
@@ -48,7 +48,7 @@ FORMATS: dict[str, Format] = {
 @dataclass(frozen=True)
 class ExportRequest:
     format: str
-    filter: ExportFilter = ExportFilter()
+    filter: ExportFilter = field(default_factory=ExportFilter)
     per_item: bool = False
     title: str | None = None
     link: str | None = None
@@ -120,7 +120,7 @@ def _title(request: ExportRequest, now: datetime) -> str:
 
 
 def stream(
-    queries: Queries,
+    queries: Queries | None,
     request: ExportRequest,
     *,
     now: datetime,
@@ -144,6 +144,8 @@ def stream(
     )
     if fmt.kind == "feeds":
         return opml.render(feeds, meta)
+    if queries is None:
+        raise ValueError(f"the {fmt.name} export needs a database")
     if fmt.kind == "rows":
         rows = queries.iter_items(f)
         return jsonl.render(rows) if fmt.name == "jsonl" else csvdump.render(rows)

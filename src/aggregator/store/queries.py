@@ -340,7 +340,7 @@ class Queries:
             )
             return items.c.id.in_(matches.columns())
         if self.dialect == "postgresql":
-            vector = literal_column(PG_SEARCH_VECTOR)
+            vector: ColumnElement[Any] = literal_column(PG_SEARCH_VECTOR)
             return vector.op("@@")(func.websearch_to_tsquery(literal_column("'simple'"), search))
         words = re.findall(r"\w+", search)  # other databases: a plain substring match
         return and_(

@@ -1,0 +1,44 @@
+"""`aggregator serve`: the read-only HTTP face (exports, stories, items, health, metrics)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..errors import AggregatorError
+from ..logs import setup_logging
+from ..server import create_app, serve_forever
+from .common import ConfigOpt, DatabaseOpt, LogLevelOpt, app, err, fail
+from .export import load_for_reading, open_for_reading
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="address to listen on (default: settings.http or 127.0.0.1)")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="port (default: settings.http or 8080; 0: any free)"),
+    ] = None,
+    config: ConfigOpt = None,
+    database: DatabaseOpt = None,
+    log_level: LogLevelOpt = "INFO",
+) -> None:
+    """Serve exports, /stories, /items, /healthz and /metrics over HTTP (read-only)."""
+    cfg = load_for_reading(config, database)
+    setup_logging(log_level)
+    http = cfg.settings.http
+    bind_host = host or (http.host if http else "127.0.0.1")
+    bind_port = port if port is not None else (http.port if http else 8080)
+    store = open_for_reading(cfg)
+    assert store is not None
+    try:
+        app_ = create_app(store, lambda: cfg)
+        err.print(f"serving on http://{bind_host}:{bind_port}/", highlight=False)
+        serve_forever(app_, bind_host, bind_port)
+    except AggregatorError as exc:
+        raise fail(str(exc), 3) from None
+    finally:
+        store.close()

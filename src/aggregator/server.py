@@ -1,0 +1,381 @@
+"""The read-only HTTP face (Starlette on uvicorn).
+
+- ``GET /export/{format}``: any export, with the CLI's filters as query parameters
+  (``since``, ``until``, ``feed``…, ``tag``…, ``search``, ``limit``, ``per_item``);
+- ``GET /stories``, ``GET /items``: JSON pages, newest first, ``?cursor=`` for the next;
+- ``GET /healthz``: 200 when the database answers and some feed was polled successfully
+  within ``settings.health_max_age``, else 503 with the reason;
+- ``GET /metrics``: Prometheus text format.
+
+Served by ``aggregator serve`` or, with ``settings.http``, from the daemon itself.
+Nothing here writes to the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import json
+import socket
+from collections.abc import Callable, Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from . import export
+from .config import Config
+from .errors import AggregatorError, StoreError
+from .export.digest import CONTENT_SECURITY_POLICY
+from .export.model import entry_from_story
+from .export.rows import row
+from .metrics import Metrics
+from .store import Store
+from .store.queries import Cursor, ExportFilter, Queries, StoryRecord
+
+DEFAULT_PAGE = 50
+MAX_PAGE = 500
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class BadRequest(ValueError):
+    pass
+
+
+# ---- query parameters ----------------------------------------------------------------
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _int(request: Request, name: str, default: int | None) -> int | None:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise BadRequest(f"{name} must be a whole number, not {value!r}") from None
+    if number < 1:
+        raise BadRequest(f"{name} must be at least 1")
+    return number
+
+
+def _filter(request: Request, now: datetime, *, limit: int | None) -> ExportFilter:
+    q = request.query_params
+    try:
+        return export.build_filter(
+            now=now,
+            since=q.get("since") or None,
+            until=q.get("until") or None,
+            feeds=q.getlist("feed"),
+            tags=q.getlist("tag"),
+            search=q.get("search") or q.get("q") or None,
+            limit=limit,
+        )
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    raw = json.dumps([cursor.first_seen_at.isoformat(), cursor.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(value: str) -> Cursor:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        when, ident = json.loads(raw)
+        moment = datetime.fromisoformat(when)
+        if moment.tzinfo is None or not isinstance(ident, int):
+            raise ValueError
+        return Cursor(moment, ident)
+    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
+        raise BadRequest("invalid cursor") from None
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def _date(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def story_object(story: StoryRecord) -> dict[str, Any]:
+    entry = entry_from_story(story)
+    return {
+        "story_id": story.id,
+        "title": entry.title,
+        "url": entry.url,
+        "first_seen_at": _date(story.first_seen_at),
+        "last_seen_at": _date(story.last_seen_at),
+        "source_count": story.source_count,
+        "item_count": story.item_count,
+        "representative_item_id": story.representative.id,
+        "teaser": entry.teaser or None,
+        "sources": [
+            {
+                "feed": s.name,
+                "feed_url": s.feed_url,
+                "url": s.url,
+                "first_seen_at": _date(s.first_seen_at),
+            }
+            for s in entry.sources
+        ],
+    }
+
+
+# ---- metrics from the database ---------------------------------------------------------
+
+
+class DatabaseCollector(Collector):
+    """Gauges read from the database at scrape time (right in any process)."""
+
+    def __init__(self, queries: Queries, clock: Callable[[], datetime]) -> None:
+        self.queries = queries
+        self.clock = clock
+
+    def collect(self) -> Iterable[Metric]:
+        up = GaugeMetricFamily("aggregator_database_up", "1 when the database answers.")
+        try:
+            counts = self.queries.feed_state_counts(self.clock())
+            last = self.queries.last_success_at()
+        except StoreError:
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        feeds = GaugeMetricFamily("aggregator_feeds", "Feeds by state.", labels=["state"])
+        for state, count in counts.items():
+            feeds.add_metric([state], count)
+        yield feeds
+        if last is not None:
+            yield GaugeMetricFamily(
+                "aggregator_last_success_timestamp_seconds",
+                "When some feed was last polled successfully (Unix time).",
+                value=last.timestamp(),
+            )
+
+
+# ---- the application ---------------------------------------------------------------------
+
+
+def create_app(
+    store: Store,
+    config: Callable[[], Config],
+    *,
+    metrics: Metrics | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> Starlette:
+    """The ASGI app. ``config`` is called per request (the daemon reloads it);
+    ``clock`` gives "now" for filters and the health check."""
+    queries = Queries(store)
+    counters = metrics or Metrics()
+    db_registry = CollectorRegistry(auto_describe=False)
+    db_registry.register(DatabaseCollector(queries, clock))
+
+    async def export_endpoint(request: Request) -> Response:
+        name = request.path_params["format"]
+        fmt = export.FORMATS.get(name)
+        if fmt is None:
+            return _error(404, f"unknown format {name!r} (one of {', '.join(export.FORMATS)})")
+        now = clock()
+        try:
+            f = _filter(request, now, limit=_int(request, "limit", None))
+        except BadRequest as exc:
+            return _error(400, str(exc))
+        if f.feeds:
+            unknown = await run_in_threadpool(queries.unknown_feeds, f.feeds)
+            if unknown:
+                return _error(400, f"no feed named {', '.join(map(repr, unknown))}")
+        req = export.ExportRequest(
+            format=name,
+            filter=f,
+            per_item=_flag(request.query_params.get("per_item")),
+            title=request.query_params.get("title") or None,
+            link=str(request.base_url),
+            feed_url=str(request.url),
+        )
+        cfg = config()
+        chunks = export.stream(queries, req, now=now, feeds=cfg.feeds)
+        headers = {"X-Content-Type-Options": "nosniff"}
+        if name == "html":
+            headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        return StreamingResponse(
+            iterate_in_threadpool(_encode(chunks)), media_type=fmt.media_type, headers=headers
+        )
+
+    async def page(request: Request, kind: str) -> Response:
+        now = clock()
+        try:
+            limit = min(_int(request, "limit", DEFAULT_PAGE) or DEFAULT_PAGE, MAX_PAGE)
+            f = _filter(request, now, limit=limit + 1)
+            raw_cursor = request.query_params.get("cursor")
+            after = decode_cursor(raw_cursor) if raw_cursor else None
+        except BadRequest as exc:
+            return _error(400, str(exc))
+
+        def load() -> tuple[list[dict[str, Any]], Cursor | None]:
+            if kind == "stories":
+                stories = list(queries.iter_stories(f, after=after))
+                more = len(stories) > limit
+                stories = stories[:limit]
+                last = stories[-1] if more and stories else None
+                cursor = Cursor(last.first_seen_at, last.id) if last else None
+                return [story_object(s) for s in stories], cursor
+            items = list(queries.iter_items(f, newest_first=True, after=after))
+            more = len(items) > limit
+            items = items[:limit]
+            tail = items[-1] if more and items else None
+            cursor = Cursor(tail.first_seen_at, tail.id) if tail else None
+            return [row(i) for i in items], cursor
+
+        try:
+            objects, cursor = await run_in_threadpool(load)
+        except StoreError as exc:
+            return _error(503, str(exc))
+        return JSONResponse(
+            {kind: objects, "next_cursor": encode_cursor(cursor) if cursor else None}
+        )
+
+    async def stories_endpoint(request: Request) -> Response:
+        return await page(request, "stories")
+
+    async def items_endpoint(request: Request) -> Response:
+        return await page(request, "items")
+
+    async def healthz(_request: Request) -> Response:
+        max_age = config().settings.health_max_age
+        now = clock()
+        try:
+            await run_in_threadpool(store.ping)
+            last = await run_in_threadpool(queries.last_success_at)
+        except StoreError as exc:
+            return JSONResponse({"status": "unhealthy", "reason": str(exc)}, status_code=503)
+        body: dict[str, Any] = {
+            "last_success_at": _date(last),
+            "health_max_age_seconds": max_age,
+        }
+        if last is None:
+            body.update(status="unhealthy", reason="no feed has been polled successfully yet")
+            return JSONResponse(body, status_code=503)
+        age = (now - last).total_seconds()
+        body["age_seconds"] = round(age, 3)
+        if age > max_age:
+            body.update(
+                status="unhealthy",
+                reason=(
+                    f"no feed polled successfully for {age:.0f} s "
+                    f"(health_max_age is {max_age:.0f} s)"
+                ),
+            )
+            return JSONResponse(body, status_code=503)
+        body["status"] = "ok"
+        return JSONResponse(body)
+
+    async def metrics_endpoint(_request: Request) -> Response:
+        def render() -> bytes:
+            return generate_latest(counters.registry) + generate_latest(db_registry)
+
+        return Response(await run_in_threadpool(render), media_type=PROMETHEUS_TYPE)
+
+    return Starlette(
+        routes=[
+            Route("/export/{format}", export_endpoint, methods=["GET", "HEAD"]),
+            Route("/stories", stories_endpoint, methods=["GET", "HEAD"]),
+            Route("/items", items_endpoint, methods=["GET", "HEAD"]),
+            Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/metrics", metrics_endpoint, methods=["GET", "HEAD"]),
+        ]
+    )
+
+
+def _encode(chunks: Iterator[str]) -> Iterator[bytes]:
+    for chunk in chunks:
+        yield chunk.encode("utf-8")
+
+
+# ---- running it ----------------------------------------------------------------------------
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0: any free port); a clear error when it is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise AggregatorError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def _uvicorn_config(app: Starlette, *, access_log: bool) -> uvicorn.Config:
+    return uvicorn.Config(
+        app, log_config=None, access_log=access_log, lifespan="off", server_header=False
+    )
+
+
+class _NoSignals(uvicorn.Server):
+    """uvicorn inside the daemon: the daemon owns SIGTERM/SIGINT, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class EmbeddedServer:
+    """The HTTP face running on the daemon's event loop."""
+
+    def __init__(self, app: Starlette, host: str, port: int) -> None:
+        self.sock = bind(host, port)
+        self.server = _NoSignals(_uvicorn_config(app, access_log=False))
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def port(self) -> int:
+        port: int = self.sock.getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+                raise AggregatorError("the HTTP server stopped while starting")
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            await self.task
+        self.sock.close()
+
+
+def serve_forever(app: Starlette, host: str, port: int) -> None:
+    """``aggregator serve``: run until SIGINT/SIGTERM (uvicorn handles the signals)."""
+    sock = bind(host, port)
+    try:
+        uvicorn.Server(_uvicorn_config(app, access_log=True)).run(sockets=[sock])
+    finally:
+        sock.close()
