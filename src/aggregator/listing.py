@@ -190,6 +190,11 @@ _DATE_CLASS = re.compile(
     r"posted-on|meta|byline)($|[-_])",
     re.I,
 )
+# zebra striping and state classes differ between blocks of one list
+_STATE_CLASS = re.compile(
+    r"(^|[-_])(odd|even|first|last|alt|active|current|selected|hover|sticky|featured)($|[-_])",
+    re.I,
+)
 _BYLINE = re.compile(r"^\s*(by|von|par|por|di|door)\s+\S", re.I)
 _MONTHS = (
     r"(jan(uary)?|feb(ruary)?|mar(ch)?|apr(il)?|may|june?|july?|aug(ust)?|"
@@ -808,6 +813,7 @@ def _stable_classes(node: Tag) -> str:
         for c in node.get_attribute_list("class")
         if c
         and not any(ch.isdigit() for ch in c)
+        and not _STATE_CLASS.search(c)
         and not c.startswith(
             ("category-", "tag-", "format-", "type-", "status-", "post-", "has-", "is-")
         )
@@ -842,7 +848,10 @@ def _main_link(links: list[Tag]) -> Tag:
 
 
 def _title_box(anchor: Tag) -> Tag:
-    """The heading around the title link, or the link itself."""
+    """The heading around (or inside) the title link, or the link itself."""
+    inner = anchor.find(list(_HEADINGS))
+    if isinstance(inner, Tag):
+        return inner
     for node in _ancestors(anchor):
         if node.name in _HEADINGS:
             return node

@@ -41,12 +41,6 @@ def entry_element(entry: Entry) -> etree._Element:
     fe.updated(entry.updated)
     if entry.published is not None:
         fe.published(entry.published)
-    if entry.url:
-        fe.link(href=entry.url, rel="alternate", type="text/html")
-    for source in entry.sources:
-        href = source.url or source.feed_url
-        if href:
-            fe.link(href=href, rel="via", title=source.name)
     if entry.author:
         fe.author(name=entry.author)
     for tag in entry.tags:
@@ -55,6 +49,14 @@ def entry_element(entry: Entry) -> etree._Element:
         fe.summary(entry.teaser)
     fe.content(entry.content_with_sources(), type="html")
     element: etree._Element = fe.atom_entry()
+    # Links are added here: feedgen 1.0 drops every attribute of an entry's <link> but
+    # href (its loop rebinds the dict to the new element before reading rel/title).
+    if entry.url:
+        etree.SubElement(element, "link", rel="alternate", type="text/html", href=entry.url)
+    for source in entry.sources:
+        href = source.url or source.feed_url
+        if href:
+            etree.SubElement(element, "link", rel="via", href=href, title=source.name)
     return element
 
 

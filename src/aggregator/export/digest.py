@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 from collections.abc import Iterable, Iterator
 from datetime import datetime, tzinfo
+from urllib.parse import urlsplit
 
 from .model import Entry, FeedMeta
 
@@ -87,10 +88,12 @@ def story_html(entry: Entry, tz: tzinfo) -> str:
             )
         else:
             sources.append(_e(source.name))
+    host = urlsplit(entry.url).hostname if entry.url else None
+    site = f' · <span class="site">{_e(host.removeprefix("www."))}</span>' if host else ""
     parts = [
         '<li class="story">',
         f"<h2>{title}</h2>",
-        f'<p class="meta">{badge}{_time(entry.first_seen_at, tz)}</p>',
+        f'<p class="meta">{badge}{_time(entry.first_seen_at, tz)}{site}</p>',
     ]
     if entry.teaser:
         parts.append(f'<p class="teaser">{_e(entry.teaser)}</p>')

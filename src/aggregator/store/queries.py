@@ -25,8 +25,10 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Select,
     and_,
+    column,
     distinct,
     false,
     func,
@@ -338,7 +340,7 @@ class Queries:
             matches = text("SELECT rowid FROM items_fts WHERE items_fts MATCH :fts").bindparams(
                 fts=query
             )
-            return items.c.id.in_(matches.columns())
+            return items.c.id.in_(matches.columns(column("rowid", Integer)).scalar_subquery())
         if self.dialect == "postgresql":
             vector: ColumnElement[Any] = literal_column(PG_SEARCH_VECTOR)
             return vector.op("@@")(func.websearch_to_tsquery(literal_column("'simple'"), search))
