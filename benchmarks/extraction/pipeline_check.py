@@ -23,7 +23,7 @@ import yaml
 from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import eval as ev  # noqa: E402  (the benchmark's loaders and metric)
+import eval as ev  # the benchmark's loaders and metric
 
 
 def main() -> None:

@@ -217,6 +217,64 @@ class FeedModel(BaseModel):
         return value
 
 
+_CRON_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def _cron_day(token: str) -> int:
+    token = token.strip().lower()
+    if token.isdigit() and 0 <= int(token) <= 7:
+        return int(token)
+    if token[:3] in _CRON_DAYS:
+        return _CRON_DAYS.index(token[:3])
+    raise ValueError(f"{token!r} is not a day of the week (0-7 or sun-sat)")
+
+
+def _cron_weekdays(field: str) -> str:
+    """A crontab day-of-week field (0 or 7 = Sunday, 1 = Monday) as APScheduler day
+    names: APScheduler 3 counts 0 = Monday, so numbers cannot be passed through."""
+    if field == "*":
+        return field
+    days: set[int] = set()
+    for part in field.split(","):
+        step = 1
+        if "/" in part:
+            part, step_text = part.split("/", 1)
+            if not step_text.isdigit() or int(step_text) < 1:
+                raise ValueError(f"{step_text!r} is not a step")
+            step = int(step_text)
+        if part == "*":
+            low, high = 0, 6
+        elif "-" in part:
+            first, last = part.split("-", 1)
+            low, high = _cron_day(first), _cron_day(last)
+        else:
+            low = _cron_day(part)
+            high = 6 if step > 1 else low
+        if high < low:
+            raise ValueError(f"{part!r} is a backwards range")
+        days.update(day % 7 for day in range(low, high + 1, step))
+    return ",".join(_CRON_DAYS[d] for d in sorted(days))
+
+
+def cron_trigger(schedule: str, timezone: str | None = None) -> Any:
+    """An APScheduler CronTrigger for a standard 5-field crontab expression (minute hour
+    day-of-month month day-of-week, Sunday = 0 or 7) in ``timezone`` (default UTC)."""
+    from apscheduler.triggers.cron import CronTrigger
+
+    fields = schedule.split()
+    if len(fields) != 5:
+        raise ValueError(f"wrong number of fields; got {len(fields)}, expected 5")
+    minute, hour, day, month, weekday = fields
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=_cron_weekdays(weekday),
+        timezone=timezone or "UTC",
+    )
+
+
 ExportFormat = Literal["atom", "rss", "json", "jsonl", "csv", "html", "opml"]
 EXPORT_FORMATS: tuple[str, ...] = ("atom", "rss", "json", "jsonl", "csv", "html", "opml")
 
@@ -295,10 +353,8 @@ class ExportModel(BaseModel):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str, info: ValidationInfo) -> str:
-        from apscheduler.triggers.cron import CronTrigger
-
         try:
-            CronTrigger.from_crontab(value, timezone=info.data.get("timezone") or "UTC")
+            cron_trigger(value, info.data.get("timezone"))
         except ValueError as exc:
             raise ValueError(
                 f"{value!r} is not a cron expression (minute hour day month weekday, "

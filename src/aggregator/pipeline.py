@@ -20,7 +20,7 @@ from typing import Protocol
 from urllib.parse import urlsplit
 
 from . import dedup, discovery, extract, listing, parse, policy
-from .errors import AggregatorError, ExtractError, FetchError, ParseError
+from .errors import AggregatorError, ExtractError, FetchError, ParseError, StoreError
 from .records import (
     Article,
     CleanEntry,
@@ -203,9 +203,15 @@ class Pipeline:
         """Poll one feed. Expected failures become data; bugs propagate."""
         started = time.monotonic()
         try:
-            outcome = await self._poll(spec, state, now)
-        except AggregatorError as exc:
-            outcome = await self._fail(state, now, None, _sentence(exc), {})
+            try:
+                outcome = await self._poll(spec, state, now)
+            except StoreError:
+                raise
+            except AggregatorError as exc:
+                outcome = await self._fail(state, now, None, _sentence(exc), {})
+        except StoreError as exc:
+            # nothing of this poll was committed; the lease expires and it is polled again
+            outcome = PollOutcome(state.url, None, ok=False, error=f"database error: {exc}")
         outcome = replace(outcome, duration=time.monotonic() - started)
         _log(spec, outcome)
         return outcome

@@ -13,7 +13,9 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import secrets
 import signal
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -26,9 +28,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from . import export, policy
-from .config import Config, ExportModel, load_config
-from .errors import AggregatorError, ConfigError
+from . import export
+from .config import Config, ExportModel, cron_trigger, load_config
+from .errors import AggregatorError, ConfigError, StoreError
 from .fetch import Fetcher, FetchLimits
 from .metrics import Metrics
 from .pipeline import FetchPort, Pipeline, PipelineSettings
@@ -51,6 +53,21 @@ def _warm_worker() -> None:
     # import the heavy libraries once per worker process, not on the first job
     import feedparser  # noqa: F401
     import trafilatura  # noqa: F401
+
+
+def worker_id() -> str:
+    """Names this process in feed leases: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def pool_size(config: Config) -> int:
@@ -155,6 +172,8 @@ class Runner:
         self.pipeline = Pipeline(port, store, self.pool, pipeline_settings(config))
         self.specs = {spec.url: spec for spec in config.feeds}
         self._slots = asyncio.Semaphore(config.settings.concurrency)
+        self.owner = worker_id()
+        self.active: set[int] = set()  # feeds this worker holds a lease on and is polling
 
     def apply_config(self, config: Config) -> None:
         self.config = config
@@ -167,11 +186,70 @@ class Runner:
         spec = self.spec_for(state)
         if spec is None:
             return None
-        async with self._slots:
-            outcome = await self.pipeline.poll(spec, state, utcnow())
+        self.active.add(state.id)
+        try:
+            async with self._slots:
+                outcome = await self.pipeline.poll(spec, state, utcnow())
+        finally:
+            self.active.discard(state.id)
         if self.metrics is not None:
             self.metrics.observe_poll(outcome)
         return outcome
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.config.settings.lease_seconds
+
+    async def claim(self, limit: int, *, force: bool = False) -> list[FeedState]:
+        return await asyncio.to_thread(
+            self.store.claim_feeds,
+            self.owner,
+            utcnow(),
+            limit=limit,
+            lease_seconds=self.lease_seconds,
+            force=force,
+        )
+
+    async def keep_leases(self) -> None:
+        """Renew this worker's leases while it polls (runs until cancelled)."""
+        while True:
+            await asyncio.sleep(max(1.0, self.lease_seconds / 3))
+            if not self.active:
+                continue
+            try:
+                await asyncio.to_thread(
+                    self.store.renew_leases,
+                    self.owner,
+                    sorted(self.active),
+                    utcnow(),
+                    self.lease_seconds,
+                )
+            except StoreError as exc:
+                log.warning("could not renew leases: %s", exc, extra={"event": "lease_error"})
+
+    async def reclaim_dead_leases(self) -> None:
+        """Release leases held by dead workers of THIS host (a crashed or killed earlier run),
+        so a restart resumes at once instead of waiting for the leases to expire. Workers on
+        other hosts cannot be checked: their leases expire after lease_seconds."""
+        host = socket.gethostname()
+        for owner in await asyncio.to_thread(self.store.lease_owners):
+            name, _, rest = owner.partition(":")
+            pid_text = rest.partition(":")[0]
+            if name != host or not pid_text.isdigit() or _alive(int(pid_text)):
+                continue
+            log.warning(
+                "releasing the leases of dead worker %s",
+                owner,
+                extra={"event": "lease_reclaimed", "owner": owner},
+            )
+            await asyncio.to_thread(self.store.release_leases, owner)
+
+    async def release(self) -> None:
+        """Give back every lease this worker still holds (polls abandoned on shutdown)."""
+        try:
+            await asyncio.to_thread(self.store.release_leases, self.owner)
+        except StoreError as exc:
+            log.warning("could not release leases: %s", exc, extra={"event": "lease_error"})
 
     async def close(self) -> None:
         await self.fetcher.aclose()
@@ -188,20 +266,17 @@ class Runner:
         loop = asyncio.get_running_loop()
         started = loop.time()
         now = utcnow()
-        states = await asyncio.to_thread(self.store.feed_states, now, due_only=False)
-        summary = RunSummary(feeds=len(states))
-        todo = []
-        for state in states:
-            if self.spec_for(state) is None:
-                continue
-            if policy.is_due(
-                now, state.next_check_at, state.hold_until, state.disabled_reason, force=True
-            ):
-                todo.append(state)
-            else:
-                summary.skipped += 1
+        await self.reclaim_dead_leases()
+        every = await asyncio.to_thread(self.store.feed_states, now, due_only=False)
+        summary = RunSummary(feeds=len(every))
+        # claim them all at once: other workers' live leases, retirements and Retry-After
+        # holds are left alone (see Store.claim_feeds)
+        claimed = await self.claim(max(1, len(every)), force=True)
+        todo = [s for s in claimed if self.spec_for(s) is not None]
+        summary.skipped = len(every) - len(todo)
         if on_start:
             on_start(len(todo))
+        renewer = asyncio.create_task(self.keep_leases())
 
         async def one(state: FeedState) -> None:
             outcome = await self.poll(state)
@@ -210,7 +285,11 @@ class Runner:
                 if on_done:
                     on_done(outcome)
 
-        await asyncio.gather(*(one(s) for s in todo))
+        try:
+            await asyncio.gather(*(one(s) for s in todo))
+        finally:
+            renewer.cancel()
+            await self.release()
         summary.duration = loop.time() - started
         return summary
 
@@ -232,6 +311,7 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.queries = Queries(store)
         self.scheduler: AsyncIOScheduler | None = None
+        self.http: EmbeddedServer | None = None
         self.config_path = config_path
         self.database_override = database_override
         self.stop_event = asyncio.Event()
@@ -239,6 +319,8 @@ class Daemon:
         self._mtime = self._config_mtime()
         self._bad_config: str | None = None
         self.runner: Runner | None = None
+        self._db_failures = 0
+        self._db_retry_at = 0.0
 
     def _config_mtime(self) -> float | None:
         if self.config_path is None:
@@ -251,16 +333,38 @@ class Daemon:
     async def tick(self) -> None:
         if self.stop_event.is_set() or self.runner is None:
             return
-        now = utcnow()
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._db_retry_at:
+            return
         limit = self.config.settings.concurrency * 4
-        states = await asyncio.to_thread(
-            self.store.feed_states, now, limit=limit + len(self.inflight)
-        )
+        free = limit - len(self.inflight)
+        if free <= 0:
+            return
+        try:
+            states = await self.runner.claim(free)
+        except StoreError as exc:
+            # the database went away: say so once, retry with backoff, carry on when back
+            self._db_failures += 1
+            delay = min(60.0, 2.0 ** min(self._db_failures, 6))
+            self._db_retry_at = loop.time() + delay
+            if self._db_failures == 1:
+                log.error(
+                    "database unavailable, retrying with backoff: %s",
+                    exc,
+                    extra={"event": "database_unavailable", "error": str(exc)},
+                )
+            return
+        if self._db_failures:
+            log.warning(
+                "database back after %d failed attempts",
+                self._db_failures,
+                extra={"event": "database_recovered"},
+            )
+            self._db_failures = 0
+            self._db_retry_at = 0.0
         for state in states:
             if state.id in self.inflight or self.stop_event.is_set():
                 continue
-            if len(self.inflight) >= limit:
-                break
             task = asyncio.create_task(self.runner.poll(state))
             self.inflight[state.id] = task
             task.add_done_callback(self._forget(state.id))
@@ -311,6 +415,7 @@ class Daemon:
             )
         await asyncio.to_thread(self.store.sync_feeds, self.config.feeds, utcnow())
         self.runner = Runner(self.config, self.store, metrics=self.metrics)
+        await self.runner.reclaim_dead_leases()
         scheduler = AsyncIOScheduler(timezone=UTC, event_loop=loop)
         self.scheduler = scheduler
         scheduler.add_job(
@@ -331,30 +436,30 @@ class Daemon:
             )
         self.schedule_exports(scheduler)
         scheduler.start()
-        http = await self._start_http()
-        log.info(
-            "daemon started: %d feeds, database %s",
-            len(self.config.feeds),
-            self.store.engine.url.render_as_string(hide_password=True),
-            extra={"event": "started"},
-        )
+        renewer = asyncio.create_task(self.runner.keep_leases())
         try:
+            self.http = await self._start_http()
+            log.info(
+                "daemon started: %d feeds, database %s",
+                len(self.config.feeds),
+                self.store.engine.url.render_as_string(hide_password=True),
+                extra={"event": "started"},
+            )
             await self.stop_event.wait()
         finally:
             scheduler.shutdown(wait=False)
-            if http is not None:
-                await http.stop()
+            if self.http is not None:
+                await self.http.stop()
             await self._drain()
+            renewer.cancel()
+            await self.runner.release()
             await self.runner.close()
             log.info("daemon stopped", extra={"event": "stopped"})
 
     # ---- scheduled exports ---------------------------------------------------------
     def export_triggers(self) -> dict[str, tuple[ExportModel, CronTrigger]]:
         """Every configured export with its cron trigger (validated by the config)."""
-        return {
-            e.name: (e, CronTrigger.from_crontab(e.schedule, timezone=e.timezone or "UTC"))
-            for e in self.config.exports
-        }
+        return {e.name: (e, cron_trigger(e.schedule, e.timezone)) for e in self.config.exports}
 
     def schedule_exports(self, scheduler: AsyncIOScheduler) -> None:
         """(Re)register one cron job per configured export."""

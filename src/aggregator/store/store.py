@@ -6,7 +6,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,7 +26,14 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 
 from ..errors import StoreError
 from ..records import (
@@ -129,10 +136,15 @@ class Store:
     def _tx(self) -> Iterator[Connection]:
         # On SQLite the write lock is taken up front (BEGIN IMMEDIATE, see open_store):
         # two writers queue on busy_timeout instead of failing on a stale snapshot.
-        with self.engine.connect() as conn:
+        with _db_errors(), self.engine.connect() as conn:
             conn.execution_options(sqlite_immediate=True)
             with conn.begin():
                 yield conn
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with _db_errors(), self.engine.connect() as conn:
+            yield conn
 
     # ---- feeds ---------------------------------------------------------------------
     def sync_feeds(self, specs: Sequence[FeedSpec], now: datetime) -> None:
@@ -221,8 +233,84 @@ class Store:
         query = query.order_by(feeds.c.next_check_at, feeds.c.id)
         if limit is not None:
             query = query.limit(limit)
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [_state(row) for row in conn.execute(query).mappings()]
+
+    # ---- leases: several workers share one database -----------------------------------
+    def claim_feeds(
+        self,
+        owner: str,
+        now: datetime,
+        *,
+        limit: int,
+        lease_seconds: float,
+        force: bool = False,
+    ) -> list[FeedState]:
+        """Claim up to ``limit`` due feeds for ``owner`` in ONE statement and lease them.
+
+        PostgreSQL: ``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED) RETURNING …``,
+        so concurrent workers never claim the same feed. SQLite: the same statement inside
+        ``BEGIN IMMEDIATE`` (one writer at a time). A lease that expired (its worker died)
+        is claimable again. ``force`` (run --once) ignores next_check_at but never a
+        retirement, a Retry-After hold or another worker's live lease.
+        """
+        conditions = [
+            feeds.c.removed_at.is_(None),
+            feeds.c.enabled.is_(True),
+            feeds.c.disabled_reason.is_(None),
+            or_(feeds.c.hold_until.is_(None), feeds.c.hold_until <= now),
+            or_(feeds.c.lease_expires_at.is_(None), feeds.c.lease_expires_at <= now),
+        ]
+        if not force:
+            conditions.append(or_(feeds.c.next_check_at.is_(None), feeds.c.next_check_at <= now))
+        due = (
+            select(feeds.c.id)
+            .where(*conditions)
+            .order_by(feeds.c.next_check_at.asc().nulls_first(), feeds.c.id)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        statement = (
+            update(feeds)
+            .where(feeds.c.id.in_(due.scalar_subquery()))
+            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_seconds))
+            .returning(*feeds.c)
+        )
+        with self._write_lock, self._tx() as conn:
+            rows = conn.execute(statement).mappings().all()
+        states = [_state(row) for row in rows]
+        states.sort(key=lambda s: (s.next_check_at or now, s.id))
+        return states
+
+    def renew_leases(
+        self, owner: str, feed_ids: Sequence[int], now: datetime, lease_seconds: float
+    ) -> int:
+        """Extend this worker's leases on the feeds it is still polling."""
+        if not feed_ids:
+            return 0
+        with self._write_lock, self._tx() as conn:
+            result = conn.execute(
+                update(feeds)
+                .where(feeds.c.id.in_(list(feed_ids)), feeds.c.lease_owner == owner)
+                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+            )
+            return int(result.rowcount)
+
+    def lease_owners(self) -> list[str]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(feeds.c.lease_owner).where(feeds.c.lease_owner.is_not(None)).distinct()
+            )
+            return [str(r[0]) for r in rows]
+
+    def release_leases(self, owner: str, feed_ids: Sequence[int] | None = None) -> None:
+        """Give feeds back (a worker stopping, or polls abandoned) so others take them now."""
+        query = update(feeds).where(feeds.c.lease_owner == owner)
+        if feed_ids is not None:
+            query = query.where(feeds.c.id.in_(list(feed_ids)))
+        with self._write_lock, self._tx() as conn:
+            conn.execute(query.values(lease_owner=None, lease_expires_at=None))
 
     def list_feeds(self) -> list[FeedRow]:
         counts = (
@@ -233,7 +321,7 @@ class Store:
             .select_from(feeds.outerjoin(counts, counts.c.feed_id == feeds.c.id))
             .order_by(feeds.c.id)
         )
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return [
                 FeedRow(
                     id=r.id,
@@ -256,7 +344,7 @@ class Store:
     # ---- items ---------------------------------------------------------------------
     def known_entries(self, feed_id: int, keys: Sequence[str]) -> dict[str, KnownEntry]:
         found: dict[str, KnownEntry] = {}
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             for start in range(0, len(keys), 500):
                 chunk = list(keys[start : start + 500])
                 rows = conn.execute(
@@ -371,6 +459,8 @@ class Store:
             "redirect_count": u.redirect_count,
             "redirect_seen_at": u.redirect_seen_at,
             "not_found_since": u.not_found_since,
+            "lease_owner": None,  # the poll is done: release the lease
+            "lease_expires_at": None,
         }
         if u.ok:
             values["last_success_at"] = u.polled_at
@@ -442,7 +532,7 @@ class Store:
 
     # ---- reporting -----------------------------------------------------------------
     def counts(self) -> dict[str, int]:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return {
                 "feeds": int(conn.execute(select(func.count()).select_from(feeds)).scalar_one()),
                 "items": int(conn.execute(select(func.count()).select_from(items)).scalar_one()),
@@ -452,7 +542,7 @@ class Store:
             }
 
     def count_stories_since(self, since: datetime) -> int:
-        with self.engine.connect() as conn:
+        with self._read() as conn:
             return int(
                 conn.execute(
                     select(func.count())
@@ -509,6 +599,20 @@ def redact_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return url
+
+
+@contextmanager
+def _db_errors() -> Iterator[None]:
+    """Connection-level failures become StoreError (an expected failure: the daemon retries);
+    constraint violations and programming errors stay bugs."""
+    try:
+        yield
+    except (OperationalError, InterfaceError) as exc:
+        raise StoreError(f"database unavailable: {_short(exc)}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StoreError(f"database connection lost: {_short(exc)}") from exc
+        raise
 
 
 def _short(exc: BaseException) -> str:
