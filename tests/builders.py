@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from html import escape
 
 WORDS = [
@@ -50,11 +51,18 @@ WORDS = [
 
 
 def paragraph(seed: int, n: int = 60) -> str:
-    return " ".join(WORDS[(seed * 7 + i * 3) % len(WORDS)] for i in range(n)).capitalize() + "."
+    # words drawn by a seeded generator: different seeds give different texts (a cyclic
+    # pattern would make every page a shifted copy of the others, i.e. one story to dedup)
+    rng = random.Random(seed)
+    return " ".join(rng.choice(WORDS) for _ in range(n)).capitalize() + "."
 
 
 def article_page(title: str, seed: int, paragraphs: int = 6) -> str:
-    body = "\n".join(f"<p>{paragraph(seed + i)}</p>" for i in range(paragraphs))
+    # the first paragraph is paragraph(seed); the others are drawn apart from other seeds'
+    # so two pages with different seeds are different stories
+    body = "\n".join(
+        f"<p>{paragraph(seed if i == 0 else -(seed * 1000 + i))}</p>" for i in range(paragraphs)
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)} | The Daily Test</title></head>
 <body>

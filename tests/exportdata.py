@@ -32,7 +32,9 @@ from httpserver import FixtureServer
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 
-HOSTILE_TITLE = '<img src=x onerror=alert(1)><script>alert("t")</script> Tom & Jerry ]]> \x01bell\x07'
+HOSTILE_TITLE = (
+    '<img src=x onerror=alert(1)><script>alert("t")</script> Tom & Jerry ]]> \x01bell\x07'
+)
 HOSTILE_CONTENT = (
     '<p onclick="steal()">Hello <b>world</b></p><script>alert(2)</script>'
     '<img src="http://127.0.0.1:1/x.png" onerror="alert(3)">'
@@ -86,37 +88,92 @@ def _item(server: FixtureServer, guid: str, title: str, path: str, body: str) ->
 def _feeds(server: FixtureServer, round2: bool) -> None:
     harbour = "/news/harbour-budget"
     alpha = [
-        _item(server, "a1", "Council approves harbour budget", harbour,
-              "The council approved the harbour budget after a long debate."),
-        _item(server, "a2", "School roads plan", "/alpha/school-roads",
-              "A plan for safer roads near schools."),
+        _item(
+            server,
+            "a1",
+            "Council approves harbour budget",
+            harbour,
+            "The council approved the harbour budget after a long debate.",
+        ),
+        _item(
+            server,
+            "a2",
+            "School roads plan",
+            "/alpha/school-roads",
+            "A plan for safer roads near schools.",
+        ),
     ]
     gamma = [
-        _item(server, "g1", "Harbour budget: what it means", harbour + "?utm_source=gamma",
-              "What the harbour budget means for residents."),
-        _item(server, "g2", "Quantum sensors at the lab", "/gamma/quantum",
-              "Researchers built quantum sensors that measure tiny fields."),
+        _item(
+            server,
+            "g1",
+            "Harbour budget: what it means",
+            harbour + "?utm_source=gamma",
+            "What the harbour budget means for residents.",
+        ),
+        _item(
+            server,
+            "g2",
+            "Quantum sensors at the lab",
+            "/gamma/quantum",
+            "Researchers built quantum sensors that measure tiny fields.",
+        ),
     ]
     if round2:
-        alpha.append(_item(server, "a3", "Late night ferry strike", "/alpha/ferry",
-                           "Ferry crews walked out late at night."))
-        gamma.append(_item(server, "g3", "Quantum computing startup raises funds",
-                           "/gamma/quantum-startup", "A quantum computing startup raised money."))
+        alpha.append(
+            _item(
+                server,
+                "a3",
+                "Late night ferry strike",
+                "/alpha/ferry",
+                "Ferry crews walked out late at night.",
+            )
+        )
+        gamma.append(
+            _item(
+                server,
+                "g3",
+                "Quantum computing startup raises funds",
+                "/gamma/quantum-startup",
+                "A quantum computing startup raised money.",
+            )
+        )
     server.add("/alpha.xml", rss("Alpha Times", alpha))
-    server.add("/beta.xml", rss("Beta Daily", [
-        _item(server, "b1", "Harbour budget approved by council", harbour + "?utm_source=beta",
-              "Beta's take on the harbour budget."),
-        _item(server, "b2", "Tram line extension", "/beta/tram", "The tram line gets longer."),
-    ]))
+    server.add(
+        "/beta.xml",
+        rss(
+            "Beta Daily",
+            [
+                _item(
+                    server,
+                    "b1",
+                    "Harbour budget approved by council",
+                    harbour + "?utm_source=beta",
+                    "Beta's take on the harbour budget.",
+                ),
+                _item(
+                    server, "b2", "Tram line extension", "/beta/tram", "The tram line gets longer."
+                ),
+            ],
+        ),
+    )
     server.add("/gamma.xml", rss("Gamma Tech", gamma))
     hostile = {
         "version": "https://jsonfeed.org/version/1.1",
         "title": "Evil feed",
         "items": [
-            {"id": "h1", "url": "javascript:alert(1)", "title": HOSTILE_TITLE,
-             "content_html": HOSTILE_CONTENT},
-            {"id": "h2", "url": server.url("/hostile/2"), "title": FORMULA_TITLE,
-             "content_html": HOSTILE_CONTENT},
+            {
+                "id": "h1",
+                "url": "javascript:alert(1)",
+                "title": HOSTILE_TITLE,
+                "content_html": HOSTILE_CONTENT,
+            },
+            {
+                "id": "h2",
+                "url": server.url("/hostile/2"),
+                "title": FORMULA_TITLE,
+                "content_html": HOSTILE_CONTENT,
+            },
         ],
     }
     server.add("/hostile.json", json.dumps(hostile), content_type="application/feed+json")
@@ -145,8 +202,16 @@ def _insert_raw_item(db_url: str) -> None:
                     " updated_at) VALUES (:f, 'raw', 'raw', :u, :u, :t, :a, :c, :c, :x, 'x',"
                     " :s, :n, :n)"
                 ),
-                {"f": feed_id, "u": RAW_URL, "t": RAW_TITLE, "a": "<b>Mallory</b>\x08",
-                 "c": HOSTILE_CONTENT, "x": "Raw text ]]> \x1b[31m red", "s": story_id, "n": now},
+                {
+                    "f": feed_id,
+                    "u": RAW_URL,
+                    "t": RAW_TITLE,
+                    "a": "<b>Mallory</b>\x08",
+                    "c": HOSTILE_CONTENT,
+                    "x": "Raw text ]]> \x1b[31m red",
+                    "s": story_id,
+                    "n": now,
+                },
             )
     finally:
         engine.dispose()
@@ -180,7 +245,7 @@ def build_world(server: FixtureServer, folder: Path, db_url: str) -> World:
 
 @contextmanager
 def database(kind: str, folder: Path) -> Iterator[str]:
-    """A fresh SQLite file or PostgreSQL database for a whole test module."""
+    """A fresh SQLite file or PostgreSQL database for the whole test session."""
     if kind == "sqlite":
         yield f"sqlite:///{folder / 'aggregator.db'}"
         return
@@ -203,8 +268,10 @@ def database(kind: str, folder: Path) -> Iterator[str]:
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+@pytest.fixture(scope="session", params=BACKENDS)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
     folder = tmp_path_factory.mktemp(f"world-{request.param}")
     server = FixtureServer().start()
     try:

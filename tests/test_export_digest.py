@@ -51,9 +51,21 @@ def chromium() -> str:
 
 def browser(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-         "--no-first-run", "--disable-extensions", "--mute-audio", *args],
-        capture_output=True, text=True, timeout=90, check=False,
+        [
+            chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--no-first-run",
+            "--disable-extensions",
+            "--mute-audio",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
     )
 
 
@@ -73,7 +85,10 @@ def test_digest_ranks_by_sources_and_escapes(world: World) -> None:
     assert first.h2 is not None and first.h2.get_text() == "Council approves harbour budget"
     assert [b.get_text() for b in first.select(".badge")] == ["3 sources"]
     assert [a.get_text() for a in first.select(".sources a")] == [
-        "Alpha Times", "Beta Daily", "Gamma Tech"]
+        "Alpha Times",
+        "Beta Daily",
+        "Gamma Tech",
+    ]
     # then by time, newest first
     times = [str(s.select("time")[0]["datetime"]) for s in stories[1:]]
     assert times == sorted(times, reverse=True)
@@ -115,7 +130,9 @@ def test_digest_in_headless_chromium(world: World) -> None:
     rendered = BeautifulSoup(dom.stdout, "lxml")
     assert len(rendered.select("li.story")) == 9
     assert not rendered.select("script")
-    assert "alert(" not in " ".join(str(v) for el in rendered.find_all(True) for v in el.attrs.values())
+    assert "alert(" not in " ".join(
+        str(v) for el in rendered.find_all(True) for v in el.attrs.values()
+    )
     for name, width, height in (("desktop", 1280, 1500), ("phone", 390, 1700)):
         shot = ARTIFACTS / f"digest-{backend}-{name}.png"
         shot.unlink(missing_ok=True)

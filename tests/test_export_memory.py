@@ -25,23 +25,44 @@ def big_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     start = datetime(2026, 6, 1, tzinfo=UTC)
     body = "Paragraph of text about the council and the harbour. " * 20
     with store.engine.begin() as conn:
-        conn.execute(insert(feeds).values(id=1, url="http://example.org/feed", name="Big",
-                                          created_at=start))
-        conn.execute(insert(stories), [
-            {"id": n, "title": f"Story {n}", "url": f"http://example.org/{n}",
-             "canonical_url": f"http://example.org/{n}", "item_count": 1,
-             "first_seen_at": start + timedelta(seconds=n),
-             "last_seen_at": start + timedelta(seconds=n)}
-            for n in range(1, ROWS + 1)
-        ])
-        conn.execute(insert(items), [
-            {"id": n, "feed_id": 1, "entry_key": f"k{n}", "url": f"http://example.org/{n}",
-             "canonical_url": f"http://example.org/{n}", "title": f"Story {n}",
-             "content": f"<p>{body}</p>", "text": body, "content_hash": "x", "story_id": n,
-             "first_seen_at": start + timedelta(seconds=n),
-             "updated_at": start + timedelta(seconds=n)}
-            for n in range(1, ROWS + 1)
-        ])
+        conn.execute(
+            insert(feeds).values(id=1, url="http://example.org/feed", name="Big", created_at=start)
+        )
+        conn.execute(
+            insert(stories),
+            [
+                {
+                    "id": n,
+                    "title": f"Story {n}",
+                    "url": f"http://example.org/{n}",
+                    "canonical_url": f"http://example.org/{n}",
+                    "item_count": 1,
+                    "first_seen_at": start + timedelta(seconds=n),
+                    "last_seen_at": start + timedelta(seconds=n),
+                }
+                for n in range(1, ROWS + 1)
+            ],
+        )
+        conn.execute(
+            insert(items),
+            [
+                {
+                    "id": n,
+                    "feed_id": 1,
+                    "entry_key": f"k{n}",
+                    "url": f"http://example.org/{n}",
+                    "canonical_url": f"http://example.org/{n}",
+                    "title": f"Story {n}",
+                    "content": f"<p>{body}</p>",
+                    "text": body,
+                    "content_hash": "x",
+                    "story_id": n,
+                    "first_seen_at": start + timedelta(seconds=n),
+                    "updated_at": start + timedelta(seconds=n),
+                }
+                for n in range(1, ROWS + 1)
+            ],
+        )
     store.close()
     return url
 

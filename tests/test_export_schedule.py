@@ -44,28 +44,51 @@ def test_scheduled_exports_fire_and_a_failure_stops_nothing(
 ) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where a folder should be", encoding="utf-8")
-    path = config_with_exports(world, tmp_path, [
-        {"name": "broken", "format": "json", "path": str(blocker / "feed.json"),
-         "schedule": "0 7 * * *"},
-        {"name": "digest", "format": "html", "path": str(tmp_path / "exports/digest.html"),
-         "schedule": "0 7 * * *", "timezone": "Europe/Berlin", "title": "Morning digest"},
-        {"name": "news", "format": "jsonl", "path": str(tmp_path / "exports/news.jsonl"),
-         "schedule": "*/15 * * * *", "tags": ["news"]},
-    ])
+    path = config_with_exports(
+        world,
+        tmp_path,
+        [
+            {
+                "name": "broken",
+                "format": "json",
+                "path": str(blocker / "feed.json"),
+                "schedule": "0 7 * * *",
+            },
+            {
+                "name": "digest",
+                "format": "html",
+                "path": str(tmp_path / "exports/digest.html"),
+                "schedule": "0 7 * * *",
+                "timezone": "Europe/Berlin",
+                "title": "Morning digest",
+            },
+            {
+                "name": "news",
+                "format": "jsonl",
+                "path": str(tmp_path / "exports/news.jsonl"),
+                "schedule": "*/15 * * * *",
+                "tags": ["news"],
+            },
+        ],
+    )
     config = load_config(path)
     store = open_store(world.db_url)
     daemon = Daemon(config, store, config_path=path, database_override=None)
     try:
         now = datetime.now(UTC)
         triggers = daemon.export_triggers()
-        fire = {name: trigger.get_next_fire_time(None, now) for name, (_e, trigger) in triggers.items()}
+        fire = {
+            name: trigger.get_next_fire_time(None, now) for name, (_e, trigger) in triggers.items()
+        }
         berlin = fire["digest"].astimezone(triggers["digest"][1].timezone)
         assert (berlin.hour, berlin.minute) == (7, 0)
         assert fire["news"].minute % 15 == 0 and fire["news"] > now
 
         async def run_all() -> list[bool]:
             # in the order the scheduler would: the broken one first
-            return [await daemon.run_export(name, fire[name]) for name in ("broken", "digest", "news")]
+            return [
+                await daemon.run_export(name, fire[name]) for name in ("broken", "digest", "news")
+            ]
 
         with caplog.at_level(logging.INFO, logger="aggregator.daemon"):
             results = asyncio.run(run_all())
@@ -90,11 +113,19 @@ def test_the_scheduler_runs_the_export_job(world: World, tmp_path: Path) -> None
     """The job the daemon registers really is the export: moved to "now", APScheduler
     runs it and the file appears; the other jobs keep their cron times."""
     target = tmp_path / "feed.atom"
-    path = config_with_exports(world, tmp_path, [
-        {"name": "atom", "format": "atom", "path": str(target), "schedule": "30 6 * * 1"},
-        {"name": "later", "format": "rss", "path": str(tmp_path / "x.rss"),
-         "schedule": "0 0 1 1 *"},
-    ])
+    path = config_with_exports(
+        world,
+        tmp_path,
+        [
+            {"name": "atom", "format": "atom", "path": str(target), "schedule": "30 6 * * 1"},
+            {
+                "name": "later",
+                "format": "rss",
+                "path": str(tmp_path / "x.rss"),
+                "schedule": "0 0 1 1 *",
+            },
+        ],
+    )
     config = load_config(path)
     store = open_store(world.db_url)
     daemon = Daemon(config, store, config_path=path, database_override=None)
@@ -146,8 +177,13 @@ def test_the_scheduler_runs_the_export_job(world: World, tmp_path: Path) -> None
 def test_export_config_errors_name_file_export_and_field(
     tmp_path: Path, export: dict[str, Any], field: str, words: str
 ) -> None:
-    entry = {"name": "daily", "format": "html", "path": "exports/digest.html",
-             "schedule": "0 7 * * *", **export}
+    entry = {
+        "name": "daily",
+        "format": "html",
+        "path": "exports/digest.html",
+        "schedule": "0 7 * * *",
+        **export,
+    }
     path = tmp_path / "feeds.yaml"
     path.write_text(yaml.safe_dump({"feeds": [], "exports": [entry]}), encoding="utf-8")
     with pytest.raises(ConfigError) as caught:

@@ -259,9 +259,13 @@ def make_copies(doc: Doc, outlets: list[str], rng: random.Random) -> list[tuple[
     return result
 
 
-def boilerplate_site(docs: list[Doc], appeal: Doc, count: int, rng: random.Random) -> list[Copy]:
+def boilerplate_site(
+    docs: list[Doc], appeal: Doc, count: int, rng: random.Random, article_words: int = 45
+) -> list[Copy]:
     """Short articles of one site that all carry one long block inside the body (an appeal):
-    each is its own story. The block is longer than each article."""
+    each is its own story. The block (about 180 words) is four times as long as each
+    article (about 45 words, whole sentences), so without the discount their containment
+    is about 0.8."""
     block = []
     words = 0
     for paragraph in appeal.paragraphs:
@@ -273,10 +277,10 @@ def boilerplate_site(docs: list[Doc], appeal: Doc, count: int, rng: random.Rando
     for doc in rng.sample(docs, k=min(count, len(docs))):
         short: list[str] = []
         n = 0
-        for paragraph in doc.paragraphs:
-            short.append(paragraph)
-            n += len(paragraph.split())
-            if n >= 70:
+        for sentence in (x for paragraph in doc.paragraphs for x in sentences(paragraph)):
+            short.append(sentence)
+            n += len(sentence.split())
+            if n >= article_words:
                 break
         cut = max(1, len(short) // 2)
         body = (*short[:cut], *block, *short[cut:])

@@ -92,9 +92,7 @@ def upgrade() -> None:
         "dedup_bands",
         sa.Column("band", sa.BigInteger, nullable=False),
         sa.Column("first_seen_at", TS, nullable=False),
-        sa.Column(
-            "item_id", BigId, sa.ForeignKey("items.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("item_id", BigId, sa.ForeignKey("items.id", ondelete="CASCADE"), nullable=False),
         sa.PrimaryKeyConstraint("band", "first_seen_at", "item_id", name="pk_dedup_bands"),
         sqlite_with_rowid=False,
     )

@@ -8,6 +8,7 @@ fetch (feed) → parse + sanitize (process pool) → which entries are new/chang
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import random
@@ -61,7 +62,10 @@ class StorePort(Protocol):
         update_: FeedUpdate,
         new: Sequence[CleanEntry] = (),
         changed: Sequence[tuple[int, CleanEntry]] = (),
-        decide: Callable[[CleanEntry, Sequence[StoryCandidate]], StoryDecision] | None = None,
+        decide: Callable[[CleanEntry, Sequence[StoryCandidate], frozenset[int]], StoryDecision]
+        | None = None,
+        *,
+        dedup_window: float = ...,
     ) -> SaveResult: ...
 
     def record_poll(self, feed_id: int, update_: FeedUpdate) -> None: ...
@@ -73,6 +77,7 @@ class PipelineSettings:
     min_interval: float = 600.0
     max_interval: float = 86400.0
     max_entries_per_feed: int = 500
+    dedup_window: float = 14 * 86400.0  # seconds: candidates first seen this recently
 
 
 @dataclass(frozen=True)
@@ -353,6 +358,10 @@ class Pipeline:
                 changed.append((seen.item_id, clean))
         if spec.full_text and new:
             new = await self._with_articles(state, new)
+        if new:  # text fingerprints for dedup: CPU work, in the pool, one job per poll
+            fps = await self._in_pool(dedup.fingerprints, [c.text for c in new])
+            assert isinstance(fps, list)
+            new = [replace(c, fingerprint=fp) for c, fp in zip(new, fps, strict=True)]
         next_at = policy.respect_skips(
             policy.next_check(now, interval, self.rng()),
             feed.hints.skip_hours,
@@ -368,7 +377,15 @@ class Pipeline:
             error=f"feed parsed with problems: {feed.problem}" if feed.problem else None,
         )
         saved = await asyncio.to_thread(
-            self.store.save_poll, state.id, update, new, changed, dedup.decide_story
+            functools.partial(
+                self.store.save_poll,
+                state.id,
+                update,
+                new,
+                changed,
+                dedup.decide_story,
+                dedup_window=self.settings.dedup_window,
+            )
         )
         return PollOutcome(
             state.url,
@@ -401,7 +418,13 @@ class Pipeline:
             if clean.text and len(article.text) < len(clean.text):
                 return clean  # the feed's own text is longer: keep it
             canonical = clean.canonical_url
-            return replace(clean, article=article, text=article.text, canonical_url=canonical)
+            return replace(
+                clean,
+                article=article,
+                text=article.text,
+                canonical_url=canonical,
+                page_canonical_url=dedup.page_canonical_url(article.canonical_url),
+            )
 
         return list(await asyncio.gather(*(one(c) for c in entries)))
 

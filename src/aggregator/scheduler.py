@@ -102,6 +102,7 @@ def pipeline_settings(config: Config) -> PipelineSettings:
         min_interval=s.min_interval,
         max_interval=s.max_interval,
         max_entries_per_feed=s.max_entries_per_feed,
+        dedup_window=s.dedup_window,
     )
 
 
@@ -336,8 +337,9 @@ class Daemon:
         loop = asyncio.get_running_loop()
         if loop.time() < self._db_retry_at:
             return
-        limit = self.config.settings.concurrency * 4
-        free = limit - len(self.inflight)
+        # claim no more than there are free poll slots: what this worker leases, it polls
+        # now, and the rest stays claimable by other workers
+        free = self.config.settings.concurrency - len(self.inflight)
         if free <= 0:
             return
         try:

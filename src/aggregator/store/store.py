@@ -15,7 +15,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
-    case,
     create_engine,
     event,
     func,
@@ -46,10 +45,16 @@ from ..records import (
     StoryCandidate,
     StoryDecision,
 )
+from . import fingerprints
+from . import stories as story_queries
+from .fingerprints import StoryRow
+from .stories import StoryExplanation
 from .tables import feeds, items, stories
 
-Decide = Callable[[CleanEntry, Sequence[StoryCandidate]], StoryDecision]
+Decide = Callable[[CleanEntry, Sequence[StoryCandidate], frozenset[int]], StoryDecision]
+DEDUP_WINDOW = 14 * 86400.0  # seconds; the `dedup_window` setting
 MIGRATION_LOCK_ID = 7_246_311  # pg_advisory_lock key for `db upgrade`
+SYNC_LOCK_ID = 7_246_312  # pg_advisory_xact_lock key for syncing feeds.yaml into the table
 
 
 def _migrations_dir() -> Path:
@@ -152,6 +157,9 @@ class Store:
         removed ones (their items are kept). A retired feed that was removed and added
         again is re-enabled."""
         with self._write_lock, self._tx() as conn:
+            if self.dialect == "postgresql":
+                # several workers starting at once sync the same config: one at a time
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SYNC_LOCK_ID})
             rows = conn.execute(
                 select(
                     feeds.c.id,
@@ -363,12 +371,22 @@ class Store:
         new: Sequence[CleanEntry] = (),
         changed: Sequence[tuple[int, CleanEntry]] = (),
         decide: Decide | None = None,
+        *,
+        dedup_window: float = DEDUP_WINDOW,
     ) -> SaveResult:
-        """Write a poll's items and the feed's new state in ONE transaction."""
+        """Write a poll's items and the feed's new state in ONE transaction.
+
+        Each new item's story is decided against candidates first seen within
+        ``dedup_window`` seconds (see ``fingerprints``)."""
+        window = timedelta(seconds=dedup_window)
         with self._write_lock, self._tx() as conn:
             new_items = new_stories = merged = 0
             now = update_.polled_at
             if new:
+                fingerprints.lock(conn, new)
+                feed_host = conn.execute(
+                    select(feeds.c.url).where(feeds.c.id == feed_id)
+                ).scalar_one_or_none()
                 keys = [c.entry.key for c in new]
                 existing = {
                     r.entry_key
@@ -382,10 +400,16 @@ class Store:
                     if clean.entry.key in existing:
                         continue  # another worker stored it meanwhile
                     existing.add(clean.entry.key)
-                    candidates = self._candidates(conn, clean)
+                    site = fingerprints.site_key(clean.entry.link or feed_host)
+                    candidates = self._candidates(conn, clean, now - window)
+                    common = (
+                        fingerprints.common_anchors(conn, clean, candidates, site)
+                        if candidates
+                        else frozenset()
+                    )
                     decision = (
-                        decide(clean, candidates)
-                        if decide is not None
+                        decide(clean, candidates, common)
+                        if decide is not None and candidates
                         else StoryDecision(None, 0.0, "new")
                     )
                     story_id = decision.story_id
@@ -394,32 +418,38 @@ class Store:
                         new_stories += 1
                     else:
                         merged += 1
-                        conn.execute(
-                            update(stories)
-                            .where(stories.c.id == story_id)
-                            .values(
-                                item_count=stories.c.item_count + 1,
-                                last_seen_at=case(
-                                    (stories.c.last_seen_at < now, now),
-                                    else_=stories.c.last_seen_at,
-                                ),
-                            )
-                        )
-                    conn.execute(
-                        insert(items).values(
+                    item_id = conn.execute(
+                        insert(items)
+                        .values(
                             feed_id=feed_id,
                             story_id=story_id,
                             dedup_reason=decision.reason,
                             dedup_score=decision.score,
+                            dedup_item_id=decision.item_id,
                             first_seen_at=now,
                             updated_at=now,
                             **_item_values(clean),
                         )
-                    )
+                        .returning(items.c.id)
+                    ).scalar_one()
+                    fingerprints.index_item(conn, item_id, clean, now)
+                    if decision.story_id is None:
+                        conn.execute(
+                            update(stories)
+                            .where(stories.c.id == story_id)
+                            .values(representative_item_id=item_id)
+                        )
+                        fingerprints.count_anchors(conn, clean, site, now)
+                    elif decision.merge_story_ids:
+                        fingerprints.merge_stories(conn, decision, item_id, now)
+                    else:
+                        fingerprints.refresh_story(conn, story_id)
                     new_items += 1
             for item_id, clean in changed:
                 values = _item_values(clean)
                 values.pop("entry_key")
+                if values["page_canonical_url"] is None:
+                    del values["page_canonical_url"]
                 if clean.article is None:
                     # keep what the page gave (text, author, date, image) unless the feed
                     # now says something itself; refresh feed-derived text only
@@ -503,16 +533,10 @@ class Store:
                 .values(next_check_at=hold)
             )
 
-    def _candidates(self, conn: Connection, clean: CleanEntry) -> list[StoryCandidate]:
-        if not clean.canonical_url:
-            return []
-        rows = conn.execute(
-            select(items.c.id, items.c.story_id, items.c.canonical_url, items.c.title)
-            .where(items.c.canonical_url == clean.canonical_url, items.c.story_id.is_not(None))
-            .order_by(items.c.id)
-            .limit(5)
-        )
-        return [StoryCandidate(r.id, r.story_id, r.canonical_url, r.title) for r in rows]
+    def _candidates(
+        self, conn: Connection, clean: CleanEntry, since: datetime
+    ) -> list[StoryCandidate]:
+        return fingerprints.candidates(conn, clean, since)
 
     def _new_story(self, conn: Connection, clean: CleanEntry, now: datetime) -> int:
         entry = clean.entry
@@ -551,6 +575,25 @@ class Store:
                 ).scalar_one()
             )
 
+    # ---- stories (dedup) -------------------------------------------------------------
+    def list_stories(
+        self, since: datetime, *, min_sources: int = 1, limit: int = 200
+    ) -> list[StoryRow]:
+        """Stories first seen since ``since`` with at least ``min_sources`` feeds."""
+        with self._read() as conn:
+            return story_queries.list_stories(conn, since, min_sources, limit)
+
+    def explain_story(self, story_id: int) -> StoryExplanation | None:
+        """A story with each item's decision and the merges it went through; a story
+        that was merged away is followed to the story it is part of now."""
+        with self._read() as conn:
+            return story_queries.explain_story(conn, story_id)
+
+    def prune_dedup(self, before: datetime) -> int:
+        """Drop dedup index rows older than ``before`` (now - dedup_window)."""
+        with self._write_lock, self._tx() as conn:
+            return fingerprints.prune(conn, before)
+
 
 def _state(row: Any) -> FeedState:
     return FeedState(
@@ -580,6 +623,7 @@ def _item_values(clean: CleanEntry) -> dict[str, Any]:
         "guid": entry.guid,
         "url": entry.link,
         "canonical_url": clean.canonical_url,
+        "page_canonical_url": clean.page_canonical_url,
         "title": entry.title,
         "author": entry.author or (article.author if article else None),
         "published_at": entry.published or (article.published if article else None),

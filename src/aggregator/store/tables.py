@@ -108,6 +108,7 @@ stories = Table(
     Column("first_seen_at", UTCDateTime, nullable=False),
     Column("last_seen_at", UTCDateTime, nullable=False),
     Column("item_count", Integer, nullable=False, server_default="0"),
+    Column("representative_item_id", BigId),  # the earliest full version (0003)
     Index("ix_stories_first_seen_at", "first_seen_at"),
     Index("ix_stories_canonical_url", "canonical_url"),
 )
@@ -136,8 +137,52 @@ items = Table(
     Column("dedup_score", Float),
     Column("first_seen_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("page_canonical_url", Text),  # the page's rel=canonical / og:url (0003)
+    Column("dedup_item_id", BigId),  # the item a merge decision matched (0003)
     UniqueConstraint("feed_id", "entry_key", name="uq_items_feed_entry"),
     Index("ix_items_canonical_url", "canonical_url"),
     Index("ix_items_story_id", "story_id"),
     Index("ix_items_first_seen_at", "first_seen_at"),
+    Index("ix_items_page_canonical_url", "page_canonical_url"),
+)
+
+# ---- story deduplication (0003) -------------------------------------------------------
+
+dedup_bands = Table(
+    "dedup_bands",
+    metadata,
+    Column("band", BigInteger, primary_key=True),
+    Column("first_seen_at", UTCDateTime, primary_key=True),
+    Column("item_id", BigId, ForeignKey("items.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_dedup_bands_item_id", "item_id"),
+    sqlite_with_rowid=False,
+)
+
+dedup_shingles = Table(
+    "dedup_shingles",
+    metadata,
+    Column("site", BigInteger, primary_key=True),
+    Column("shingle", BigInteger, primary_key=True),
+    Column("df", Integer, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Index("ix_dedup_shingles_last_seen_at", "last_seen_at"),
+    sqlite_with_rowid=False,
+)
+
+story_merges = Table(
+    "story_merges",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column("story_id", BigId, ForeignKey("stories.id", ondelete="CASCADE"), nullable=False),
+    Column("merged_story_id", BigId, nullable=False),
+    Column("item_id", BigId, ForeignKey("items.id", ondelete="SET NULL")),
+    Column("score", Float),
+    Column("reason", String(32)),
+    Column("merged_at", UTCDateTime, nullable=False),
+    Column("merged_title", Text),
+    Column("merged_url", Text),
+    Column("merged_first_seen_at", UTCDateTime),
+    Column("merged_item_count", Integer),
+    Index("ix_story_merges_story_id", "story_id"),
+    Index("ix_story_merges_merged_story_id", "merged_story_id"),
 )

@@ -1,0 +1,290 @@
+"""The story-dedup index and story bookkeeping, inside ``Store.save_poll``'s transaction.
+
+- ``dedup_bands`` holds each item's MinHash LSH band keys with the item's
+  ``first_seen_at``: candidates are one primary-key range per band, limited to the dedup
+  window (measured on when the aggregator first saw an item, not on feed dates).
+- ``dedup_shingles`` counts, per site, in how many stories each sampled anchor shingle
+  appeared: anchors seen in ``COMMON_DF`` or more stories of a site are boilerplate.
+- Merging stories moves items, records a ``story_merges`` row and deletes the absorbed
+  story; a story's title and URL are those of its earliest full version.
+- PostgreSQL, several workers: ``lock`` takes transaction-scoped advisory locks on every
+  band key and canonical URL of the poll's new items, in sorted order (no deadlock between
+  two polls), so a worker ingesting a copy waits for the one ingesting the original and
+  then sees its rows. SQLite needs nothing: ``BEGIN IMMEDIATE`` serializes writers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import Connection, delete, desc, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..records import CleanEntry, StoryCandidate, StoryDecision
+from .tables import dedup_bands, dedup_shingles, items, stories, story_merges
+
+MAX_BAND_CANDIDATES = 8  # items verified per new item, most shared bands first
+MAX_URL_CANDIDATES = 5
+COMMON_DF = 2  # an anchor in this many stories of one site is boilerplate
+FULL_SHARE = 0.8  # an item whose text is this share of the story's longest is "full"
+
+
+def site_key(url: str | None) -> int | None:
+    """A 63-bit key for the host of a URL (``www.`` ignored): the unit of boilerplate."""
+    host = (urlsplit(url).hostname or "").lower() if url else ""
+    if host.startswith("www."):
+        host = host[4:]
+    if not host:
+        return None
+    digest = hashlib.blake2b(host.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & ((1 << 63) - 1)
+
+
+def lock(conn: Connection, entries: Sequence[CleanEntry]) -> None:
+    """PostgreSQL: advisory locks on the poll's band keys and canonical URLs (sorted)."""
+    if conn.dialect.name != "postgresql" or not entries:
+        return
+    bands = sorted({b for c in entries if c.fingerprint for b in c.fingerprint.bands})
+    urls = sorted({u for c in entries for u in (c.canonical_url, c.page_canonical_url) if u})
+    if not bands and not urls:
+        return
+    conn.execute(
+        text(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM ("
+            " SELECT k FROM ("
+            "  SELECT unnest(CAST(:bands AS bigint[])) AS k"
+            "  UNION SELECT hashtextextended(u, 0) FROM unnest(CAST(:urls AS text[])) AS u"
+            " ) keys ORDER BY k) ordered"
+        ),
+        {"bands": bands, "urls": urls},
+    )
+
+
+def candidates(conn: Connection, clean: CleanEntry, since: datetime) -> list[StoryCandidate]:
+    """Items first seen since ``since`` that share a canonical URL or an LSH band."""
+    found: dict[int, int] = {}
+    urls = [u for u in {clean.canonical_url, clean.page_canonical_url} if u]
+    if urls:
+        rows = conn.execute(
+            select(items.c.id)
+            .where(
+                (items.c.canonical_url.in_(urls)) | (items.c.page_canonical_url.in_(urls)),
+                items.c.first_seen_at >= since,
+                items.c.story_id.is_not(None),
+            )
+            .order_by(items.c.id)
+            .limit(MAX_URL_CANDIDATES)
+        )
+        found.update((r.id, 0) for r in rows)
+    fp = clean.fingerprint
+    if fp is not None and fp.bands:
+        n = func.count().label("n")
+        rows = conn.execute(
+            select(dedup_bands.c.item_id, n)
+            .where(dedup_bands.c.band.in_(list(fp.bands)), dedup_bands.c.first_seen_at >= since)
+            .group_by(dedup_bands.c.item_id)
+            .order_by(desc(n), desc(dedup_bands.c.item_id))
+            .limit(MAX_BAND_CANDIDATES)
+        )
+        for r in rows:
+            found[r.item_id] = int(r.n)
+    if not found:
+        return []
+    rows = conn.execute(
+        select(
+            items.c.id,
+            items.c.story_id,
+            items.c.canonical_url,
+            items.c.page_canonical_url,
+            items.c.title,
+            items.c.text,
+            items.c.url,
+            items.c.first_seen_at,
+        ).where(items.c.id.in_(list(found)), items.c.story_id.is_not(None))
+    )
+    result = [
+        StoryCandidate(
+            item_id=r.id,
+            story_id=r.story_id,
+            canonical_url=r.canonical_url,
+            title=r.title,
+            text=r.text,
+            page_canonical_url=r.page_canonical_url,
+            url=r.url,
+            first_seen_at=r.first_seen_at,
+            band_matches=found[r.id],
+        )
+        for r in rows
+    ]
+    result.sort(key=lambda c: (-c.band_matches, c.item_id))
+    return result
+
+
+def common_anchors(
+    conn: Connection, clean: CleanEntry, found: Sequence[StoryCandidate], site: int | None
+) -> frozenset[int]:
+    """The new item's anchors that its site, or a candidate's site, has as boilerplate."""
+    fp = clean.fingerprint
+    if fp is None or not fp.anchors or not found:
+        return frozenset()
+    sites = {site} | {site_key(c.url) for c in found}
+    sites.discard(None)
+    if not sites:
+        return frozenset()
+    rows = conn.execute(
+        select(dedup_shingles.c.shingle).where(
+            dedup_shingles.c.site.in_(list(sites)),
+            dedup_shingles.c.shingle.in_(list(fp.anchors)),
+            dedup_shingles.c.df >= COMMON_DF,
+        )
+    )
+    return frozenset(int(r.shingle) for r in rows)
+
+
+def index_item(conn: Connection, item_id: int, clean: CleanEntry, now: datetime) -> None:
+    fp = clean.fingerprint
+    if fp is None or not fp.bands:
+        return
+    conn.execute(
+        insert(dedup_bands),
+        [{"band": b, "first_seen_at": now, "item_id": item_id} for b in sorted(set(fp.bands))],
+    )
+
+
+def count_anchors(conn: Connection, clean: CleanEntry, site: int | None, now: datetime) -> None:
+    """A new story: each of its anchors has been seen in one more story of its site."""
+    fp = clean.fingerprint
+    if fp is None or not fp.anchors or site is None:
+        return
+    rows = [{"site": site, "shingle": a, "df": 1, "last_seen_at": now} for a in fp.anchors]
+    dialect_insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    statement = dialect_insert(dedup_shingles)
+    statement = statement.on_conflict_do_update(
+        index_elements=[dedup_shingles.c.site, dedup_shingles.c.shingle],
+        set_={"df": dedup_shingles.c.df + 1, "last_seen_at": statement.excluded.last_seen_at},
+    )
+    conn.execute(statement, rows)
+
+
+def refresh_story(conn: Connection, story_id: int) -> None:
+    """Counts, times and the representative (earliest full version) of a story."""
+    length = func.coalesce(func.length(items.c.text), 0).label("length")
+    rows = conn.execute(
+        select(
+            items.c.id,
+            items.c.first_seen_at,
+            items.c.title,
+            items.c.url,
+            items.c.canonical_url,
+            length,
+        ).where(items.c.story_id == story_id)
+    ).all()
+    if not rows:
+        return
+    longest = max(int(r.length) for r in rows)
+    full = [r for r in rows if int(r.length) >= FULL_SHARE * longest]
+    rep = min(full, key=lambda r: (r.first_seen_at, r.id))
+    conn.execute(
+        update(stories)
+        .where(stories.c.id == story_id)
+        .values(
+            title=rep.title,
+            url=rep.url,
+            canonical_url=rep.canonical_url,
+            representative_item_id=rep.id,
+            item_count=len(rows),
+            first_seen_at=min(r.first_seen_at for r in rows),
+            last_seen_at=max(r.first_seen_at for r in rows),
+        )
+    )
+
+
+def merge_stories(
+    conn: Connection, decision: StoryDecision, item_id: int, now: datetime
+) -> tuple[int, int]:
+    """Merge the decision's stories into the earliest one; (survivor id, stories absorbed)."""
+    ids = [i for i in (decision.story_id, *decision.merge_story_ids) if i is not None]
+    rows = conn.execute(select(stories).where(stories.c.id.in_(ids))).all()
+    if not rows:
+        raise LookupError(f"stories {ids} vanished inside a locked transaction")
+    survivor = min(rows, key=lambda r: (r.first_seen_at, r.id))
+    absorbed = 0
+    for row in rows:
+        if row.id == survivor.id:
+            continue
+        conn.execute(update(items).where(items.c.story_id == row.id).values(story_id=survivor.id))
+        conn.execute(
+            update(story_merges)
+            .where(story_merges.c.story_id == row.id)
+            .values(story_id=survivor.id)
+        )
+        conn.execute(
+            insert(story_merges).values(
+                story_id=survivor.id,
+                merged_story_id=row.id,
+                item_id=item_id,
+                score=decision.score,
+                reason=decision.reason,
+                merged_at=now,
+                merged_title=row.title,
+                merged_url=row.url,
+                merged_first_seen_at=row.first_seen_at,
+                merged_item_count=row.item_count,
+            )
+        )
+        conn.execute(delete(stories).where(stories.c.id == row.id))
+        absorbed += 1
+    refresh_story(conn, survivor.id)
+    return int(survivor.id), absorbed
+
+
+def prune(conn: Connection, before: datetime) -> int:
+    """Drop index rows older than the window (they can never be candidates again) and
+    anchor counts not refreshed since; returns the number of rows removed."""
+    removed = conn.execute(delete(dedup_bands).where(dedup_bands.c.first_seen_at < before))
+    stale = conn.execute(delete(dedup_shingles).where(dedup_shingles.c.last_seen_at < before))
+    return int(removed.rowcount or 0) + int(stale.rowcount or 0)
+
+
+# ---- reporting ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StorySource:
+    item_id: int
+    feed_id: int
+    feed: str  # the feed's name, else its URL
+    title: str | None
+    url: str | None
+    first_seen_at: datetime
+    reason: str | None
+    score: float | None
+    matched_item_id: int | None
+
+
+@dataclass(frozen=True)
+class StoryRow:
+    id: int
+    title: str | None
+    url: str | None
+    first_seen_at: datetime
+    last_seen_at: datetime
+    item_count: int
+    representative_item_id: int | None
+    sources: tuple[StorySource, ...]
+
+
+@dataclass(frozen=True)
+class MergeRow:
+    merged_story_id: int
+    item_id: int | None
+    score: float | None
+    reason: str | None
+    merged_at: datetime
+    merged_title: str | None
+    merged_item_count: int | None
