@@ -6,4 +6,5 @@ echo "== ruff check"; ruff check src tests benchmarks
 echo "== ruff format --check"; ruff format --check src tests benchmarks
 echo "== mypy (strict) on src/"; mypy
 echo "== import-linter contracts"; lint-imports
-echo "== pytest"; pytest -q "$@"
+echo "== pytest (3 processes: most tests wait on sockets and subprocesses)"
+pytest -q -n 3 "$@"

@@ -50,7 +50,7 @@ WORDS = [
 ]
 
 
-def paragraph(seed: int, n: int = 60) -> str:
+def paragraph(seed: int | str, n: int = 60) -> str:
     # words drawn by a seeded generator: different seeds give different texts (a cyclic
     # pattern would make every page a shifted copy of the others, i.e. one story to dedup)
     rng = random.Random(seed)
@@ -58,10 +58,10 @@ def paragraph(seed: int, n: int = 60) -> str:
 
 
 def article_page(title: str, seed: int, paragraphs: int = 6) -> str:
-    # the first paragraph is paragraph(seed); the others are drawn apart from other seeds'
-    # so two pages with different seeds are different stories
+    # the first paragraph is paragraph(seed); the others depend on the title too, so pages
+    # with different titles are different stories to the dedup stage
     body = "\n".join(
-        f"<p>{paragraph(seed if i == 0 else -(seed * 1000 + i))}</p>" for i in range(paragraphs)
+        f"<p>{paragraph(seed if i == 0 else f'{title}|{seed}|{i}')}</p>" for i in range(paragraphs)
     )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{escape(title)} | The Daily Test</title></head>

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aggregator.cli import app
+from aggregator.cli import common as cli_common
 from aggregator.config import parse_config
 from aggregator.errors import ConfigError, ParseError
 from aggregator.extract import html_to_text
@@ -410,6 +411,8 @@ def test_preview_prints_the_stories_without_a_database(
     server: FixtureServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    # the CLI's console was sized when it was imported: make it wide enough for full titles
+    monkeypatch.setattr(cli_common.console, "width", 250)
     page = serve_news_site(server)
     cfg = write_config(tmp_path / "feeds.yaml", [])
     runner = CliRunner()

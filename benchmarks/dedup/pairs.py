@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import Doc, boilerplate_site, load_all, make_copies  # noqa: E402
 
 from aggregator import dedup  # noqa: E402
+from aggregator.store.fingerprints import COMMON_DF  # noqa: E402
 
 OUTLETS = [f"Outlet {c}" for c in "ABCDEFG"]
 
@@ -144,7 +145,7 @@ def main() -> None:
         for h in set(dedup.shingle_hashes(t)):
             if dedup.is_anchor(h):
                 df[h] += 1
-    common = frozenset(h for h, n in df.items() if n >= dedup.COMMON_DF)
+    common = frozenset(h for h, n in df.items() if n >= COMMON_DF)
     discounted = [
         dedup.compare(dedup.shingle_hashes(a), dedup.shingle_hashes(b), common).score
         for a, b in itertools.combinations(texts, 2)

@@ -48,7 +48,6 @@ SUPPORTED_MATCH = 0.40  # containment at or above: same story if the titles agre
 TITLE_MATCH = 0.70  # title similarity that supports a borderline text match
 BRIDGE_MATCH = 0.40  # two stories are merged only if their own items overlap this much
 CANONICAL_CONTRADICTION = 0.15  # page canonical equal but texts this different: ignore it
-COMMON_DF = 2  # an anchor seen in this many other stories of one site is boilerplate
 
 _MASK63 = (1 << 63) - 1
 _M61 = (1 << 61) - 1

@@ -6,7 +6,7 @@ import logging
 import sys
 
 from ..errors import AggregatorError
-from . import export, feeds, run, serve, sources  # noqa: F401  (registers the commands)  # noqa: F401  (registers export and serve)
+from . import export, feeds, run, serve, sources, stories  # noqa: F401  (registers the commands)  # noqa: F401  (registers export and serve)
 from .common import app, err
 
 __all__ = ["app", "main"]

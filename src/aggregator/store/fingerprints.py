@@ -30,7 +30,7 @@ from .tables import dedup_bands, dedup_shingles, items, stories, story_merges
 
 MAX_BAND_CANDIDATES = 8  # items verified per new item, most shared bands first
 MAX_URL_CANDIDATES = 5
-COMMON_DF = 2  # an anchor in this many stories of one site is boilerplate
+COMMON_DF = 3  # an anchor in this many stories of one site is boilerplate
 FULL_SHARE = 0.8  # an item whose text is this share of the story's longest is "full"
 
 

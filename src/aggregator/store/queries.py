@@ -129,7 +129,7 @@ class StoryRecord:
     last_seen_at: datetime
     source_count: int  # distinct feeds
     item_count: int
-    representative: ItemRecord  # the first item of the story
+    representative: ItemRecord  # stories.representative_item_id, else the first item
     sources: tuple[SourceRecord, ...]
 
 
@@ -291,9 +291,7 @@ class Queries:
                 ).scalar_one()
         except SQLAlchemyError as exc:
             raise StoreError(f"the database does not answer: {_short(exc)}") from None
-        if value is not None and isinstance(value, str):  # aggregate loses the column type
-            value = feeds.c.last_success_at.type.process_result_value(value, self.engine.dialect)
-        return value
+        return value  # max() keeps the column type: a tz-aware UTC datetime
 
     def feed_state_counts(self, now: datetime) -> dict[str, int]:
         """Feeds by state: ok, failing, held, retired, disabled, removed, pending."""
@@ -421,8 +419,10 @@ class Queries:
             feeds.c.title.label("feed_title"),
             feeds.c.tags.label("feed_tags"),
         ]
+        # the representative chosen by deduplication (migration 0003), else the first item
+        representative = func.coalesce(stories.c.representative_item_id, first_item)
         query = select(*columns).select_from(
-            stories.join(rep, rep.c.id == first_item).join(feeds, feeds.c.id == rep.c.feed_id)
+            stories.join(rep, rep.c.id == representative).join(feeds, feeds.c.id == rep.c.feed_id)
         )
         conds: list[ColumnElement[bool]] = []
         if f.since is not None:

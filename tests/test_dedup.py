@@ -1,0 +1,298 @@
+"""The dedup decision on small real-text pairs: each kind of copy, and the negatives.
+
+Texts: six Zyte benchmark article bodies (MIT, see tests/data/dedup/README.md), in pairs of
+two different articles about one event.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import replace
+
+import pytest
+
+from aggregator import dedup
+from aggregator.records import CleanEntry, ParsedEntry, StoryCandidate
+from conftest import DATA
+
+ARTICLES = json.loads((DATA / "dedup" / "zyte-articles.json").read_text(encoding="utf-8"))
+TITLES = {
+    "duvet-gizmodo": "A man developed 'feather duvet lung' after getting new bedding",
+    "duvet-livescience": "Man's new feather duvet gave him a rare lung disease",
+    "omar-thehill": "New York man pleads guilty to threatening to kill Omar",
+    "omar-nbcnews": "New York man pleads guilty to threatening to kill Rep. Ilhan Omar",
+    "wework-techcrunch": "New York State attorney general reportedly investigating WeWork",
+    "wework-venturebeat": "New York State attorney general investigating WeWork and former CEO",
+}
+
+
+def body(name: str) -> str:
+    return str(ARTICLES[name]["articleBody"])
+
+
+def paragraphs(name: str) -> list[str]:
+    return [p.strip() for p in body(name).split("\n") if p.strip()]
+
+
+def entry(text: str, title: str, link: str | None = None, **kw: object) -> CleanEntry:
+    clean = CleanEntry(
+        entry=ParsedEntry(key=f"link:{link}", link=link, title=title),
+        canonical_url=dedup.canonical_url(link),
+        summary=None,
+        content=None,
+        text=text,
+        content_hash="x",
+    )
+    return replace(clean, fingerprint=dedup.fingerprint(text), **kw)  # type: ignore[arg-type]
+
+
+def candidate(
+    text: str, title: str, story_id: int = 1, item_id: int = 10, link: str | None = None
+) -> StoryCandidate:
+    return StoryCandidate(
+        item_id=item_id,
+        story_id=story_id,
+        canonical_url=dedup.canonical_url(link),
+        title=title,
+        text=text,
+        url=link,
+    )
+
+
+# ---- the kinds of copy ----------------------------------------------------------------
+
+
+def syndicated(name: str) -> str:
+    credit = "This article originally appeared on Gizmodo and is republished with permission."
+    return "\n\n".join([*paragraphs(name), credit])
+
+
+def truncated(name: str) -> str:
+    words = body(name).split()
+    half = " ".join(words[: len(words) // 2])
+    half = half[: half.rfind(".") + 1] or half  # end at a sentence
+    return f"{half}\n\nRead more at Gizmodo …"
+
+
+def updated(name: str) -> str:
+    parts = paragraphs(name)
+    parts[2] = parts[2].replace("doctors", "physicians", 1) + " He has since recovered."
+    parts.insert(4, "This story has been updated with a statement from the hospital.")
+    return "\n\n".join(parts)
+
+
+def reflowed(name: str) -> str:
+    """Paragraphs joined in pairs, then each split after its first sentence; quotes
+    straightened."""
+    parts = paragraphs(name)
+    joined = [" ".join(parts[i : i + 2]) for i in range(0, len(parts), 2)]
+    pieces = [piece for p in joined for piece in re.split(r"(?<=\.) (?=[A-Z])", p, maxsplit=1)]
+    return "\n\n".join(pieces).translate(str.maketrans({"’": "'", "“": '"', "”": '"'}))
+
+
+@pytest.mark.parametrize(
+    ("kind", "make", "title"),
+    [
+        (
+            "syndicated",
+            syndicated,
+            "A MAN DEVELOPED 'FEATHER DUVET LUNG' AFTER GETTING NEW BEDDING",
+        ),
+        (
+            "truncated",
+            truncated,
+            "Gizmodo: A man developed 'feather duvet lung' after getting new bedding",
+        ),
+        ("updated", updated, TITLES["duvet-gizmodo"]),
+        ("reflowed", reflowed, TITLES["duvet-gizmodo"] + " | Health News"),
+    ],
+)
+def test_copies_join_the_original_story(kind: str, make: object, title: str) -> None:
+    original = body("duvet-gizmodo")
+    copy = make("duvet-gizmodo")  # type: ignore[operator]
+    assert copy != original
+    decision = dedup.decide_story(
+        entry(copy, title), [candidate(original, TITLES["duvet-gizmodo"])]
+    )
+    assert decision.story_id == 1, (kind, decision)
+    assert decision.reason == "text"
+    assert decision.score >= dedup.TEXT_MATCH
+    assert decision.item_id == 10
+    # and the other way round: the original arrives after its copy
+    back = dedup.decide_story(entry(original, TITLES["duvet-gizmodo"]), [candidate(copy, title)])
+    assert back.story_id == 1, (kind, back)
+
+
+def test_truncated_copy_is_contained_but_not_similar() -> None:
+    full, half = body("duvet-gizmodo"), truncated("duvet-gizmodo")
+    a, b = set(dedup.shingle_hashes(full)), set(dedup.shingle_hashes(half))
+    jaccard = len(a & b) / len(a | b)
+    match = dedup.compare(dedup.shingle_hashes(half), dedup.shingle_hashes(full))
+    assert jaccard < 0.6  # a Jaccard threshold would miss it ...
+    assert match.score > 0.95  # ... containment does not
+    fa, fb = dedup.fingerprint(full), dedup.fingerprint(half)
+    assert fa is not None and fb is not None
+    assert set(fa.bands) & set(fb.bands), "LSH must make them candidates"
+
+
+def test_tracking_parameters_and_new_guid_are_the_same_page() -> None:
+    link = "https://gizmodo.com/a-man-developed-feather-duvet-lung-1839924942"
+    new = entry("", "Feather duvet lung", link + "?utm_source=rss&utm_medium=feed#comments")
+    decision = dedup.decide_story(new, [candidate("", "Feather duvet lung", link=link)])
+    assert (decision.story_id, decision.reason, decision.score) == (1, "canonical_url", 1.0)
+
+
+def test_page_canonical_counts_unless_the_texts_disagree() -> None:
+    origin = "https://gizmodo.com/a-man-developed-feather-duvet-lung-1839924942"
+    text = syndicated("duvet-gizmodo")
+    copy = entry(
+        text, "Duvet lung", "https://other.example/health/duvet", page_canonical_url=origin
+    )
+    same = dedup.decide_story(copy, [candidate(body("duvet-gizmodo"), "x", link=origin)])
+    assert (same.story_id, same.reason) == (1, "page_canonical")
+    # a site whose every page claims one canonical URL: the texts overrule it
+    wrong = entry(
+        body("omar-thehill"),
+        TITLES["omar-thehill"],
+        "https://a.example/x",
+        page_canonical_url=origin,
+    )
+    other = dedup.decide_story(wrong, [candidate(body("duvet-gizmodo"), "x", link=origin)])
+    assert other.story_id is None
+
+
+def test_front_page_canonical_is_ignored() -> None:
+    assert dedup.page_canonical_url("https://www.example.com/") is None
+    assert dedup.page_canonical_url("https://www.example.com/?utm_source=x") is None
+    assert dedup.page_canonical_url("https://example.com/news/a") == "https://example.com/news/a"
+
+
+# ---- negatives ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("duvet-gizmodo", "duvet-livescience"),
+        ("omar-thehill", "omar-nbcnews"),
+        ("wework-techcrunch", "wework-venturebeat"),
+    ],
+)
+def test_different_articles_about_one_event_stay_apart(a: str, b: str) -> None:
+    # same event, same names and quotes, and (deliberately) near-identical titles
+    decision = dedup.decide_story(entry(body(a), TITLES[b]), [candidate(body(b), TITLES[b])])
+    assert decision.story_id is None, decision
+    assert decision.reason == "new"
+
+
+def _short_with_appeal(name: str, appeal: str) -> str:
+    words = body(name).split()[:40]
+    return " ".join(words) + ".\n\n" + appeal + "\n\nEnd of article."
+
+
+APPEAL = " ".join(body("wework-venturebeat").split()[:200])  # stands in for a donation appeal
+
+
+def test_shared_boilerplate_is_discounted_once_the_site_has_shown_it() -> None:
+    a = _short_with_appeal("omar-thehill", APPEAL)
+    b = _short_with_appeal("duvet-livescience", APPEAL)
+    raw = dedup.compare(dedup.shingle_hashes(a), dedup.shingle_hashes(b))
+    assert raw.score >= dedup.TEXT_MATCH  # without the discount they would merge
+    common = frozenset(h for h in set(dedup.shingle_hashes(APPEAL)) if dedup.is_anchor(h))
+    assert common, "the appeal has anchors"
+    decision = dedup.decide_story(entry(a, "Omar"), [candidate(b, "Duvet")], common)
+    assert decision.story_id is None, decision
+    discounted = dedup.compare(dedup.shingle_hashes(a), dedup.shingle_hashes(b), common)
+    assert discounted.score < dedup.SUPPORTED_MATCH
+
+
+def test_discount_does_not_hide_a_real_copy_of_an_article_with_boilerplate() -> None:
+    article = body("duvet-gizmodo") + "\n\n" + APPEAL
+    copy = syndicated("duvet-gizmodo") + "\n\n" + APPEAL
+    common = frozenset(h for h in set(dedup.shingle_hashes(APPEAL)) if dedup.is_anchor(h))
+    decision = dedup.decide_story(entry(copy, "Duvet lung"), [candidate(article, "x")], common)
+    assert (decision.story_id, decision.reason) == (1, "text")
+
+
+def test_borderline_text_needs_the_title() -> None:
+    # a heavily rewritten version: about half of the text kept
+    parts = paragraphs("duvet-gizmodo")
+    half = "\n\n".join(parts[: len(parts) // 2])
+    rewritten = half + "\n\n" + body("duvet-livescience")
+    match = dedup.compare(
+        dedup.shingle_hashes(rewritten), dedup.shingle_hashes(body("duvet-gizmodo"))
+    )
+    assert dedup.SUPPORTED_MATCH <= match.score < dedup.TEXT_MATCH, match
+    cand = candidate(body("duvet-gizmodo"), TITLES["duvet-gizmodo"])
+    same_title = dedup.decide_story(
+        entry(rewritten, TITLES["duvet-gizmodo"] + " - Gizmodo"), [cand]
+    )
+    assert (same_title.story_id, same_title.reason) == (1, "title+text")
+    other_title = dedup.decide_story(entry(rewritten, "Hospital reports rare case"), [cand])
+    assert other_title.story_id is None
+
+
+def test_title_alone_never_merges() -> None:
+    text = body("omar-nbcnews")
+    decision = dedup.decide_story(
+        entry(body("omar-thehill"), TITLES["omar-nbcnews"]),
+        [candidate(text, TITLES["omar-nbcnews"])],
+    )
+    assert dedup.title_similarity(TITLES["omar-nbcnews"], TITLES["omar-nbcnews"]) == 1.0
+    assert decision.story_id is None
+
+
+def test_title_similarity_ignores_case_and_site_affixes() -> None:
+    t = TITLES["wework-techcrunch"]
+    assert dedup.title_similarity(t, t.upper()) == 1.0
+    assert dedup.title_similarity(t, f"TechCrunch: {t}") == 1.0
+    assert dedup.title_similarity(t, f"{t} | Reuters") == 1.0
+    assert dedup.title_similarity(t, TITLES["duvet-gizmodo"]) < 0.3
+
+
+def test_short_texts_have_no_fingerprint() -> None:
+    assert dedup.fingerprint("Teaser 1.") is None
+    assert dedup.fingerprint(None) is None
+    assert dedup.fingerprint(body("omar-thehill")) is not None
+
+
+def test_fingerprint_ignores_layout_quotes_and_case() -> None:
+    text = body("duvet-gizmodo")
+    a = dedup.fingerprint(text)
+    b = dedup.fingerprint(reflowed("duvet-gizmodo").upper())
+    assert a is not None and b is not None
+    assert a.bands == b.bands and a.anchors == b.anchors
+
+
+# ---- several stories ---------------------------------------------------------------------
+
+
+def test_an_item_that_shows_two_stories_to_be_one_merges_them() -> None:
+    parts = paragraphs("duvet-gizmodo")
+    n = len(parts)
+    early = "\n\n".join(parts[: int(n * 0.7)])  # two partial versions that overlap ...
+    late = "\n\n".join(parts[int(n * 0.3) :])
+    pair = dedup.compare(dedup.shingle_hashes(early), dedup.shingle_hashes(late))
+    assert dedup.BRIDGE_MATCH <= pair.score < dedup.TEXT_MATCH  # ... too little to merge alone
+    decision = dedup.decide_story(
+        entry(body("duvet-gizmodo"), "Feather duvet lung"),
+        [
+            candidate(early, "A", story_id=1, item_id=10),
+            candidate(late, "B", story_id=2, item_id=11),
+        ],
+    )
+    assert decision.story_id in (1, 2)
+    assert set(decision.merge_story_ids) == {1, 2} - {decision.story_id}
+
+
+def test_a_digest_of_two_articles_does_not_glue_their_stories() -> None:
+    digest = body("omar-thehill") + "\n\n" + body("wework-techcrunch")
+    decision = dedup.decide_story(
+        entry(digest, "Morning briefing"),
+        [
+            candidate(body("omar-thehill"), "Omar", story_id=1, item_id=10),
+            candidate(body("wework-techcrunch"), "WeWork", story_id=2, item_id=11),
+        ],
+    )
+    assert decision.merge_story_ids == ()
