@@ -137,3 +137,53 @@ def test_retired_feed_stays_retired_until_enabled_and_hold_applies_to_host(db_ur
         assert [s.url for s in store.feed_states(later)] == ["https://gone.example/feed"]
     finally:
         store.close()
+
+
+def test_confirmed_permanent_redirect_rewrites_the_feed_url(db_url: str) -> None:
+    store = open_store(db_url)
+    store.upgrade()
+    try:
+        config = parse_config({"feeds": [{"url": "https://old.example/feed"}]})
+        store.sync_feeds(config.feeds, NOW)
+        (state,) = store.feed_states(NOW)
+        store.record_poll(
+            state.id,
+            FeedUpdate(
+                polled_at=NOW,
+                status=200,
+                ok=True,
+                next_check_at=NOW,
+                new_url="https://new.example/feed",
+            ),
+        )
+        (moved,) = store.feed_states(NOW, due_only=False)
+        assert moved.url == "https://new.example/feed"
+        assert moved.configured_url == "https://old.example/feed"
+        # the operator then lists the new URL: same feed, no duplicate row
+        store.sync_feeds(parse_config({"feeds": [{"url": "https://new.example/feed"}]}).feeds, NOW)
+        rows = store.list_feeds()
+        assert [(r.url, r.removed) for r in rows] == [("https://new.example/feed", False)]
+    finally:
+        store.close()
+
+
+def test_claims_never_hand_one_feed_to_two_workers(db_url: str) -> None:
+    store = open_store(db_url)
+    store.upgrade()
+    try:
+        urls = [f"https://h{n}.example/feed" for n in range(10)]
+        store.sync_feeds(parse_config({"feeds": [{"url": u} for u in urls]}).feeds, NOW)
+        first = store.claim_feeds("w1", NOW, limit=6, lease_seconds=60)
+        second = store.claim_feeds("w2", NOW, limit=6, lease_seconds=60)
+        assert len(first) == 6 and len(second) == 4
+        assert not {s.id for s in first} & {s.id for s in second}
+        assert store.claim_feeds("w3", NOW, limit=6, lease_seconds=60) == []
+        # an expired lease (a dead worker) is claimable again; a renewed one is not
+        store.renew_leases("w1", [first[0].id], NOW + timedelta(seconds=50), 60)
+        later = NOW + timedelta(seconds=61)
+        again = store.claim_feeds("w3", later, limit=20, lease_seconds=60)
+        assert first[0].id not in {s.id for s in again} and len(again) == 9
+        store.release_leases("w3")
+        assert len(store.claim_feeds("w4", later, limit=20, lease_seconds=60)) == 9
+    finally:
+        store.close()

@@ -321,15 +321,19 @@ class Pipeline:
             )
             await asyncio.to_thread(self.store.record_poll, state.id, update)
             return PollOutcome(state.url, status, ok=True, not_modified=True)
-        prepared = await self._in_pool(
-            prepare_document,
-            result.body,
-            result.headers,
-            result.final_url,
-            self.settings.max_entries_per_feed,
-            spec.type,
-            spec.selectors,
-        )
+        try:
+            prepared = await self._in_pool(
+                prepare_document,
+                result.body,
+                result.headers,
+                result.final_url,
+                self.settings.max_entries_per_feed,
+                spec.type,
+                spec.selectors,
+            )
+        except ParseError as exc:
+            # the server answered; the body is not something we can read
+            return await self._fail(state, now, status, _sentence(exc), result.headers)
         assert isinstance(prepared, Prepared)
         feed = prepared.feed
         if spec.interval is None:

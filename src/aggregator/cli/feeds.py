@@ -61,6 +61,8 @@ def feeds_list(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
             state = "disabled"
         elif row.hold_until and row.hold_until > now:
             state = "held"
+        elif row.not_found_since and (now - row.not_found_since).days >= 30:
+            state = "dormant"
         elif row.error_count:
             state = "failing"
         else:

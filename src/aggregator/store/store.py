@@ -88,6 +88,7 @@ class FeedRow:
     disabled_reason: str | None
     hold_until: datetime | None
     item_count: int
+    not_found_since: datetime | None = None
 
 
 class Store:
@@ -345,6 +346,7 @@ class Store:
                     disabled_reason=r.disabled_reason,
                     hold_until=r.hold_until,
                     item_count=r.item_count,
+                    not_found_since=r.not_found_since,
                 )
                 for r in conn.execute(query)
             ]
