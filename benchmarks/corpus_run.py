@@ -38,6 +38,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--corpora", type=Path, default=ROOT.parent / "shared" / "corpora")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/corpus-run"))
+    parser.add_argument(
+        "--wrap", default="", help="prefix command, e.g. 'py-spy record -o p.svg --subprocesses --'"
+    )
     args = parser.parse_args()
     feeds_dir = args.corpora / "feeds"
     with (feeds_dir / "manifest.tsv").open() as fh:
@@ -86,6 +89,8 @@ def main() -> None:
     elapsed = time.monotonic() - started
     server.shutdown()
     print(result.stdout.split("failed feeds")[0])
+    if args.wrap:
+        print(result.stderr[-2000:])
     print(
         f"exit code {result.returncode}; wall time {elapsed:.1f} s for {len(paths)} feed documents"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -287,5 +288,5 @@ def test_per_host_limits_are_kept(server: FixtureServer, tmp_path: Path) -> None
     )
     assert result.returncode == 0, result.stderr
     assert active[1] <= 2
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(starts) == 6 and min(gaps) >= 0.45, gaps

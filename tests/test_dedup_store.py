@@ -3,6 +3,7 @@ merges, the ``stories`` commands, and two worker processes ingesting copies at o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -61,7 +62,9 @@ def publish(server: FixtureServer, outlet: str, posts: list[tuple[str, str, list
     """Serve the outlet's pages and its RSS feed; posts are (slug, title, paragraphs)."""
     items = []
     for slug, title, parts in posts:
-        url = server.add(f"/{outlet}/{slug}.html", page(outlet, title, parts), content_type="text/html")
+        url = server.add(
+            f"/{outlet}/{slug}.html", page(outlet, title, parts), content_type="text/html"
+        )
         items.append({"title": title, "link": url, "guid": f"{outlet}-{slug}"})
     return server.add(f"/{outlet}/feed.xml", rss(f"Outlet {outlet}", items))
 
@@ -87,8 +90,8 @@ def test_three_feeds_carrying_copies_end_with_the_right_stories(
     server: FixtureServer, tmp_path: Path, db_url: str
 ) -> None:
     duvet, omar = paragraphs("duvet-gizmodo"), paragraphs("omar-thehill")
-    half = omar[: len(omar) // 2] + ["Read more at Outlet A …"]
-    updated = duvet[:3] + ["This story has been updated with a statement."] + duvet[3:]
+    half = [*omar[: len(omar) // 2], "Read more at Outlet A …"]
+    updated = [*duvet[:3], "This story has been updated with a statement.", *duvet[3:]]
     updated[1] = updated[1].replace("the", "a", 1)
     reflowed = [" ".join(omar[i : i + 2]) for i in range(0, len(omar), 2)]
     feed_a = publish(
@@ -104,7 +107,11 @@ def test_three_feeds_carrying_copies_end_with_the_right_stories(
         server,
         "b",
         [
-            ("duvet-lung", TITLES["duvet-gizmodo"].upper(), [*duvet, "Originally published by Outlet A."]),
+            (
+                "duvet-lung",
+                TITLES["duvet-gizmodo"].upper(),
+                [*duvet, "Originally published by Outlet A."],
+            ),
             ("omar-plea", f"Outlet B: {TITLES['omar-thehill']}", half),
             ("omar-nbc", TITLES["omar-nbcnews"], paragraphs("omar-nbcnews")),
         ],
@@ -122,7 +129,9 @@ def test_three_feeds_carrying_copies_end_with_the_right_stories(
     tracking = server.url("/a/wework.html") + "?utm_source=twitter&utm_medium=social"
     server.add(
         "/c/feed.xml",
-        server.routes["/c/feed.xml"].body.decode().replace(
+        server.routes["/c/feed.xml"]
+        .body.decode()
+        .replace(
             "</channel>",
             f"<item><title>WeWork probe</title><link>{escape(tracking)}</link>"
             "<guid>c-wework-share</guid></item></channel>",
@@ -189,14 +198,18 @@ def test_a_later_item_merges_two_stories_and_the_merge_is_recorded(
     cli = CliRunner()
     env = {"COLUMNS": "200"}
     listed = cli.invoke(
-        app, ["stories", "--since", "1h", "--min-sources", "3", "--json", "-c", str(cfg), "-d", db_url], env=env
+        app,
+        ["stories", "--since", "1h", "--min-sources", "3", "--json", "-c", str(cfg), "-d", db_url],
+        env=env,
     )
     assert listed.exit_code == 0, listed.output
     (line,) = listed.output.strip().splitlines()
     story = json.loads(line)
     assert story["id"] == story_id and len(story["sources"]) == 3
     assert {s["feed"] for s in story["sources"]} == {"Outlet X", "Outlet Y", "Outlet Z"}
-    explained = cli.invoke(app, ["stories", "explain", str(merges[0][1]), "-c", str(cfg), "-d", db_url], env=env)
+    explained = cli.invoke(
+        app, ["stories", "explain", str(merges[0][1]), "-c", str(cfg), "-d", db_url], env=env
+    )
     assert explained.exit_code == 0, explained.output
     assert f"was merged into story {story_id}" in explained.output
     assert "merged story" in explained.output and "text" in explained.output
@@ -239,10 +252,8 @@ def _barrier_feed(server: FixtureServer, path: str, body: str, barrier: threadin
     data = body.encode()
 
     def handler(h: BaseHTTPRequestHandler) -> None:
-        try:
+        with contextlib.suppress(threading.BrokenBarrierError):
             barrier.wait(timeout=30)  # both workers get their feed at the same moment
-        except threading.BrokenBarrierError:
-            pass
         h.send_response(200)
         h.send_header("Content-Type", "application/rss+xml")
         h.send_header("Content-Length", str(len(data)))

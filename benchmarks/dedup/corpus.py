@@ -95,7 +95,9 @@ def load_mozilla(corpora: Path) -> Iterator[Doc]:
         html = gzip.decompress((page / "expected.html.gz").read_bytes()).decode("utf-8", "replace")
         text = unescape(_TAG.sub(" ", _BLOCK.sub("\n", html)))
         meta = json.loads((page / "expected-metadata.json").read_text(encoding="utf-8"))
-        yield Doc(f"mozilla:{page.name}", (meta.get("title") or page.name).strip(), _paragraphs(text))
+        yield Doc(
+            f"mozilla:{page.name}", (meta.get("title") or page.name).strip(), _paragraphs(text)
+        )
 
 
 def load_cleaneval(corpora: Path) -> Iterator[Doc]:
@@ -132,8 +134,15 @@ def load_wikiref(corpora: Path) -> Iterator[Doc]:
         yield Doc(f"wikiref:{Path(name).stem}", title, tuple(body), topic=topic)
 
 
-def load_all(corpora: Path, sets: tuple[str, ...] = ("zyte", "mozilla", "cleaneval", "wikiref")) -> list[Doc]:
-    loaders = {"zyte": load_zyte, "mozilla": load_mozilla, "cleaneval": load_cleaneval, "wikiref": load_wikiref}
+def load_all(
+    corpora: Path, sets: tuple[str, ...] = ("zyte", "mozilla", "cleaneval", "wikiref")
+) -> list[Doc]:
+    loaders = {
+        "zyte": load_zyte,
+        "mozilla": load_mozilla,
+        "cleaneval": load_cleaneval,
+        "wikiref": load_wikiref,
+    }
     docs: list[Doc] = []
     seen: set[str] = set()
     for name in sets:

@@ -46,12 +46,19 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(HERE))
 
-from corpus import Copy, Doc, boilerplate_site, load_all, make_copies  # noqa: E402
-from httpserver import FixtureServer  # noqa: E402
+from corpus import Doc, boilerplate_site, load_all, make_copies  # noqa: E402
 
 from aggregator import dedup  # noqa: E402
+from httpserver import FixtureServer  # noqa: E402
 
-OUTLETS = ["Daily Planet", "Gotham Gazette", "Metro Times", "Coast Herald", "Valley News", "Wire Post"]
+OUTLETS = [
+    "Daily Planet",
+    "Gotham Gazette",
+    "Metro Times",
+    "Coast Herald",
+    "Valley News",
+    "Wire Post",
+]
 TEMPLATES = {
     0: "<article><h1>{title}</h1><p class='byline'>By Staff</p>{body}</article>",
     1: "<div class='story'><h2 class='headline'>{title}</h2><div class='text'>{body}</div>"
@@ -139,13 +146,17 @@ def bcubed(labels_true: list[str], labels_pred: list[object]) -> dict[str, float
         by_t[t].add(i)
         by_p[p].add(i)
     precision = recall = 0.0
-    for i, (t, p) in enumerate(zip(labels_true, labels_pred, strict=True)):
+    for t, p in zip(labels_true, labels_pred, strict=True):
         both = len(by_t[t] & by_p[p])
         precision += both / len(by_p[p])
         recall += both / len(by_t[t])
     n = len(labels_true)
     precision, recall = precision / n, recall / n
-    return {"precision": precision, "recall": recall, "f1": 2 * precision * recall / (precision + recall)}
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": 2 * precision * recall / (precision + recall),
+    }
 
 
 def main() -> None:
@@ -179,7 +190,7 @@ def main() -> None:
                 server = servers[outlet]
                 slug = f"/{outlet}/{doc.id.replace(':', '-')}-{copy.kind}"
                 if copy.kind == "tracking":
-                    origin_outlet, origin_url = published[0]
+                    _, origin_url = published[0]
                     link = f"{origin_url}?utm_source=partner&utm_medium=rss&utm_campaign={outlet}"
                     path = slug  # a new GUID on this outlet's feed, the origin's page
                 else:
@@ -187,8 +198,9 @@ def main() -> None:
                     link = server.add(slug + ".html", html, content_type="text/html")
                     path = slug
                     published.append((outlet, link))
-                feeds[outlet].append({"title": copy.title, "link": link, "guid": path})
-                records[f"{outlet}|{path}"] = (truth[doc.id], copy.kind, doc.id)
+                guid = f"tag:outlet{outlet}:{path}"
+                feeds[outlet].append({"title": copy.title, "link": link, "guid": guid})
+                records[guid] = (truth[doc.id], copy.kind, doc.id)
         gazette = len(OUTLETS)
         history = gazette_docs[:10]
         shorts = boilerplate_site(gazette_docs[10:], appeal_doc, 20, rng)
@@ -197,9 +209,10 @@ def main() -> None:
             slug = f"/{gazette}/{copy.story.replace(':', '-')}"
             html = page_html(gazette, "The Appeal Gazette", copy.title, copy.paragraphs)
             link = servers[gazette].add(slug + ".html", html, content_type="text/html")
-            feeds[gazette].append({"title": copy.title, "link": link, "guid": slug})
+            guid = f"tag:outlet{gazette}:{slug}"
+            feeds[gazette].append({"title": copy.title, "link": link, "guid": guid})
             kind = "gazette-short" if copy in shorts else "gazette-long"
-            records[f"{gazette}|{slug}"] = (f"gazette:{copy.story}", kind, copy.story)
+            records[guid] = (f"gazette:{copy.story}", kind, copy.story)
         feed_list = []
         for outlet, items in feeds.items():
             name = OUTLETS[outlet] if outlet < len(OUTLETS) else "The Appeal Gazette"
@@ -231,7 +244,17 @@ def main() -> None:
         started = time.perf_counter()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
         result = subprocess.run(
-            [sys.executable, "-m", "aggregator", "run", "--once", "-c", str(config), "-d", database],
+            [
+                sys.executable,
+                "-m",
+                "aggregator",
+                "run",
+                "--once",
+                "-c",
+                str(config),
+                "-d",
+                database,
+            ],
             cwd=work,
             env=env,
             capture_output=True,
@@ -243,7 +266,7 @@ def main() -> None:
             raise SystemExit("aggregator run --once failed")
         engine = create_engine(database)
         with engine.connect() as conn:
-            got = conn.execute(text("SELECT f.name, i.guid, i.story_id, i.dedup_reason FROM items i JOIN feeds f ON f.id = i.feed_id")).all()
+            got = conn.execute(text("SELECT guid, story_id, dedup_reason FROM items")).all()
             n_stories = conn.execute(text("SELECT count(*) FROM stories")).scalar_one()
         engine.dispose()
     finally:
@@ -254,11 +277,10 @@ def main() -> None:
     labels_pred: list[object] = []
     kinds: list[str] = []
     reasons: dict[str, int] = defaultdict(int)
-    for feed_name, guid, story_id, reason in got:
-        key = f"{feed_name}|{guid}"
-        if key not in records:
+    for guid, story_id, reason in got:
+        if guid not in records:
             continue
-        t, kind, _ = records[key]
+        t, kind, _ = records[guid]
         labels_true.append(t)
         labels_pred.append(story_id)
         kinds.append(kind)
@@ -280,9 +302,9 @@ def main() -> None:
     # negatives: WikiRef articles of one event, gazette articles
     topic = {d.id: d.topic for d in docs}
     story_of: dict[tuple[str, str], object] = {}
-    for (t, p, k), (_, _, base_id) in zip(
+    for (_t, p, k), (_, _, base_id) in zip(
         zip(labels_true, labels_pred, kinds, strict=True),
-        (records[f"{g[0]}|{g[1]}"] for g in got if f"{g[0]}|{g[1]}" in records),
+        (records[g[0]] for g in got if g[0] in records),
         strict=True,
     ):
         if k in ("origin", "gazette-short", "gazette-long"):

@@ -192,8 +192,10 @@ def main() -> None:
         return sim_cache[id(s)]
 
     for bands, rows, sig in shapes:
+
         def hit(a: set[int], b: set[int], bands: int = bands, rows: int = rows, sig=sig) -> bool:  # type: ignore[no-untyped-def]
             return bool(lsh_keys(sig(a), bands, rows) & lsh_keys(sig(b), bands, rows))
+
         started = time.perf_counter()
         rec = {label: 0 for label in positives}
         tot = {label: 0 for label in positives}
