@@ -187,6 +187,10 @@ def run(size: int, folder: Path, corpora: Path) -> dict[str, object]:
     merged = 0
     since = now - WINDOW
     engine = store.engine
+    with engine.connect() as conn:
+        any_story = conn.execute(
+            items.select().with_only_columns(items.c.story_id).limit(1)
+        ).scalar_one()
     for n, (kind, clean) in enumerate(queries):
         clean = replace(clean, entry=replace(clean.entry, key=f"{clean.entry.key}:{n}"))
         # the dedup steps of save_poll, timed one by one, in one write transaction
@@ -203,7 +207,7 @@ def run(size: int, folder: Path, corpora: Path) -> dict[str, object]:
                     else dedup.StoryDecision(None, 0.0, "new")
                 )
                 t1 = time.perf_counter()
-                story_id = decision.story_id or 1
+                story_id = decision.story_id or any_story
                 item_id = conn.execute(
                     items.insert()
                     .values(

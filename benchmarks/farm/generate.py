@@ -165,9 +165,12 @@ class Site:
         rng = self.rng
         out: list[Entry] = []
         for j in range(rng.randint(10, 50)):
-            published = BASE_DATE - timedelta(
-                hours=self.every_hours * j + rng.random() * self.every_hours * 0.5,
-                minutes=self.index % 60,
+            published = (
+                BASE_DATE
+                - timedelta(
+                    hours=self.every_hours * j + rng.random() * self.every_hours * 0.5,
+                    minutes=self.index % 60,
+                )
             ).replace(microsecond=0)
             section = rng.choice(self.sections)
             if rng.random() < SHARED_SHARE:

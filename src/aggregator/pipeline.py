@@ -152,12 +152,9 @@ def prepare_document(
     entries = feed.entries[:limit]
     clean: list[CleanEntry] = []
     for entry in entries:
-        summary = (
-            extract.sanitize_html(entry.summary, entry.link or base_url) if entry.summary else None
-        )
-        content = (
-            extract.sanitize_html(entry.content, entry.link or base_url) if entry.content else None
-        )
+        base = entry.base or base_url  # relative links resolve against xml:base / the feed
+        summary = extract.sanitize_html(entry.summary, base) if entry.summary else None
+        content = extract.sanitize_html(entry.content, base) if entry.content else None
         source = content or summary
         text = extract.html_to_text(source) if source else None
         clean.append(

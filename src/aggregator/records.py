@@ -112,6 +112,7 @@ class ParsedEntry:
     summary: str | None = None  # HTML as given by the feed (unsanitized)
     content: str | None = None  # HTML as given by the feed (unsanitized)
     image: str | None = None
+    base: str | None = None  # base URL for relative links in summary/content (xml:base)
 
 
 @dataclass(frozen=True)
