@@ -159,7 +159,9 @@ def prepare_document(
         text = extract.html_to_text(source) if source else None
         clean.append(
             CleanEntry(
-                entry=entry,
+                # the raw HTML is not needed past this point: only the sanitized copy crosses
+                # back to the main process
+                entry=replace(entry, summary=None, content=None),
                 canonical_url=dedup.canonical_url(entry.link),
                 summary=summary,
                 content=content,
@@ -167,7 +169,7 @@ def prepare_document(
                 content_hash=_entry_hash(entry),
             )
         )
-    return Prepared(feed=replace(feed, entries=entries), entries=tuple(clean))
+    return Prepared(feed=replace(feed, entries=()), entries=tuple(clean))
 
 
 def extract_page(body: bytes, url: str) -> Article | str:
@@ -336,7 +338,7 @@ class Pipeline:
         if spec.interval is None:
             hints = feed.hints
             interval = policy.adaptive_interval(
-                [e.published for e in feed.entries if e.published is not None],
+                [c.entry.published for c in prepared.entries if c.entry.published is not None],
                 default=self.settings.default_interval,
                 minimum=self.settings.min_interval,
                 maximum=self.settings.max_interval,

@@ -69,15 +69,11 @@ def candidates(conn: Connection, clean: CleanEntry, since: datetime) -> list[Sto
     """Items first seen since ``since`` that share a canonical URL or an LSH band."""
     found: dict[int, int] = {}
     urls = [u for u in {clean.canonical_url, clean.page_canonical_url} if u]
-    if urls:
+    for column in (items.c.canonical_url, items.c.page_canonical_url) if urls else ():
+        # one indexed lookup per column (an OR of the two makes SQLite scan the table)
         rows = conn.execute(
             select(items.c.id)
-            .where(
-                (items.c.canonical_url.in_(urls)) | (items.c.page_canonical_url.in_(urls)),
-                items.c.first_seen_at >= since,
-                items.c.story_id.is_not(None),
-            )
-            .order_by(items.c.id)
+            .where(column.in_(urls), items.c.first_seen_at >= since, items.c.story_id.is_not(None))
             .limit(MAX_URL_CANDIDATES)
         )
         found.update((r.id, 0) for r in rows)

@@ -1,0 +1,114 @@
+"""``aggregator run`` with the store's lease calls timed (used by ``run.py``).
+
+    python benchmarks/scaling/worker.py run --config feeds.yaml --database URL
+
+runs the unmodified daemon (``aggregator.cli.main``) after wrapping a few ``Store``
+methods with a stopwatch: the lease calls (``claim_feeds``, ``renew_leases``,
+``release_leases``, ``lease_owners``) and, for comparison, the per-poll writes
+(``save_poll``, ``record_poll``, ``known_entries``). For each call it records the wall
+time, and for the writers the part spent waiting for the store's in-process write lock
+(``Store._write_lock``: one writer per process), so "waiting behind this process's own
+save_poll" is told apart from "executing the statement". On exit the figures go to the
+JSON file named by ``$SCALING_STATS``. The wrappers cost two ``perf_counter`` calls each.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aggregator.cli import main
+from aggregator.store import store as store_module
+
+LEASE_CALLS = ("claim_feeds", "renew_leases", "release_leases", "lease_owners")
+OTHER_CALLS = ("save_poll", "record_poll", "known_entries", "sync_feeds")
+_guard = threading.Lock()
+_local = threading.local()
+STATS: dict[str, dict[str, float]] = {
+    name: {"calls": 0, "seconds": 0.0, "lock_wait": 0.0, "rows": 0}
+    for name in LEASE_CALLS + OTHER_CALLS
+}
+CLAIMS: list[tuple[float, int, float]] = []  # (wall clock, rows, seconds) of every claim
+
+
+class TimedLock:
+    """``threading.Lock`` that adds its wait time to the call being timed in this thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        started = time.perf_counter()
+        got = self._lock.acquire(blocking, timeout)
+        name = getattr(_local, "call", None)
+        if name is not None:
+            _local.wait += time.perf_counter() - started
+        return got
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _local.call, _local.wait = name, 0.0
+        started = time.perf_counter()
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            elapsed = time.perf_counter() - started
+            wait = _local.wait
+            _local.call = None
+        rows = len(result) if isinstance(result, list) else 0
+        with _guard:
+            s = STATS[name]
+            s["calls"] += 1
+            s["seconds"] += elapsed
+            s["lock_wait"] += wait
+            s["rows"] += rows
+            if name == "claim_feeds":
+                CLAIMS.append((time.time(), rows, elapsed))
+        return result
+
+    return wrapper
+
+
+def _instrument() -> None:
+    store_cls = store_module.Store
+    original_init = store_cls.__init__
+
+    def init(self: Any, engine: Any) -> None:
+        original_init(self, engine)
+        self._write_lock = TimedLock()
+
+    store_cls.__init__ = init  # type: ignore[method-assign]
+    for name in LEASE_CALLS + OTHER_CALLS:
+        setattr(store_cls, name, _timed(name, getattr(store_cls, name)))
+
+
+def _dump() -> None:
+    path = os.environ.get("SCALING_STATS")
+    if path:
+        with _guard:
+            data = {"pid": os.getpid(), "stats": STATS, "claims": CLAIMS}
+        with open(path, "w") as fh:
+            json.dump(data, fh)
+
+
+if __name__ == "__main__":
+    _instrument()
+    atexit.register(_dump)
+    sys.argv = ["aggregator", *sys.argv[1:]]
+    main()
