@@ -102,6 +102,8 @@ class Settings(BaseModel):
     read_timeout: Duration = 20.0
     max_body_bytes: int = Field(10 * 1024 * 1024, ge=1024)
     max_redirects: int = Field(5, ge=0, le=20)
+    http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
+    ca_bundle: str | None = None  # PEM file of extra CAs trusted for https, beside the usual roots
     max_entries_per_feed: int = Field(500, ge=1)
     allow_private_networks: tuple[str, ...] = ()
     workers: int | None = Field(None, ge=1, le=64)

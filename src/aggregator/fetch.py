@@ -18,12 +18,15 @@ import asyncio
 import contextlib
 import ipaddress
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
+import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from .errors import (
     BlockedAddress,
@@ -61,6 +64,34 @@ class FetchLimits:
     per_host_delay: float = 1.0
     allow_private_networks: tuple[str, ...] = ()
     unresponsive_hold: float = 300.0  # a server that timed out is not retried for this long
+    ca_bundle: str | None = None  # extra trusted CAs (PEM file) for https
+    transport: str = "aiohttp"  # "aiohttp" (httpx-aiohttp, measured 5x less CPU) or "httpx"
+
+
+def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
+    """Certificate verification on (certifi's roots), plus an operator's own CA bundle."""
+    context = httpx.create_ssl_context(trust_env=False)
+    if ca_bundle:
+        context.load_verify_locations(cafile=ca_bundle)
+    return context
+
+
+def _aiohttp_transport(pool: httpx.Limits, ssl_context: ssl.SSLContext) -> httpx.AsyncBaseTransport:
+    """httpx's API on aiohttp's connection handling (httpx's own pool costs several times
+    the CPU per request at high concurrency; see docs/performance.md). Requests still go
+    to the address our guard checked: the URL carries the IP, Host and SNI the name."""
+
+    def session() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=pool.max_connections or 100,
+            ssl=ssl_context,
+            keepalive_timeout=pool.keepalive_expiry or 5.0,
+            use_dns_cache=False,
+        )
+        # no cookies: a feed fetch is the same request every time
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+    return AiohttpTransport(client=session, limits=pool, trust_env=False)
 
 
 def is_blocked_address(address: IPAddress, allowed: Sequence[IPNetwork] = ()) -> bool:
@@ -122,7 +153,11 @@ class Fetcher:
             max_connections=max(limits.concurrency * 2, 10),
             max_keepalive_connections=max(limits.concurrency, 10),
         )
+        ssl_context = _ssl_context(limits.ca_bundle)
+        if transport is None and limits.transport == "aiohttp":
+            transport = _aiohttp_transport(pool, ssl_context)
         self._client = httpx.AsyncClient(
+            verify=ssl_context,
             timeout=timeout,
             limits=pool,
             follow_redirects=False,
@@ -325,20 +360,39 @@ class Fetcher:
                 return response.status_code, resp_headers, b"".join(chunks)
             finally:
                 await response.aclose()
-        except httpx.TimeoutException as exc:
+        except httpx.HTTPError as exc:
+            raise self._translate(exc, url, host) from None
+
+    def _translate(self, exc: httpx.HTTPError, url: str, host: str) -> FetchError:
+        """One FetchError per failure, named for what really happened. The aiohttp
+        transport reports every connection failure as an httpx timeout or connect error,
+        so its original exception (``__cause__``) decides."""
+        cause = exc.__cause__
+        kind: str | None = None
+        if isinstance(cause, aiohttp.ClientError):
+            if isinstance(cause, aiohttp.ConnectionTimeoutError):
+                kind = "connect"
+            elif isinstance(cause, aiohttp.SocketTimeoutError):
+                kind = "read"
+            elif isinstance(cause, aiohttp.ServerTimeoutError):
+                kind = "network"
+            else:
+                message = str(cause) or type(cause).__name__
+                return FetchError(f"connection to {host} failed: {message}", url=url)
+        elif isinstance(exc, httpx.TimeoutException):
             kind = {
                 httpx.ConnectTimeout: "connect",
                 httpx.ReadTimeout: "read",
                 httpx.WriteTimeout: "write",
                 httpx.PoolTimeout: "pool",
             }.get(type(exc), "network")
+        if kind is not None:
             if kind in ("connect", "read"):
                 self._mark_unresponsive(url)
-            raise FetchTimeout(f"{kind} timeout talking to {host}", url=url) from None
-        except httpx.DecodingError as exc:
-            raise FetchError(f"cannot decode the response body: {exc}", url=url) from None
-        except httpx.RemoteProtocolError as exc:
-            raise FetchError(f"protocol error from {host}: {exc}", url=url) from None
-        except httpx.HTTPError as exc:
-            message = str(exc) or type(exc).__name__
-            raise FetchError(f"connection to {host} failed: {message}", url=url) from None
+            return FetchTimeout(f"{kind} timeout talking to {host}", url=url)
+        if isinstance(exc, httpx.DecodingError):
+            return FetchError(f"cannot decode the response body: {exc}", url=url)
+        if isinstance(exc, httpx.RemoteProtocolError):
+            return FetchError(f"protocol error from {host}: {exc}", url=url)
+        message = str(exc) or type(exc).__name__
+        return FetchError(f"connection to {host} failed: {message}", url=url)

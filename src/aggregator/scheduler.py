@@ -92,6 +92,8 @@ def fetch_limits(config: Config) -> FetchLimits:
         per_host_concurrency=s.per_host_concurrency,
         per_host_delay=s.per_host_delay,
         allow_private_networks=s.allow_private_networks,
+        transport=s.http_transport,
+        ca_bundle=s.ca_bundle,
     )
 
 
