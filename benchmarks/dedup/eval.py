@@ -3,7 +3,7 @@
 Usage (from the project root)::
 
     /work/venv/bin/python benchmarks/dedup/eval.py [--corpora ../shared/corpora]
-        [--database sqlite:///…] [--seed 1] [--keep DIR]
+        [--database sqlite:///…] [--seed 1] [--keep DIR] [--output FILE]
 
 1. Base articles: Zyte, Mozilla, CleanEval and WikiRef220 texts (``corpus.py``). Base texts
    that are themselves copies of each other (the corpora hold a few: a WikiRef article on two
@@ -19,7 +19,7 @@ Usage (from the project root)::
 4. Scores against the truth: pairwise precision and recall over item pairs, B-cubed
    precision/recall/F1, recall per kind of copy, and false merges among the negatives.
 
-Writes ``benchmarks/dedup/eval.json``.
+Writes ``benchmarks/dedup/eval.json`` (or ``--output``).
 """
 
 from __future__ import annotations
@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--database", help="database URL (default: a fresh SQLite file)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", type=Path, help="keep the database and config in this folder")
+    parser.add_argument("--output", type=Path, default=HERE / "eval.json")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     docs = load_all(args.corpora)
@@ -336,7 +337,7 @@ def main() -> None:
         "ingest_seconds": round(elapsed, 1),
     }
     print(json.dumps(report, indent=1))
-    (HERE / "eval.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    args.output.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

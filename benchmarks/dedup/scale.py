@@ -16,7 +16,8 @@ and 300 copies of stored ones (syndicated, truncated, updated, reflowed), timing
   canonical URLs, window on first_seen_at), the site boilerplate lookup, the decision
   (recomputing candidates' shingles from their text), writing the item's bands and, for
   a new story, its anchor counts;
-- ``save_poll``: the whole one-item transaction (item, story, feed state, commit).
+- ``save_poll``: the whole one-item transaction (item, story, feed state, commit), for
+  200 other new articles.
 
 The fingerprint itself is computed in the process pool, off the event loop; its cost is
 reported by ``pairs.py``. Writes ``benchmarks/dedup/scale.json``.
@@ -97,6 +98,7 @@ def fill(path: Path, n: int, now: datetime, rng: random.Random) -> float:
                     feed,
                     f"fill:{i}",
                     f"http://fill{feed - 1000}.example/{i}",
+                    f"http://fill{feed - 1000}.example/{i}",
                     "x",
                     item_id,
                     ts,
@@ -112,8 +114,8 @@ def fill(path: Path, n: int, now: datetime, rng: random.Random) -> float:
             rows_s,
         )
         db.executemany(
-            "INSERT INTO items (id, feed_id, entry_key, url, content_hash, story_id, first_seen_at,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO items (id, feed_id, entry_key, url, canonical_url, content_hash, story_id,"
+            " first_seen_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows_i,
         )
         db.executemany(
@@ -145,30 +147,47 @@ def q(values: list[float]) -> dict[str, float]:
     }
 
 
-def run(size: int, folder: Path, corpora: Path) -> dict[str, object]:
+def run(size: int, folder: Path, corpora: Path, reuse: bool) -> dict[str, object]:
     rng = random.Random(size)
     path = folder / f"scale-{size}.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
     url = f"sqlite:///{path}"
-    store = open_store(url)
-    store.upgrade()
     now = datetime.now(UTC)
-    store.sync_feeds([FeedSpec(url="http://real.example/feed")], now - WINDOW / 2)
-    store.close()
-    print(f"  {size:,} items: filling …", flush=True)
-    fill_seconds = fill(path, size, now, rng)
+    run_id = f"{time.time():.0f}"
+    fill_seconds = None
+    if not (reuse and path.exists()):
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+        store = open_store(url)
+        store.upgrade()
+        store.sync_feeds([FeedSpec(url="http://real.example/feed")], now - WINDOW / 2)
+        store.close()
+        print(f"  {size:,} items: filling …", flush=True)
+        fill_seconds = round(fill(path, size, now, rng), 1)
+    else:
+        print(f"  {size:,} items: reusing {path} (fill not timed)", flush=True)
     store = open_store(url)
     feed_id = 1
     docs = [d for d in load_all(corpora) if d.words >= 100]
+    rng = random.Random(size + 1)
     rng.shuffle(docs)
     stored, fresh = docs[:300], docs[300:600]
+    if fill_seconds is None:  # reused: the articles stored by the first run
+        with store.engine.connect() as conn:
+            keys = conn.execute(
+                items.select()
+                .with_only_columns(items.c.entry_key)
+                .where(items.c.entry_key.like("real:%"))
+            ).scalars()
+            ids = {k.removeprefix("real:").rsplit(":", 1)[0] for k in keys}
+        stored = [d for d in docs if d.id in ids]
+        fresh = [d for d in docs if d.id not in ids][:300]
     update_ = FeedUpdate(polled_at=now - WINDOW / 2, status=200, ok=True, next_check_at=now)
     entries = [
-        clean_entry(f"real:{d.id}", d.title, d.text, f"http://real.example/{i}")
+        clean_entry(f"real:{d.id}:{run_id}", d.title, d.text, f"http://real.example/{run_id}/{i}")
         for i, d in enumerate(stored)
     ]
-    store.save_poll(feed_id, update_, entries, (), dedup.decide_story)
+    if fill_seconds is not None:  # a reused database has them from its first run
+        store.save_poll(feed_id, update_, entries, (), dedup.decide_story)
     queries: list[tuple[str, CleanEntry]] = []
     outlets = ["A", "B", "C", "D", "E"]
     for i, d in enumerate(fresh):
@@ -230,8 +249,11 @@ def run(size: int, folder: Path, corpora: Path) -> dict[str, object]:
         timings[kind].append((t1 - t0) + (t3 - t2))
         merged += decision.story_id is not None and kind == "copy"
     # the whole one-item save_poll transaction (committed), for scale
-    for n, (_, clean) in enumerate(queries[:200]):
-        clean = replace(clean, entry=replace(clean.entry, key=f"whole:{n}"))
+    # (texts unlike the queries — their words reversed — so that the committed items do
+    # not change what the queries find in a later run with --reuse)
+    for n, d in enumerate(fresh[:200]):
+        words = " ".join(reversed(d.text.split()))
+        clean = clean_entry(f"whole:{n}:{run_id}", d.title, words, f"http://w.example/{run_id}/{n}")
         t0 = time.perf_counter()
         store.save_poll(feed_id, replace(update_, polled_at=now), [clean], (), dedup.decide_story)
         whole.append(time.perf_counter() - t0)
@@ -239,7 +261,7 @@ def run(size: int, folder: Path, corpora: Path) -> dict[str, object]:
     size_mb = sum(p.stat().st_size for p in folder.glob(f"scale-{size}.db*")) / 1e6
     result = {
         "items_in_store": size + 300,
-        "fill_seconds": round(fill_seconds, 1),
+        "fill_seconds": fill_seconds,
         "database_mb": round(size_mb, 1),
         "dedup_all": q(timings["new"] + timings["copy"]),
         "dedup_new_articles": q(timings["new"]),
@@ -256,12 +278,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--corpora", type=Path, default=ROOT.parent / "shared" / "corpora")
     parser.add_argument("--folder", type=Path, default=Path("/tmp/dedup-scale"))
+    parser.add_argument("--reuse", action="store_true", help="reuse a filled database")
     args = parser.parse_args()
     args.folder.mkdir(parents=True, exist_ok=True)
     out = HERE / "scale.json"
     report: dict[str, object] = json.loads(out.read_text()) if out.exists() else {}
     for size in (int(s) for s in args.sizes.split(",")):
-        report[str(size)] = run(size, args.folder, args.corpora)
+        report[str(size)] = run(size, args.folder, args.corpora, args.reuse)
         out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
 
 

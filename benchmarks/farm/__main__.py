@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import threading
 from pathlib import Path
@@ -75,10 +76,8 @@ def main() -> None:
                 print(f"+{args.latency:g} s proxy: {served.latency_base}", flush=True)
             done = threading.Event()
             signal.signal(signal.SIGTERM, lambda *_: done.set())
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 done.wait()
-            except KeyboardInterrupt:
-                pass
     elif args.command == "config":
         farm = Farm.load(args.farm)
         path = write_config(

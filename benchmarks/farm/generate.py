@@ -71,23 +71,19 @@ class Entry:
 
 
 def _words(corpus: Corpus, rng: Random, target: int) -> list[list[str]]:
-    """Paragraphs (lists of sentences) of about ``target`` words: a run of consecutive
-    sentences from one source article, continued by the next article when it runs out."""
-    arts = corpus.articles
-    a = rng.randrange(len(arts))
-    s = rng.randrange(len(arts[a]))
+    """Paragraphs (lists of sentences) of about ``target`` words, each sentence drawn at
+    random from the whole corpus. Consecutive runs would make unrelated pages share long
+    passages (the corpus has ~5,700 sentences for ~60,000 pages): near-duplicates that a
+    dedup stage would rightly merge. Drawn at random, two pages share under 1 % of text."""
+    pool = corpus.sentences
     paragraphs: list[list[str]] = []
     count = 0
     while count < target:
-        size = rng.randint(1, 5)
         para: list[str] = []
-        for _ in range(size):
-            sentence = arts[a][s]
+        for _ in range(rng.randint(1, 5)):
+            sentence = pool[rng.randrange(len(pool))]
             para.append(sentence)
             count += sentence.count(" ") + 1
-            s += 1
-            if s >= len(arts[a]):
-                a, s = (a + 1) % len(arts), 0
             if count >= target:
                 break
         paragraphs.append(para)
@@ -98,7 +94,7 @@ def _title(rng: Random, paragraphs: list[list[str]]) -> str:
     """A headline made of the first words of one of the story's opening sentences."""
     opening = [s for para in paragraphs[:3] for s in para]
     words = rng.choice(opening).split()
-    title = " ".join(words[: rng.randint(6, 12)]).rstrip(".,;:!?\"”’)—–-")
+    title = " ".join(words[: rng.randint(6, 12)]).rstrip('.,;:!?"”’)—–-')
     return title[:1].upper() + title[1:]
 
 
@@ -190,9 +186,7 @@ class Site:
                 continue
             title, paragraphs = _text(self.corpus, rng, rng.randint(400, 1500))
             url = f"{self.home}a/{j:02d}-{_slug(title)}.html"
-            out.append(
-                Entry(j, title, url, url, _name(rng), section, published, paragraphs, False)
-            )
+            out.append(Entry(j, title, url, url, _name(rng), section, published, paragraphs, False))
         return out
 
     # -- feed content --------------------------------------------------------------------
@@ -288,7 +282,9 @@ class Site:
             'xmlns:content="http://purl.org/rss/1.0/modules/content/">\n'
             f'<channel rdf:about="{self.feed_url}"><title>{e(self.name)}</title>'
             f"<link>{self.home}</link><description>Latest from {e(self.name)}</description>"
-            f"<items><rdf:Seq>{seq}</rdf:Seq></items></channel>\n" + "\n".join(items) + "\n</rdf:RDF>\n"
+            f"<items><rdf:Seq>{seq}</rdf:Seq></items></channel>\n"
+            + "\n".join(items)
+            + "\n</rdf:RDF>\n"
         )
 
     def _feed_json(self, entries: list[Entry]) -> str:
@@ -319,9 +315,7 @@ class Site:
         rng = self.rng
         e = html.escape
         cls = ("site", "masthead", "top")[self.theme]
-        nav = "".join(
-            f'<li><a href="{self.home}{s.lower()}/">{s}</a></li>' for s in self.sections
-        )
+        nav = "".join(f'<li><a href="{self.home}{s.lower()}/">{s}</a></li>' for s in self.sections)
         others = [x for x in entries if x is not entry]
         related = "".join(
             f'<li><a href="{x.url}">{e(x.title)}</a></li>'
@@ -333,8 +327,8 @@ class Site:
         )
         comments = []
         for _ in range(rng.choice((0, 0, 1, 2, 3, 5, 8))):
-            art = self.corpus.articles[rng.randrange(len(self.corpus.articles))]
-            said = " ".join(art[rng.randrange(len(art))] for _ in range(rng.randint(1, 3)))
+            pool = self.corpus.sentences
+            said = " ".join(pool[rng.randrange(len(pool))] for _ in range(rng.randint(1, 3)))
             comments.append(
                 f'<div class="comment"><div class="comment-meta"><span class="comment-author">'
                 f"{_name(rng)}</span> <time>{rng.randint(1, 23)} hours ago</time></div>"

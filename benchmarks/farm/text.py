@@ -3,8 +3,7 @@ Zyte article-extraction benchmark (MIT) in the shared corpora folder.
 
 Nothing from the corpora is stored in the repository: the sentences are read from
 ``<corpora>/extraction/zyte-article-extraction-benchmark/ground-truth.json`` each time a
-farm is generated, and recombined (a page is a run of consecutive sentences of one source
-article, continued by the next article when it runs out).
+farm is generated, and recombined (a page's paragraphs are sentences drawn at random from the whole corpus).
 """
 
 from __future__ import annotations
@@ -42,9 +41,11 @@ class Corpus:
 
     articles: tuple[tuple[str, ...], ...]
 
+    sentences: tuple[str, ...] = ()
+
     @property
     def sentence_count(self) -> int:
-        return sum(len(a) for a in self.articles)
+        return len(self.sentences)
 
 
 def load_corpus(corpora: Path) -> Corpus:
@@ -67,10 +68,10 @@ def load_corpus(corpora: Path) -> Corpus:
                 sentence = sentence.strip()
                 words = sentence.split()
                 # keep real sentences: a few words, not a menu item or a caption fragment
-                if 5 <= len(words) <= 60 and sentence[-1:] in ".!?\"”’)…":
+                if 5 <= len(words) <= 60 and sentence[-1:] in '.!?"”’)…':
                     sentences.append(sentence)
         if len(sentences) >= 5:
             articles.append(tuple(sentences))
     if not articles:
         raise SystemExit(f"no usable sentences in {path}")
-    return Corpus(tuple(articles))
+    return Corpus(tuple(articles), tuple(s for a in articles for s in a))

@@ -44,9 +44,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from sqlalchemy import create_engine, text  # noqa: E402
-
 from benchmarks.farm import Farm, generate, serve, write_config  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
 
 WORKER = Path(__file__).resolve().parent / "worker.py"
 LEASE_CALLS = ("claim_feeds", "renew_leases", "release_leases", "lease_owners")
@@ -80,8 +79,16 @@ class Case:
     claim_ms_mean: float = 0.0
     save_poll_s_per_daemon: float = 0.0
     claimed_per_daemon: list[int] = field(default_factory=list)
+    warm_cycle_s: float = 0.0
+    warm_feeds_per_s: float = 0.0
+    warm_not_modified: int = 0
+    warm_cpu_daemons_s: float = 0.0
+    warm_claims: int = 0
+    warm_claim_ms_mean: float = 0.0
+    warm_lease_share: float = 0.0
     db: dict[str, Any] = field(default_factory=dict)
     timed_out: bool = False
+    deadlocks: int = 0  # polls lost to "deadlock detected" (PostgreSQL), from the daemon logs
 
 
 # ---- processes -------------------------------------------------------------------------------
@@ -229,22 +236,32 @@ def run_case(
         workers=1,
         concurrency=args.concurrency,
         tick=args.tick,
+        lease_seconds=args.lease_seconds,
     )
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         _prepare(db, config)
         before = db.pg_counters()
         log_offset = len(served.requests())
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
         env["PYTHONPATH"] = str(ROOT)
-        procs = []
         launched = time.time()
         for i in range(daemons):
             env_i = dict(env, SCALING_STATS=str(work / f"stats-{i}.json"))
             (work / f"stats-{i}.json").unlink(missing_ok=True)
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, str(WORKER), "run", "--config", str(config)]
-                    + ["--database", db.url, "--log-level", "WARNING"],
+                    [
+                        sys.executable,
+                        str(WORKER),
+                        "run",
+                        "--config",
+                        str(config),
+                        "--database",
+                        db.url,
+                        "--log-level",
+                        "WARNING",
+                    ],
                     env=env_i,
                     stdout=(work / f"daemon-{i}.log").open("w"),
                     stderr=subprocess.STDOUT,
@@ -267,6 +284,9 @@ def run_case(
         case.cpu_daemons_s = round(_tree_cpu([p.pid for p in procs]), 1)
         case.cpu_db_s = round(_pids_cpu(db.backend_pids()), 1)
         after = db.pg_counters()
+        warm: tuple[float, float] | None = None
+        if args.warm and not case.timed_out:
+            warm = _warm_cycle(case, db, procs, n_feeds, args.timeout)
         for p in procs:
             p.send_signal(signal.SIGTERM)
         for p in procs:
@@ -289,37 +309,88 @@ def run_case(
         counts = Counter(u for u, _ in served.requests()[log_offset:] if u in feed_paths)
         case.feeds_requested = len(counts)
         case.requests_max_per_feed = max(counts.values(), default=0)
-        _lease_figures(case, work, daemons)
+        _lease_figures(case, work, daemons, (launched, done_at), warm)
+        case.deadlocks = sum(
+            (work / f"daemon-{i}.log").read_text().count("deadlock detected")
+            for i in range(daemons)
+        )
     finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         db.drop()
     return case
 
 
-def _lease_figures(case: Case, work: Path, daemons: int) -> None:
+def _warm_cycle(
+    case: Case, db: Database, procs: list[subprocess.Popen[bytes]], n: int, timeout: float
+) -> tuple[float, float]:
+    """Make every feed due again and time the second cycle (conditional GETs: 304s)."""
+    cpu_before = _tree_cpu([p.pid for p in procs])
+    reset = datetime.now(UTC)
+    with db.engine.begin() as conn:
+        conn.execute(text("UPDATE feeds SET next_check_at = :t"), {"t": reset})
+    started = time.time()
+    done = None
+    while time.time() < started + timeout:
+        with db.engine.connect() as conn:
+            polled = conn.execute(
+                text("SELECT count(*) FROM feeds WHERE last_polled_at >= :t"), {"t": reset}
+            ).scalar()
+        if int(polled or 0) >= n:
+            done = time.time()
+            break
+        time.sleep(0.1)
+    done = done or time.time()
+    case.warm_cycle_s = round(done - started, 2)
+    case.warm_feeds_per_s = round(n / case.warm_cycle_s, 1)
+    case.warm_cpu_daemons_s = round(_tree_cpu([p.pid for p in procs]) - cpu_before, 1)
+    case.warm_not_modified = int(db.scalar("SELECT count(*) FROM feeds WHERE last_status = 304"))
+    return started, done
+
+
+def _lease_figures(
+    case: Case,
+    work: Path,
+    daemons: int,
+    cold: tuple[float, float],
+    warm: tuple[float, float] | None,
+) -> None:
     lease_s = lock_wait = save_s = 0.0
-    claim_s = 0.0
+    claim_s = warm_claim_s = 0.0
     for i in range(daemons):
         path = work / f"stats-{i}.json"
         if not path.exists():
             continue
         data = json.loads(path.read_text())
         stats = data["stats"]
-        # count only what happened up to the end of the cycle: the stop's release is a
-        # one-off and is counted too (it is part of a daemon's life), it is tiny
-        for name in LEASE_CALLS:
+        # renewals, releases and the lease_owners check are counted whole (the stop's
+        # release included: it is tiny); claims are split by when they happened
+        for name in ("renew_leases", "release_leases", "lease_owners"):
             lease_s += stats[name]["seconds"]
             lock_wait += stats[name]["lock_wait"]
-        case.claims += int(stats["claim_feeds"]["calls"])
-        case.claim_rows += int(stats["claim_feeds"]["rows"])
+        for at, rows, seconds, wait in data["claims"]:
+            if cold[0] <= at <= cold[1]:
+                case.claims += 1
+                case.claim_rows += rows
+                claim_s += seconds
+                lock_wait += wait
+            elif warm and warm[0] <= at <= warm[1]:
+                case.warm_claims += 1
+                warm_claim_s += seconds
         case.renewals += int(stats["renew_leases"]["calls"])
-        claim_s += stats["claim_feeds"]["seconds"]
         save_s += stats["save_poll"]["seconds"] + stats["record_poll"]["seconds"]
         case.claimed_per_daemon.append(int(stats["claim_feeds"]["rows"]))
+    lease_s += claim_s
     case.lease_s_per_daemon = round(lease_s / daemons, 3)
     case.lease_lock_wait_s_per_daemon = round(lock_wait / daemons, 3)
     case.lease_share = round(lease_s / daemons / case.cycle_s, 4)
     case.lease_share_without_lock_wait = round((lease_s - lock_wait) / daemons / case.cycle_s, 4)
     case.claim_ms_mean = round(1000 * claim_s / max(1, case.claims), 2)
+    if warm:
+        case.warm_claim_ms_mean = round(1000 * warm_claim_s / max(1, case.warm_claims), 2)
+        case.warm_lease_share = round(warm_claim_s / daemons / case.warm_cycle_s, 4)
     case.save_poll_s_per_daemon = round(save_s / daemons, 1)
 
 
@@ -331,7 +402,7 @@ def table(cases: list[Case]) -> str:
         f"{'db':8} {'mode':5} {'daemons':>7} {'feeds':>5} {'start s':>7} {'cycle s':>7} "
         f"{'feeds/s':>7} {'items':>6} {'items/s':>7} {'failed':>6} {'max req':>7} "
         f"{'CPU s':>6} {'DB CPU':>6} {'claims':>6} {'claim ms':>8} {'lease %':>7} {'(no lock wait)':>14} "
-        "claimed per daemon"
+        f"{'warm s':>6} {'304s':>5} {'warm f/s':>8} {'warm claim %':>12} claimed per daemon"
     )
     lines = [head, "-" * len(head)]
     for c in cases:
@@ -341,14 +412,19 @@ def table(cases: list[Case]) -> str:
             f"{c.failed_feeds:6d} {c.requests_max_per_feed:7d} {c.cpu_daemons_s:6.0f} "
             f"{c.cpu_db_s:6.1f} {c.claims:6d} {c.claim_ms_mean:8.1f} {100 * c.lease_share:6.2f}% "
             f"{100 * c.lease_share_without_lock_wait:13.2f}% "
+            f"{c.warm_cycle_s:6.1f} {c.warm_not_modified:5d} {c.warm_feeds_per_s:8.1f} "
+            f"{100 * c.warm_lease_share:11.2f}% "
             + "/".join(str(n) for n in c.claimed_per_daemon)
+            + (f" deadlocks {c.deadlocks}" if c.deadlocks else "")
             + (" TIMED OUT" if c.timed_out else "")
         )
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("--farm", type=Path, default=ROOT / "benchmarks" / "work" / "farm")
     parser.add_argument("--corpora", type=Path, default=ROOT.parent / "shared" / "corpora")
     parser.add_argument("--feeds", type=int, default=2000, help="feeds for the feeds-only cycle")
@@ -358,13 +434,23 @@ def main() -> None:
     parser.add_argument("--modes", default="feeds,full")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument("--concurrency", type=int, default=32, help="per daemon")
+    parser.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=30.0,
+        help="short, so a poll lost to a database error is retried within the run",
+    )
     parser.add_argument("--tick", type=float, default=1.0, help="daemon tick, seconds")
+    parser.add_argument(
+        "--no-warm", dest="warm", action="store_false", help="skip the second (304) cycle"
+    )
     parser.add_argument("--timeout", type=float, default=600.0, help="per case, seconds")
     parser.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "work" / "scaling")
     parser.add_argument(
         "--out", type=Path, default=ROOT / "benchmarks" / "scaling" / "results.json"
     )
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up daemons and nginx
     farm_json = args.farm / "farm.json"
     if not farm_json.exists() or Farm.load(args.farm).stats["feeds"] < args.feeds:
         print(f"generating a farm of {args.feeds} feeds in {args.farm} ...", flush=True)
@@ -390,7 +476,7 @@ def main() -> None:
             "concurrency_per_daemon": args.concurrency,
             "tick_s": args.tick,
             "pool_workers_per_daemon": 1,
-            "lease_seconds": 300,
+            "lease_seconds": args.lease_seconds,
         },
         "farm": Farm.load(args.farm).stats,
         "seconds": round(time.time() - started),

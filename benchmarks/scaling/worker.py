@@ -34,7 +34,8 @@ STATS: dict[str, dict[str, float]] = {
     name: {"calls": 0, "seconds": 0.0, "lock_wait": 0.0, "rows": 0}
     for name in LEASE_CALLS + OTHER_CALLS
 }
-CLAIMS: list[tuple[float, int, float]] = []  # (wall clock, rows, seconds) of every claim
+# every claim: (wall clock at its end, rows, seconds, of which waiting for the write lock)
+CLAIMS: list[tuple[float, int, float, float]] = []
 
 
 class TimedLock:
@@ -79,7 +80,7 @@ def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             s["lock_wait"] += wait
             s["rows"] += rows
             if name == "claim_feeds":
-                CLAIMS.append((time.time(), rows, elapsed))
+                CLAIMS.append((time.time(), rows, elapsed, wait))
         return result
 
     return wrapper

@@ -130,13 +130,14 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # plain ALTER TABLE … DROP COLUMN (SQLite ≥ 3.35, PostgreSQL): a batch rebuild of a
+    # table would trip over the views and the FTS triggers of 0002
     op.execute("DROP VIEW IF EXISTS v_stories")
-    op.execute(V_STORIES_0002)
     op.drop_table("story_merges")
     op.drop_table("dedup_shingles")
     op.drop_table("dedup_bands")
     op.drop_index("ix_items_page_canonical_url", table_name="items")
-    with op.batch_alter_table("stories") as batch:
-        batch.drop_column("representative_item_id")
-    op.drop_column("items", "dedup_item_id")
-    op.drop_column("items", "page_canonical_url")
+    op.execute("ALTER TABLE stories DROP COLUMN representative_item_id")
+    op.execute("ALTER TABLE items DROP COLUMN dedup_item_id")
+    op.execute("ALTER TABLE items DROP COLUMN page_canonical_url")
+    op.execute(V_STORIES_0002)

@@ -70,13 +70,16 @@ def candidates(conn: Connection, clean: CleanEntry, since: datetime) -> list[Sto
     found: dict[int, int] = {}
     urls = [u for u in {clean.canonical_url, clean.page_canonical_url} if u]
     for column in (items.c.canonical_url, items.c.page_canonical_url) if urls else ():
-        # one indexed lookup per column (an OR of the two makes SQLite scan the table)
+        # one lookup per column on its index (with an OR of the two, or a condition on
+        # first_seen_at, SQLite may prefer scanning); the window is applied here
         rows = conn.execute(
-            select(items.c.id)
-            .where(column.in_(urls), items.c.first_seen_at >= since, items.c.story_id.is_not(None))
-            .limit(MAX_URL_CANDIDATES)
+            select(items.c.id, items.c.first_seen_at, items.c.story_id)
+            .where(column.in_(urls))
+            .order_by(desc(items.c.id))
+            .limit(50)
         )
-        found.update((r.id, 0) for r in rows)
+        recent = [r.id for r in rows if r.story_id is not None and r.first_seen_at >= since]
+        found.update((i, 0) for i in recent[:MAX_URL_CANDIDATES])
     fp = clean.fingerprint
     if fp is not None and fp.bands:
         n = func.count().label("n")

@@ -386,7 +386,7 @@ class Store:
             now = update_.polled_at
             if new:
                 fingerprints.lock(conn, new)
-                feed_host = conn.execute(
+                feed_url = conn.execute(
                     select(feeds.c.url).where(feeds.c.id == feed_id)
                 ).scalar_one_or_none()
                 keys = [c.entry.key for c in new]
@@ -402,7 +402,7 @@ class Store:
                     if clean.entry.key in existing:
                         continue  # another worker stored it meanwhile
                     existing.add(clean.entry.key)
-                    site = fingerprints.site_key(clean.entry.link or feed_host)
+                    site = fingerprints.site_key(clean.entry.link or feed_url)
                     candidates = self._candidates(conn, clean, now - window)
                     common = (
                         fingerprints.common_anchors(conn, clean, candidates, site)
