@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -146,28 +147,119 @@ def common_anchors(
 
 
 def index_item(conn: Connection, item_id: int, clean: CleanEntry, now: datetime) -> None:
-    fp = clean.fingerprint
-    if fp is None or not fp.bands:
-        return
-    conn.execute(
-        insert(dedup_bands),
-        [{"band": b, "first_seen_at": now, "item_id": item_id} for b in sorted(set(fp.bands))],
-    )
+    index_items(conn, [(item_id, clean)], now)
+
+
+def index_items(
+    conn: Connection, indexed: Sequence[tuple[int, CleanEntry]], now: datetime
+) -> None:
+    """The LSH band rows of several new items, in one executemany."""
+    rows = [
+        {"band": b, "first_seen_at": now, "item_id": item_id}
+        for item_id, clean in indexed
+        if clean.fingerprint is not None
+        for b in sorted(set(clean.fingerprint.bands))
+    ]
+    if rows:
+        conn.execute(insert(dedup_bands), rows)
 
 
 def count_anchors(conn: Connection, clean: CleanEntry, site: int | None, now: datetime) -> None:
     """A new story: each of its anchors has been seen in one more story of its site."""
-    fp = clean.fingerprint
-    if fp is None or not fp.anchors or site is None:
+    count_anchors_many(conn, [(clean, site)], now)
+
+
+def count_anchors_many(
+    conn: Connection, new_stories: Sequence[tuple[CleanEntry, int | None]], now: datetime
+) -> None:
+    """Several new stories at once: counts are summed per (site, anchor) first, so one
+    statement never touches a row twice."""
+    counts: Counter[tuple[int, int]] = Counter()
+    for clean, site in new_stories:
+        fp = clean.fingerprint
+        if fp is None or site is None:
+            continue
+        for anchor in set(fp.anchors):
+            counts[(site, anchor)] += 1
+    if not counts:
         return
-    rows = [{"site": site, "shingle": a, "df": 1, "last_seen_at": now} for a in fp.anchors]
+    rows = [
+        {"site": site, "shingle": anchor, "df": n, "last_seen_at": now}
+        for (site, anchor), n in sorted(counts.items())
+    ]
     dialect_insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
     statement = dialect_insert(dedup_shingles)
     statement = statement.on_conflict_do_update(
         index_elements=[dedup_shingles.c.site, dedup_shingles.c.shingle],
-        set_={"df": dedup_shingles.c.df + 1, "last_seen_at": statement.excluded.last_seen_at},
+        set_={
+            "df": dedup_shingles.c.df + statement.excluded.df,
+            "last_seen_at": statement.excluded.last_seen_at,
+        },
     )
     conn.execute(statement, rows)
+
+
+def _urls(clean: CleanEntry) -> set[str]:
+    return {u for u in (clean.canonical_url, clean.page_canonical_url) if u}
+
+
+def _bands(clean: CleanEntry) -> set[int]:
+    return set(clean.fingerprint.bands) if clean.fingerprint is not None else set()
+
+
+def prefetch_hits(conn: Connection, entries: Sequence[CleanEntry], since: datetime) -> set[int]:
+    """Indexes of the entries that share a canonical URL or an LSH band with a stored item
+    of the window: a superset of the entries ``candidates`` would find anything for.
+    Three queries for a whole poll instead of three per entry; the others are new stories
+    for certain and are written in bulk."""
+    by_url: dict[str, list[int]] = {}
+    by_band: dict[int, list[int]] = {}
+    for index, clean in enumerate(entries):
+        for url in _urls(clean):
+            by_url.setdefault(url, []).append(index)
+        for band in _bands(clean):
+            by_band.setdefault(band, []).append(index)
+    hits: set[int] = set()
+    urls = sorted(by_url)
+    for column in (items.c.canonical_url, items.c.page_canonical_url) if urls else ():
+        for start in range(0, len(urls), 500):
+            rows = conn.execute(
+                select(column, items.c.first_seen_at, items.c.story_id).where(
+                    column.in_(urls[start : start + 500])
+                )
+            )
+            for row in rows:
+                if row.story_id is not None and row.first_seen_at >= since:
+                    hits.update(by_url[row[0]])
+    bands = sorted(by_band)
+    for start in range(0, len(bands), 500):
+        band_rows = conn.execute(
+            select(dedup_bands.c.band)
+            .where(
+                dedup_bands.c.band.in_(bands[start : start + 500]),
+                dedup_bands.c.first_seen_at >= since,
+            )
+            .distinct()
+        )
+        for (band,) in band_rows:
+            hits.update(by_band[band])
+    return hits
+
+
+class BatchIndex:
+    """URLs and bands of the items stored earlier in the same poll (not yet visible to
+    ``prefetch_hits``)."""
+
+    def __init__(self) -> None:
+        self.urls: set[str] = set()
+        self.bands: set[int] = set()
+
+    def matches(self, clean: CleanEntry) -> bool:
+        return bool(_urls(clean) & self.urls or _bands(clean) & self.bands)
+
+    def add(self, clean: CleanEntry) -> None:
+        self.urls |= _urls(clean)
+        self.bands |= _bands(clean)
 
 
 def refresh_story(conn: Connection, story_id: int) -> None:
