@@ -150,9 +150,7 @@ def index_item(conn: Connection, item_id: int, clean: CleanEntry, now: datetime)
     index_items(conn, [(item_id, clean)], now)
 
 
-def index_items(
-    conn: Connection, indexed: Sequence[tuple[int, CleanEntry]], now: datetime
-) -> None:
+def index_items(conn: Connection, indexed: Sequence[tuple[int, CleanEntry]], now: datetime) -> None:
     """The LSH band rows of several new items, in one executemany."""
     rows = [
         {"band": b, "first_seen_at": now, "item_id": item_id}
