@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 import time
 
@@ -69,10 +70,12 @@ def main() -> None:
         out.update(update(reader, args.workers, scheduled=False))
         out["update_s"] = round(time.perf_counter() - imported, 3)
     else:
-        per_feed: dict[str, int] = {}
-        for feed in reader.get_feeds():
-            per_feed[feed.url] = reader.get_entry_counts(feed=feed).total
+        # per feed straight from reader's SQLite file (get_entry_counts(feed=…) per feed
+        # takes minutes for 2000 feeds); the API's total is the cross-check
+        with sqlite3.connect(args.db) as conn:
+            per_feed = dict(conn.execute("SELECT feed, COUNT(*) FROM entries GROUP BY feed"))
         out["entries"] = sum(per_feed.values())
+        out["entries_api"] = reader.get_entry_counts().total
         out["feeds"] = len(per_feed)
         out["broken_feeds"] = sum(1 for f in reader.get_feeds() if f.last_exception)
         out["per_feed"] = per_feed

@@ -501,7 +501,13 @@ def main(argv: list[str] | None = None) -> None:
         "--sample-pages", type=int, default=1000, help="pages for trafilatura's rate"
     )
     parser.add_argument("--timeout", type=float, default=3600.0, help="per run of ours (s)")
+    parser.add_argument(
+        "--table-from", type=Path, default=None, help="print the table of a results JSON and exit"
+    )
     args = parser.parse_args(argv)
+    if args.table_from:
+        print(build_table(json.loads(args.table_from.read_text()))[0])
+        return
     # SIGTERM (and SIGINT, even when a non-interactive shell ignores it) end the run cleanly:
     # the running measurement kills its process tree, serve() stops nginx and the proxy
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -64,6 +64,7 @@ class Case:
     items: int = 0
     items_per_s: float = 0.0
     stories: int = 0
+    article_items: int = 0  # items whose text came from the article page (full mode)
     failed_feeds: int = 0
     requests_max_per_feed: int = 0
     feeds_requested: int = 0
@@ -88,6 +89,7 @@ class Case:
     warm_lease_share: float = 0.0
     db: dict[str, Any] = field(default_factory=dict)
     timed_out: bool = False
+    saves: int = 0  # save_poll calls: more than the feeds means some feed was polled twice
     deadlocks: int = 0  # polls lost to "deadlock detected" (PostgreSQL), from the daemon logs
 
 
@@ -301,6 +303,9 @@ def run_case(
         case.items = int(db.scalar("SELECT count(*) FROM items"))
         case.items_per_s = round(case.items / case.cycle_s, 1)
         case.stories = int(db.scalar("SELECT count(*) FROM stories"))
+        case.article_items = int(
+            db.scalar("SELECT count(*) FROM items WHERE text_source = 'article'")
+        )
         case.failed_feeds = int(db.scalar("SELECT count(*) FROM feeds WHERE error_count > 0"))
         if before:
             case.db = {k: after[k] - before[k] for k in after}
@@ -384,6 +389,7 @@ def _lease_figures(
                 warm_claim_s += seconds
         case.renewals += int(stats["renew_leases"]["calls"])
         save_s += stats["save_poll"]["seconds"] + stats["record_poll"]["seconds"]
+        case.saves += int(stats["save_poll"]["calls"])
         case.claimed_per_daemon.append(int(stats["claim_feeds"]["rows"]))
     lease_s += claim_s
     case.lease_s_per_daemon = round(lease_s / daemons, 3)
