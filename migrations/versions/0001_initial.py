@@ -70,9 +70,7 @@ def upgrade() -> None:
     op.create_table(
         "items",
         sa.Column("id", BigId, primary_key=True),
-        sa.Column(
-            "feed_id", BigId, sa.ForeignKey("feeds.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("feed_id", BigId, sa.ForeignKey("feeds.id", ondelete="CASCADE"), nullable=False),
         sa.Column("entry_key", sa.Text, nullable=False),
         sa.Column("guid", sa.Text),
         sa.Column("url", sa.Text),

@@ -306,7 +306,10 @@ def decide_story(
     """
     verdicts: list[_Verdict] = []
     for candidate in candidates:
-        shingles = shingle_hashes(candidate.text) if candidate.text else []
+        if candidate.shingles is not None:
+            shingles: Sequence[int] = candidate.shingles
+        else:
+            shingles = shingle_hashes(candidate.text) if candidate.text else []
         verdict = _judge(clean, candidate, shingles, common)
         if verdict is not None:
             verdicts.append(verdict)

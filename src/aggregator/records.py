@@ -190,6 +190,7 @@ class StoryCandidate:
     url: str | None = None
     first_seen_at: datetime | None = None
     band_matches: int = 0  # LSH bands shared with the new item (0: found by URL only)
+    shingles: tuple[int, ...] | None = None  # stored shingle hashes of ``text`` (None: recompute)
 
 
 @dataclass(frozen=True)

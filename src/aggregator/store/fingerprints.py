@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import hashlib
+from array import array
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -105,6 +106,7 @@ def candidates(conn: Connection, clean: CleanEntry, since: datetime) -> list[Sto
             items.c.text,
             items.c.url,
             items.c.first_seen_at,
+            items.c.shingles,
         ).where(items.c.id.in_(list(found)), items.c.story_id.is_not(None))
     )
     result = [
@@ -118,6 +120,7 @@ def candidates(conn: Connection, clean: CleanEntry, since: datetime) -> list[Sto
             url=r.url,
             first_seen_at=r.first_seen_at,
             band_matches=found[r.id],
+            shingles=tuple(array("q", r.shingles)) if r.shingles is not None else None,
         )
         for r in rows
     ]

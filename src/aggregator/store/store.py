@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from array import array
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -724,6 +725,11 @@ def _item_values(clean: CleanEntry) -> dict[str, Any]:
         "language": article.language if article else None,
         "image_url": entry.image or (article.image if article else None),
         "content_hash": clean.content_hash,
+        # the shingles of THIS text (None when it changed and was not fingerprinted again:
+        # dedup then recomputes them from the text)
+        "shingles": (
+            array("q", clean.fingerprint.shingles).tobytes() if clean.fingerprint else None
+        ),
     }
 
 

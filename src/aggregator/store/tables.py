@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -138,6 +139,7 @@ items = Table(
     Column("first_seen_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("page_canonical_url", Text),  # the page's rel=canonical / og:url (0003)
+    Column("shingles", LargeBinary),  # the text's shingle hashes, int64 native order (0004)
     Column("dedup_item_id", BigId),  # the item a merge decision matched (0003)
     UniqueConstraint("feed_id", "entry_key", name="uq_items_feed_entry"),
     Index("ix_items_canonical_url", "canonical_url"),
