@@ -248,19 +248,26 @@ def prefetch_hits(conn: Connection, entries: Sequence[CleanEntry], since: dateti
 
 
 class BatchIndex:
-    """URLs and bands of the items stored earlier in the same poll (not yet visible to
-    ``prefetch_hits``)."""
+    """URLs, bands and (site, anchor) pairs of entries of the same poll that
+    ``prefetch_hits`` could not see: an entry matching none of them finds exactly the same
+    candidates, and the same anchor counts, whether those entries are written yet or not."""
 
     def __init__(self) -> None:
         self.urls: set[str] = set()
         self.bands: set[int] = set()
+        self.anchors: set[int] = set()  # of any site: a candidate's site counts too
 
-    def matches(self, clean: CleanEntry) -> bool:
-        return bool(_urls(clean) & self.urls or _bands(clean) & self.bands)
+    def matches(self, clean: CleanEntry, *, anchors: bool = False) -> bool:
+        if _urls(clean) & self.urls or _bands(clean) & self.bands:
+            return True
+        fp = clean.fingerprint
+        return bool(anchors and fp is not None and not self.anchors.isdisjoint(fp.anchors))
 
     def add(self, clean: CleanEntry) -> None:
         self.urls |= _urls(clean)
         self.bands |= _bands(clean)
+        if clean.fingerprint is not None:
+            self.anchors.update(clean.fingerprint.anchors)
 
 
 def refresh_story(conn: Connection, story_id: int) -> None:

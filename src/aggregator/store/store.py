@@ -411,20 +411,24 @@ class Store:
                 # for certain and are written in bulk. The others go through the full
                 # per-item decision below, after the bulk rows before them are written.
                 hits = fingerprints.prefetch_hits(conn, todo, now - window)
-                batch = fingerprints.BatchIndex()
+                batch = fingerprints.BatchIndex()  # every earlier entry of this poll
+                unwritten = fingerprints.BatchIndex()  # those of them still in `pending`
                 pending: list[tuple[CleanEntry, int | None]] = []
                 for index, clean in enumerate(todo):
                     site = fingerprints.site_key(clean.entry.link or feed_url)
                     if index not in hits and not batch.matches(clean):
                         pending.append((clean, site))
                         batch.add(clean)
+                        unwritten.add(clean)
                         continue
                     batch.add(clean)
-                    if pending:
+                    if unwritten.matches(clean, anchors=True):
+                        # it could find (or count anchors of) an unwritten entry: write them
                         self._write_new_stories(conn, feed_id, pending, now)
                         new_items += len(pending)
                         new_stories += len(pending)
                         pending = []
+                        unwritten = fingerprints.BatchIndex()
                     candidates = self._candidates(conn, clean, now - window)
                     common = (
                         fingerprints.common_anchors(conn, clean, candidates, site)
@@ -438,10 +442,11 @@ class Store:
                     )
                     story_id = decision.story_id
                     if story_id is None:
-                        story_id = self._new_story(conn, clean, now)
-                        new_stories += 1
-                    else:
-                        merged += 1
+                        # a new story after all: written in bulk like the certain ones
+                        pending.append((clean, site))
+                        unwritten.add(clean)
+                        continue
+                    merged += 1
                     item_id = conn.execute(
                         insert(items)
                         .values(
