@@ -10,6 +10,8 @@ import email.utils
 import itertools
 from datetime import UTC, datetime, timedelta
 
+from .records import DORMANT_DAYS
+
 JITTER = 0.1  # ±10 % of the interval
 MAX_BACKOFF = 24 * 3600.0
 MAX_RETRY_AFTER = 7 * 24 * 3600.0
@@ -92,7 +94,7 @@ def is_due(
     return next_check_at is None or next_check_at <= now
 
 
-DORMANT_AFTER = 30 * 86400.0  # continuous 404s before a feed becomes dormant
+DORMANT_AFTER = DORMANT_DAYS * 86400.0  # continuous 404s before a feed becomes dormant
 DORMANT_PROBE = 7 * 86400.0  # a dormant feed is probed once a week
 REDIRECT_CONFIRMATIONS = 3
 REDIRECT_SPACING = 86400.0

@@ -221,6 +221,39 @@ class PollOutcome:
     skipped: str | None = None  # why it was not polled (hold, retired)
 
 
+DORMANT_DAYS = 30  # continuous 404s before a feed is only probed weekly (policy.py)
+
+
+def feed_state(
+    now: datetime,
+    *,
+    removed: bool,
+    disabled_reason: str | None,
+    enabled: bool,
+    hold_until: datetime | None,
+    error_count: int,
+    last_polled_at: datetime | None,
+    not_found_since: datetime | None = None,
+) -> str:
+    """The one name operators see for a feed's state (``feeds list``, ``/metrics``):
+    removed, retired, disabled, held, dormant, failing, pending or ok."""
+    if removed:
+        return "removed"
+    if disabled_reason:
+        return "retired"
+    if not enabled:
+        return "disabled"
+    if hold_until is not None and hold_until > now:
+        return "held"
+    if not_found_since is not None and (now - not_found_since).days >= DORMANT_DAYS:
+        return "dormant"
+    if error_count:
+        return "failing"
+    if last_polled_at is None:
+        return "pending"
+    return "ok"
+
+
 @dataclass(frozen=True)
 class FeedUpdate:
     """Everything a poll decided about its feed, written with its items in one transaction."""

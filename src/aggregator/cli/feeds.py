@@ -17,6 +17,7 @@ from ..config import DEFAULT_CONFIG, ENV_CONFIG, parse_config
 from ..errors import ConfigError, ParseError
 from ..feedsfile import add_subscriptions
 from ..opml import read_opml, write_opml
+from ..records import feed_state
 from .common import (
     ConfigOpt,
     DatabaseOpt,
@@ -53,20 +54,16 @@ def feeds_list(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
         table.add_column(column, overflow="fold")
     now = datetime.now(UTC)
     for row in rows:
-        if row.removed:
-            state = "removed"
-        elif row.disabled_reason:
-            state = "retired"
-        elif not row.enabled:
-            state = "disabled"
-        elif row.hold_until and row.hold_until > now:
-            state = "held"
-        elif row.not_found_since and (now - row.not_found_since).days >= 30:
-            state = "dormant"
-        elif row.error_count:
-            state = "failing"
-        else:
-            state = "ok"
+        state = feed_state(
+            now,
+            removed=row.removed,
+            disabled_reason=row.disabled_reason,
+            enabled=row.enabled,
+            hold_until=row.hold_until,
+            error_count=row.error_count,
+            last_polled_at=row.last_polled_at,
+            not_found_since=row.not_found_since,
+        )
         table.add_row(
             str(row.id),
             row.url,

@@ -40,6 +40,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StoreError
+from ..records import feed_state
 from .store import Store, _short
 from .tables import feeds, items, stories
 
@@ -148,6 +149,7 @@ class FeedInfo:
     error_count: int
     last_polled_at: datetime | None
     last_success_at: datetime | None
+    not_found_since: datetime | None = None
 
 
 def fts5_query(search: str) -> str | None:
@@ -257,6 +259,7 @@ class Queries:
                 error_count=r["error_count"],
                 last_polled_at=r["last_polled_at"],
                 last_success_at=r["last_success_at"],
+                not_found_since=r["not_found_since"],
             )
             for r in rows
         ]
@@ -296,23 +299,19 @@ class Queries:
     def feed_state_counts(self, now: datetime) -> dict[str, int]:
         """Feeds by state: ok, failing, held, retired, disabled, removed, pending."""
         counts = dict.fromkeys(
-            ("ok", "failing", "held", "retired", "disabled", "removed", "pending"), 0
+            ("ok", "failing", "dormant", "held", "retired", "disabled", "removed", "pending"), 0
         )
         for feed in self.feeds():
-            if feed.removed:
-                state = "removed"
-            elif feed.disabled_reason:
-                state = "retired"
-            elif not feed.enabled:
-                state = "disabled"
-            elif feed.hold_until is not None and feed.hold_until > now:
-                state = "held"
-            elif feed.error_count:
-                state = "failing"
-            elif feed.last_polled_at is None:
-                state = "pending"
-            else:
-                state = "ok"
+            state = feed_state(
+                now,
+                removed=feed.removed,
+                disabled_reason=feed.disabled_reason,
+                enabled=feed.enabled,
+                hold_until=feed.hold_until,
+                error_count=feed.error_count,
+                last_polled_at=feed.last_polled_at,
+                not_found_since=feed.not_found_since,
+            )
             counts[state] += 1
         return counts
 
