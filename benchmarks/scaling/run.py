@@ -409,7 +409,7 @@ def _lease_figures(
 def table(cases: list[Case]) -> str:
     head = (
         f"{'db':8} {'mode':5} {'daemons':>7} {'feeds':>5} {'start s':>7} {'cycle s':>7} "
-        f"{'feeds/s':>7} {'items':>6} {'items/s':>7} {'failed':>6} {'max req':>7} "
+        f"{'feeds/s':>7} {'items':>6} {'items/s':>7} {'failed':>6} {'max 200':>7} "
         f"{'CPU s':>6} {'DB CPU':>6} {'claims':>6} {'claim ms':>8} {'lease %':>7} {'(no lock wait)':>14} "
         f"{'warm s':>6} {'304s':>5} {'warm f/s':>8} {'warm claim %':>12} claimed per daemon"
     )
