@@ -324,6 +324,9 @@ class Daemon:
         self.runner: Runner | None = None
         self._db_failures = 0
         self._db_retry_at = 0.0
+        self._tick_lock = asyncio.Lock()
+        self._refill_pending = False
+        self._background: set[asyncio.Task[None]] = set()
 
     def _config_mtime(self) -> float | None:
         if self.config_path is None:
@@ -334,7 +337,28 @@ class Daemon:
             return None
 
     async def tick(self) -> None:
-        if self.stop_event.is_set() or self.runner is None:
+        if self.stop_event.is_set() or self.runner is None or self._tick_lock.locked():
+            return
+        async with self._tick_lock:
+            await self._tick()
+
+    def _refill(self) -> None:
+        """A poll finished: claim more work soon instead of waiting for the next tick
+        (completions within 50 ms share one claim)."""
+        if self._refill_pending or self.stop_event.is_set():
+            return
+        self._refill_pending = True
+
+        def run() -> None:
+            self._refill_pending = False
+            task = asyncio.ensure_future(self.tick())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+        asyncio.get_running_loop().call_later(0.05, run)
+
+    async def _tick(self) -> None:
+        if self.runner is None:
             return
         loop = asyncio.get_running_loop()
         if loop.time() < self._db_retry_at:
@@ -376,6 +400,7 @@ class Daemon:
     def _forget(self, feed_id: int) -> Callable[[asyncio.Task[PollOutcome | None]], None]:
         def done(_task: asyncio.Task[PollOutcome | None]) -> None:
             self.inflight.pop(feed_id, None)
+            self._refill()
 
         return done
 

@@ -52,6 +52,9 @@ def lock(conn: Connection, entries: Sequence[CleanEntry]) -> None:
     if conn.dialect.name != "postgresql" or not entries:
         return
     bands = sorted({b for c in entries if c.fingerprint for b in c.fingerprint.bands})
+    # the sites too: two polls of one site upsert the same anchor-count rows, in orders
+    # that could deadlock; with the site locked they take turns
+    bands += sorted({s for c in entries if (s := site_key(c.entry.link)) is not None})
     urls = sorted({u for c in entries for u in (c.canonical_url, c.page_canonical_url) if u})
     if not bands and not urls:
         return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from array import array
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -99,7 +99,11 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        self._write_lock = threading.Lock()
+        # SQLite has one writer: queue this process's writers here rather than on the
+        # busy timeout. PostgreSQL takes concurrent writers (row locks, advisory locks).
+        self._write_lock: AbstractContextManager[object] = (
+            threading.Lock() if self.dialect == "sqlite" else nullcontext()
+        )
 
     # ---- lifecycle -----------------------------------------------------------------
     def close(self) -> None:
@@ -369,6 +373,29 @@ class Store:
         return found
 
     def save_poll(
+        self,
+        feed_id: int,
+        update_: FeedUpdate,
+        new: Sequence[CleanEntry] = (),
+        changed: Sequence[tuple[int, CleanEntry]] = (),
+        decide: Decide | None = None,
+        *,
+        dedup_window: float = DEDUP_WINDOW,
+    ) -> SaveResult:
+        """Write a poll (see ``_save_poll``); a transaction PostgreSQL aborted as a deadlock
+        or serialization victim is retried at once, up to three times."""
+        for attempt in range(3):
+            try:
+                return self._save_poll(
+                    feed_id, update_, new, changed, decide, dedup_window=dedup_window
+                )
+            except StoreError as exc:
+                cause = getattr(exc.__cause__, "orig", None)
+                if getattr(cause, "sqlstate", None) not in ("40P01", "40001") or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _save_poll(
         self,
         feed_id: int,
         update_: FeedUpdate,

@@ -96,6 +96,7 @@ feeds = Table(
     Column("removed_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_feeds_next_check_at", "next_check_at"),
+    # ix_feeds_due (next_check_at NULLS FIRST, id): migration 0005, dialect-specific
     Index("ix_feeds_host", "host"),
 )
 
