@@ -9,7 +9,6 @@ layer must stay safe on its own.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import uuid
@@ -23,12 +22,11 @@ import pytest
 import yaml
 from sqlalchemy import create_engine, text
 
-from aggregator.config import load_config
-from aggregator.scheduler import Runner, RunSummary, utcnow
-from aggregator.store import open_store
+from aggregator.scheduler import RunSummary, utcnow
 from builders import rss
 from conftest import _pg_available
 from httpserver import FixtureServer
+from ingest import run_once
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=test"
 
@@ -54,25 +52,6 @@ class World:
     between: datetime  # after round 1, before round 2
     round1: RunSummary
     round2: RunSummary
-
-
-def run_once(config_path: Path, db_url: str) -> RunSummary:
-    config = load_config(config_path, db_url)
-    store = open_store(config.database_url)
-    store.upgrade()
-
-    async def go() -> RunSummary:
-        await asyncio.to_thread(store.sync_feeds, config.feeds, utcnow())
-        runner = Runner(config, store)
-        try:
-            return await runner.run_once()
-        finally:
-            await runner.close()
-
-    try:
-        return asyncio.run(go())
-    finally:
-        store.close()
 
 
 def _item(server: FixtureServer, guid: str, title: str, path: str, body: str) -> dict[str, str]:

@@ -2,46 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from aggregator.config import load_config
-from aggregator.scheduler import Runner, RunSummary, utcnow
-from aggregator.store import open_store
 from builders import article_page, paragraph, rss
 from conftest import DATA, write_config
 from httpserver import FixtureServer
-
-
-def run_once(config_path: Path, db_url: str) -> RunSummary:
-    config = load_config(config_path, db_url)
-    store = open_store(config.database_url)
-    store.upgrade()
-
-    async def go() -> RunSummary:
-        await asyncio.to_thread(store.sync_feeds, config.feeds, utcnow())
-        runner = Runner(config, store)
-        try:
-            return await runner.run_once()
-        finally:
-            await runner.close()
-
-    try:
-        return asyncio.run(go())
-    finally:
-        store.close()
-
-
-def rows(db_url: str, sql: str) -> list[tuple[object, ...]]:
-    engine = create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql))]
-    finally:
-        engine.dispose()
+from ingest import rows, run_once
 
 
 def news_site(server: FixtureServer, prefix: str, count: int) -> str:

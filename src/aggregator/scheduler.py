@@ -297,6 +297,22 @@ class Runner:
         return summary
 
 
+async def run_once(
+    config: Config,
+    store: Store,
+    on_start: Callable[[int], None] | None = None,
+    on_done: Callable[[PollOutcome], None] | None = None,
+) -> RunSummary:
+    """``aggregator run --once``: make the feeds table match the config, then poll every
+    enabled feed once (see ``Runner.run_once``)."""
+    await asyncio.to_thread(store.sync_feeds, config.feeds, utcnow())
+    runner = Runner(config, store)
+    try:
+        return await runner.run_once(on_start, on_done)
+    finally:
+        await runner.close()
+
+
 class Daemon:
     """``aggregator run``: polls due feeds until SIGTERM/SIGINT."""
 

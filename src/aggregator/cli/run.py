@@ -17,7 +17,7 @@ from ..config import DEFAULT_CONFIG, DEFAULT_DATABASE_URL, ENV_DATABASE_URL, Con
 from ..errors import ConfigError, StoreError
 from ..logs import setup_logging
 from ..records import PollOutcome
-from ..scheduler import Daemon, Runner, RunSummary
+from ..scheduler import Daemon, RunSummary, run_once
 from ..store import Store, redact_url
 from .common import (
     ConfigOpt,
@@ -66,33 +66,26 @@ def run(
 
 
 async def _run_once(cfg: Config, store: Store, interactive: bool) -> RunSummary:
-    from ..scheduler import utcnow
+    if not interactive:
+        return await run_once(cfg, store)
+    with Progress(
+        TextColumn("[bold]polling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[last]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("poll", total=0, last="")
 
-    await asyncio.to_thread(store.sync_feeds, cfg.feeds, utcnow())
-    runner = Runner(cfg, store)
-    try:
-        if not interactive:
-            return await runner.run_once()
-        with Progress(
-            TextColumn("[bold]polling"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[last]}"),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        ) as progress:
-            task = progress.add_task("poll", total=0, last="")
+        def started(n: int) -> None:
+            progress.update(task, total=n)
 
-            def started(n: int) -> None:
-                progress.update(task, total=n)
+        def done(outcome: PollOutcome) -> None:
+            progress.update(task, advance=1, last=outcome.feed_url[-50:])
 
-            def done(outcome: PollOutcome) -> None:
-                progress.update(task, advance=1, last=outcome.feed_url[-50:])
-
-            return await runner.run_once(started, done)
-    finally:
-        await runner.close()
+        return await run_once(cfg, store, started, done)
 
 
 def _print_summary(summary: RunSummary) -> None:
