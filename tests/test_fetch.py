@@ -166,3 +166,13 @@ def test_short_body_is_an_error(server: FixtureServer) -> None:
     server.add("/short", handler=short)
     with pytest.raises(FetchError):
         fetch(server.url("/short"))
+
+
+def test_gzip_file_without_content_encoding_is_decompressed_within_the_limit(
+    server: FixtureServer,
+) -> None:
+    server.add("/feed.xml.gz", gzip.compress(b"<rss>zipped</rss>"), content_type="application/gzip")
+    assert fetch(server.url("/feed.xml.gz")).body == b"<rss>zipped</rss>"
+    server.add("/bomb.gz", gzip.compress(b"\0" * 3_000_000), content_type="application/gzip")
+    with pytest.raises(TooLarge, match="once decompressed"):
+        fetch(server.url("/bomb.gz"), max_body_bytes=1_000_000)

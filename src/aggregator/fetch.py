@@ -20,6 +20,7 @@ import ipaddress
 import socket
 import ssl
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -92,6 +93,23 @@ def _aiohttp_transport(pool: httpx.Limits, ssl_context: ssl.SSLContext) -> httpx
         return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
     return AiohttpTransport(client=session, limits=pool, trust_env=False)
+
+
+def _gunzip(body: bytes, limit: int, url: str, status: int) -> bytes:
+    """Decompress a gzip body that no Content-Encoding announced, within ``limit`` bytes
+    (a bomb is cut off like any oversized body); not gzip after all: the body as it is."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        data = inflater.decompress(body, limit + 1)
+    except zlib.error:
+        return body
+    if len(data) > limit:
+        raise TooLarge(
+            f"response body larger than max_body_bytes ({limit} bytes) once decompressed",
+            url=url,
+            status=status,
+        )
+    return data
 
 
 def is_blocked_address(address: IPAddress, allowed: Sequence[IPNetwork] = ()) -> bool:
@@ -357,7 +375,11 @@ class Fetcher:
                         chunks.append(chunk)
                 self.bytes_downloaded += response.num_bytes_downloaded
                 resp_headers = {k.lower(): v for k, v in response.headers.items()}
-                return response.status_code, resp_headers, b"".join(chunks)
+                body = b"".join(chunks)
+                if body[:2] == b"\x1f\x8b":
+                    # a .gz file served without Content-Encoding (static servers do this)
+                    body = _gunzip(body, limit, url, response.status_code)
+                return response.status_code, resp_headers, body
             finally:
                 await response.aclose()
         except httpx.HTTPError as exc:
