@@ -18,11 +18,12 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -41,6 +42,7 @@ from .store.queries import Queries
 if TYPE_CHECKING:
     from .server import EmbeddedServer
 
+T = TypeVar("T")
 log = logging.getLogger("aggregator.daemon")
 SHUTDOWN_GRACE = 7.0  # seconds in-flight polls get to finish after SIGTERM
 
@@ -176,6 +178,7 @@ class Runner:
         self.specs = {spec.url: spec for spec in config.feeds}
         self._slots = asyncio.Semaphore(config.settings.concurrency)
         self.owner = worker_id()
+        self._lease_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leases")
         self.active: set[int] = set()  # feeds this worker holds a lease on and is polling
 
     def apply_config(self, config: Config) -> None:
@@ -203,8 +206,14 @@ class Runner:
     def lease_seconds(self) -> float:
         return self.config.settings.lease_seconds
 
+    async def _lease_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        # lease statements get a thread of their own: they must not queue behind saves in
+        # the default executor (a renewal that waits can let a lease lapse mid-poll)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._lease_thread, partial(fn, *args, **kwargs))
+
     async def claim(self, limit: int, *, force: bool = False) -> list[FeedState]:
-        return await asyncio.to_thread(
+        return await self._lease_call(
             self.store.claim_feeds,
             self.owner,
             utcnow(),
@@ -220,7 +229,7 @@ class Runner:
             if not self.active:
                 continue
             try:
-                await asyncio.to_thread(
+                await self._lease_call(
                     self.store.renew_leases,
                     self.owner,
                     sorted(self.active),
@@ -255,6 +264,7 @@ class Runner:
             log.warning("could not release leases: %s", exc, extra={"event": "lease_error"})
 
     async def close(self) -> None:
+        self._lease_thread.shutdown(wait=False)
         await self.fetcher.aclose()
         if self._own_pool:
             self.pool.shutdown(wait=False, cancel_futures=True)
