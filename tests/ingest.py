@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from sqlalchemy import create_engine, text
@@ -30,3 +33,20 @@ def rows(db_url: str, sql: str) -> list[tuple[object, ...]]:
             return [tuple(r) for r in conn.execute(text(sql))]
     finally:
         engine.dispose()
+
+
+def aggregator(
+    *args: str, cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the real command line in a child process, without the caller's AGGREGATOR_*
+    environment, wide enough that tables are not folded."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
+    env["COLUMNS"] = "200"
+    return subprocess.run(
+        [sys.executable, "-m", "aggregator", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

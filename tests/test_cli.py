@@ -16,19 +16,7 @@ from sqlalchemy import create_engine, text
 from builders import article_page, rss
 from conftest import write_config
 from httpserver import FixtureServer
-
-
-def aggregator(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
-    env["COLUMNS"] = "200"
-    return subprocess.run(
-        [sys.executable, "-m", "aggregator", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from ingest import aggregator
 
 
 def count(db: Path, sql: str) -> int:

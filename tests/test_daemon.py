@@ -21,6 +21,7 @@ from sqlalchemy import create_engine, text
 
 from builders import article_page, rss
 from httpserver import FixtureServer
+from ingest import aggregator
 
 pytestmark = pytest.mark.slow
 
@@ -207,24 +208,9 @@ def test_kill_9_mid_poll_leaves_no_partial_feed(server: FixtureServer, tmp_path:
     interrupted = [u for u, c in counts.items() if c == 0]
     assert interrupted, "the kill came too late to interrupt anything"
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
     server.clear()
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "aggregator",
-            "run",
-            "--once",
-            "--config",
-            str(cfg),
-            "--database",
-            f"sqlite:///{db}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
+    result = aggregator(
+        "run", "--once", "--config", str(cfg), "--database", f"sqlite:///{db}", timeout=180
     )
     assert result.returncode == 0, result.stderr
     after = dict(
@@ -268,23 +254,8 @@ def test_per_host_limits_are_kept(server: FixtureServer, tmp_path: Path) -> None
     url = server.add("/pf.xml", rss("p", items))
     cfg, db = tmp_path / "feeds.yaml", tmp_path / "d.db"
     write(cfg, [{"url": url}], per_host_concurrency=2, per_host_delay="0.5s")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "aggregator",
-            "run",
-            "--once",
-            "--config",
-            str(cfg),
-            "--database",
-            f"sqlite:///{db}",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = aggregator(
+        "run", "--once", "--config", str(cfg), "--database", f"sqlite:///{db}", timeout=120
     )
     assert result.returncode == 0, result.stderr
     assert active[1] <= 2
