@@ -7,6 +7,7 @@ two different articles about one event.
 from __future__ import annotations
 
 import json
+import random
 import re
 from dataclasses import replace
 
@@ -296,3 +297,37 @@ def test_a_digest_of_two_articles_does_not_glue_their_stories() -> None:
         ],
     )
     assert decision.merge_story_ids == ()
+
+
+def _reference_counted(sequence: list[int], common: frozenset[int]) -> set[int]:
+    """The discount written plainly: a shingle is common when its nearest anchor in the
+    sequence (ties: the left one) is a common anchor."""
+    anchors = [i for i, h in enumerate(sequence) if dedup.is_anchor(h)]
+    flagged = set()
+    for i, h in enumerate(sequence):
+        if not anchors:
+            break
+        nearest = min(anchors, key=lambda a: (abs(a - i), a))
+        if sequence[nearest] in common:
+            flagged.add(h)
+    return set(sequence) - flagged
+
+
+def test_vectorized_compare_matches_the_plain_definition() -> None:
+    rnd = random.Random(8)
+    for _ in range(400):
+        pool = [
+            rnd.randrange(1 << 40) * dedup.ANCHOR_MODULUS
+            + (0 if rnd.random() < 0.2 else rnd.randrange(1, dedup.ANCHOR_MODULUS))
+            for _ in range(rnd.randrange(1, 60))
+        ]
+        a = [rnd.choice(pool) for _ in range(rnd.randrange(0, 90))]
+        b = [rnd.choice(pool) for _ in range(rnd.randrange(0, 90))]
+        anchors = sorted({h for h in pool if dedup.is_anchor(h)})
+        common = frozenset(rnd.sample(anchors, rnd.randrange(0, len(anchors) + 1)))
+        ca, cb = _reference_counted(a, common), _reference_counted(b, common)
+        match = dedup.compare(a, b, common)
+        shared = len(ca & cb)
+        assert match.shared == shared
+        expected = shared / min(len(ca), len(cb)) if ca and cb else 0.0
+        assert match.score == pytest.approx(expected)

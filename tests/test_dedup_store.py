@@ -349,3 +349,50 @@ def test_two_processes_ingesting_copies_at_once_leave_one_story(
     reasons = rows(db_url, "SELECT dedup_reason FROM items WHERE guid LIKE '%-copy' ORDER BY id")
     assert [r[0] for r in reasons] == ["new", "text"]
     assert rows(db_url, "SELECT count(*) FROM items") == [(2 + 2 * 12,)]
+
+
+def test_migration_0006_recomputes_every_stored_fingerprint(
+    server: FixtureServer, tmp_path: Path, db_url: str
+) -> None:
+    """Fingerprints written by the blake2b hashing of 0005 and before are recomputed from
+    the items' texts: shingles, LSH band rows (first-seen times kept), anchor counts."""
+    from aggregator import dedup
+    from aggregator.store.fingerprints import site_key
+
+    feed = publish(
+        server,
+        "a",
+        [
+            ("duvet", TITLES["duvet-gizmodo"], paragraphs("duvet-gizmodo")),
+            ("omar", TITLES["omar-thehill"], paragraphs("omar-thehill")),
+        ],
+    )
+    run_once(write_config(tmp_path / "feeds.yaml", [{"url": feed}]), db_url)
+    expected_bands = set(rows(db_url, "SELECT band, item_id FROM dedup_bands"))
+    expected_counts = set(rows(db_url, "SELECT site, shingle, df FROM dedup_shingles"))
+    assert len(expected_bands) >= 2 * 15 and expected_counts
+    store = open_store(db_url)
+    try:
+        store.downgrade("0005")
+        engine = create_engine(db_url)
+        with engine.begin() as conn:  # what the old hashing left behind
+            conn.execute(text("UPDATE items SET shingles = NULL"))
+            conn.execute(text("UPDATE dedup_bands SET band = band + 1"))
+            conn.execute(text("UPDATE dedup_shingles SET shingle = shingle + 1, df = 7"))
+        engine.dispose()
+        store.upgrade()
+    finally:
+        store.close()
+    assert set(rows(db_url, "SELECT band, item_id FROM dedup_bands")) == expected_bands
+    assert set(rows(db_url, "SELECT site, shingle, df FROM dedup_shingles")) == expected_counts
+    for text_, url, blob in rows(db_url, "SELECT text, url, shingles FROM items"):
+        fp = dedup.fingerprint(str(text_))
+        assert fp is not None and bytes(blob) == fp.shingles  # type: ignore[arg-type]
+        site = site_key(str(url))
+        assert {(site, a, 1) for a in fp.anchors} <= expected_counts
+    first_seen = rows(
+        db_url,
+        "SELECT count(*) FROM dedup_bands b JOIN items i ON i.id ="
+        " b.item_id WHERE b.first_seen_at = i.first_seen_at",
+    )
+    assert first_seen[0][0] == len(expected_bands)

@@ -157,7 +157,7 @@ class Article:
 class TextFingerprint:
     """Word-shingle fingerprint of a normalized text (see ``dedup.fingerprint``)."""
 
-    shingles: tuple[int, ...]  # 63-bit shingle hashes in text order (repeats kept)
+    shingles: bytes  # 63-bit shingle hashes in text order (repeats kept), packed '<i8'
     bands: tuple[int, ...]  # MinHash LSH band keys (63-bit), one per band
     anchors: tuple[int, ...]  # the distinct sampled shingles whose site frequency is tracked
 
@@ -190,7 +190,7 @@ class StoryCandidate:
     url: str | None = None
     first_seen_at: datetime | None = None
     band_matches: int = 0  # LSH bands shared with the new item (0: found by URL only)
-    shingles: tuple[int, ...] | None = None  # stored shingle hashes of ``text`` (None: recompute)
+    shingles: bytes | None = None  # stored shingle hashes of ``text``, packed (None: recompute)
 
 
 @dataclass(frozen=True)

@@ -16,16 +16,14 @@
 from __future__ import annotations
 
 import hashlib
-from array import array
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, delete, desc, func, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, Select, delete, desc, func, insert, select, text, update
 
 from ..records import CleanEntry, StoryCandidate, StoryDecision
 from .tables import dedup_bands, dedup_shingles, items, stories, story_merges
@@ -99,36 +97,38 @@ def candidates(conn: Connection, clean: CleanEntry, since: datetime) -> list[Sto
             found[r.item_id] = int(r.n)
     if not found:
         return []
-    rows = conn.execute(
-        select(
-            items.c.id,
-            items.c.story_id,
-            items.c.canonical_url,
-            items.c.page_canonical_url,
-            items.c.title,
-            items.c.text,
-            items.c.url,
-            items.c.first_seen_at,
-            items.c.shingles,
-        ).where(items.c.id.in_(list(found)), items.c.story_id.is_not(None))
-    )
-    result = [
-        StoryCandidate(
-            item_id=r.id,
-            story_id=r.story_id,
-            canonical_url=r.canonical_url,
-            title=r.title,
-            text=r.text,
-            page_canonical_url=r.page_canonical_url,
-            url=r.url,
-            first_seen_at=r.first_seen_at,
-            band_matches=found[r.id],
-            shingles=tuple(array("q", r.shingles)) if r.shingles is not None else None,
-        )
-        for r in rows
-    ]
+    result = [_candidate(r, found[r.id]) for r in conn.execute(_candidate_rows(list(found)))]
     result.sort(key=lambda c: (-c.band_matches, c.item_id))
     return result
+
+
+def _candidate_rows(ids: Sequence[int]) -> Select[Any]:
+    return select(
+        items.c.id,
+        items.c.story_id,
+        items.c.canonical_url,
+        items.c.page_canonical_url,
+        items.c.title,
+        items.c.text,
+        items.c.url,
+        items.c.first_seen_at,
+        items.c.shingles,
+    ).where(items.c.id.in_(ids), items.c.story_id.is_not(None))
+
+
+def _candidate(row: Any, band_matches: int) -> StoryCandidate:
+    return StoryCandidate(
+        item_id=row.id,
+        story_id=row.story_id,
+        canonical_url=row.canonical_url,
+        title=row.title,
+        text=row.text,
+        page_canonical_url=row.page_canonical_url,
+        url=row.url,
+        first_seen_at=row.first_seen_at,
+        band_matches=band_matches,
+        shingles=bytes(row.shingles) if row.shingles is not None else None,
+    )
 
 
 def common_anchors(
@@ -158,14 +158,32 @@ def index_item(conn: Connection, item_id: int, clean: CleanEntry, now: datetime)
 
 def index_items(conn: Connection, indexed: Sequence[tuple[int, CleanEntry]], now: datetime) -> None:
     """The LSH band rows of several new items, in one executemany."""
+    stamp = _bind_time(conn, now)
     rows = [
-        {"band": b, "first_seen_at": now, "item_id": item_id}
+        (b, stamp, item_id)
         for item_id, clean in indexed
         if clean.fingerprint is not None
         for b in sorted(set(clean.fingerprint.bands))
     ]
     if rows:
-        conn.execute(insert(dedup_bands), rows)
+        mark = _mark(conn)
+        conn.exec_driver_sql(
+            "INSERT INTO dedup_bands (band, first_seen_at, item_id)"
+            f" VALUES ({mark}, {mark}, {mark})",
+            rows,
+        )
+
+
+def _mark(conn: Connection) -> str:
+    """The driver's placeholder: these executemany statements go to the driver as they
+    are (SQLAlchemy's per-row parameter processing cost more than SQLite's inserts)."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
+def _bind_time(conn: Connection, value: datetime) -> Any:
+    """A time as the ``UTCDateTime`` columns store it on this database."""
+    processor = dedup_bands.c.first_seen_at.type.bind_processor(conn.dialect)
+    return processor(value) if processor is not None else value
 
 
 def count_anchors(conn: Connection, clean: CleanEntry, site: int | None, now: datetime) -> None:
@@ -187,20 +205,15 @@ def count_anchors_many(
             counts[(site, anchor)] += 1
     if not counts:
         return
-    rows = [
-        {"site": site, "shingle": anchor, "df": n, "last_seen_at": now}
-        for (site, anchor), n in sorted(counts.items())
-    ]
-    dialect_insert: Any = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    statement = dialect_insert(dedup_shingles)
-    statement = statement.on_conflict_do_update(
-        index_elements=[dedup_shingles.c.site, dedup_shingles.c.shingle],
-        set_={
-            "df": dedup_shingles.c.df + statement.excluded.df,
-            "last_seen_at": statement.excluded.last_seen_at,
-        },
+    stamp = _bind_time(conn, now)
+    rows = [(site, anchor, n, stamp) for (site, anchor), n in sorted(counts.items())]
+    mark = _mark(conn)
+    conn.exec_driver_sql(
+        "INSERT INTO dedup_shingles (site, shingle, df, last_seen_at)"
+        f" VALUES ({mark}, {mark}, {mark}, {mark}) ON CONFLICT (site, shingle) DO UPDATE"
+        " SET df = dedup_shingles.df + excluded.df, last_seen_at = excluded.last_seen_at",
+        rows,
     )
-    conn.execute(statement, rows)
 
 
 def _urls(clean: CleanEntry) -> set[str]:
@@ -211,48 +224,141 @@ def _bands(clean: CleanEntry) -> set[int]:
     return set(clean.fingerprint.bands) if clean.fingerprint is not None else set()
 
 
-def prefetch_hits(conn: Connection, entries: Sequence[CleanEntry], since: datetime) -> set[int]:
-    """Indexes of the entries that share a canonical URL or an LSH band with a stored item
-    of the window: a superset of the entries ``candidates`` would find anything for.
-    Three queries for a whole poll instead of three per entry; the others are new stories
-    for certain and are written in bulk."""
-    by_url: dict[str, list[int]] = {}
-    by_band: dict[int, list[int]] = {}
-    for index, clean in enumerate(entries):
-        for url in _urls(clean):
-            by_url.setdefault(url, []).append(index)
-        for band in _bands(clean):
-            by_band.setdefault(band, []).append(index)
-    hits: set[int] = set()
-    urls = sorted(by_url)
-    for column in (items.c.canonical_url, items.c.page_canonical_url) if urls else ():
-        for start in range(0, len(urls), 500):
-            rows = conn.execute(
-                select(column, items.c.first_seen_at, items.c.story_id).where(
-                    column.in_(urls[start : start + 500])
+def _url_candidates(rows: Sequence[Any], since: datetime) -> list[int]:
+    """Of the items sharing a URL column value (id, first_seen_at, story_id): the latest
+    50 by id, those of the window with a story, at most ``MAX_URL_CANDIDATES``."""
+    latest = sorted(rows, key=lambda r: r[0], reverse=True)[:50]
+    recent = [r[0] for r in latest if r[2] is not None and r[1] >= since]
+    return recent[:MAX_URL_CANDIDATES]
+
+
+def _band_candidates(counts: Counter[int]) -> list[tuple[int, int]]:
+    """(item id, shared bands), most shared bands first, then the latest."""
+    ranked = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
+    return ranked[:MAX_BAND_CANDIDATES]
+
+
+class Prefetch:
+    """What ``candidates`` and ``common_anchors`` would find for each entry of a poll,
+    read in a few queries for the whole poll before anything of it is written.
+
+    ``hits`` are the indexes of the entries that share a canonical URL or an LSH band with
+    a stored item of the window; the others are new stories for certain and are written in
+    bulk. The answers for an entry stay exact while nothing written since could change
+    them: no earlier entry of the poll shares a URL, a band or an anchor with it, and no
+    story was merged (``Store._save_poll`` checks both and asks again otherwise)."""
+
+    def __init__(self, entries: Sequence[CleanEntry], since: datetime) -> None:
+        self.entries = entries
+        self.since = since
+        self.hits: set[int] = set()
+        self._url_rows: dict[tuple[int, str], list[Any]] = {}  # (column, url) -> rows
+        self._band_items: dict[int, list[int]] = {}
+        self._rows: dict[int, StoryCandidate] = {}
+        self._common: set[tuple[int, int]] = set()  # (site, anchor) seen as boilerplate
+
+    def load(self, conn: Connection, sites: Sequence[int | None]) -> Prefetch:
+        by_url: dict[str, list[int]] = {}
+        by_band: dict[int, list[int]] = {}
+        for index, clean in enumerate(self.entries):
+            for url in _urls(clean):
+                by_url.setdefault(url, []).append(index)
+            for band in _bands(clean):
+                by_band.setdefault(band, []).append(index)
+        urls = sorted(by_url)
+        columns = (items.c.canonical_url, items.c.page_canonical_url) if urls else ()
+        for number, column in enumerate(columns):
+            for chunk in _chunks(urls):
+                rows = conn.execute(
+                    select(column, items.c.id, items.c.first_seen_at, items.c.story_id).where(
+                        column.in_(chunk)
+                    )
+                )
+                for row in rows:
+                    self._url_rows.setdefault((number, row[0]), []).append(tuple(row[1:]))
+                    if row.story_id is not None and row.first_seen_at >= self.since:
+                        self.hits.update(by_url[row[0]])
+        for chunk in _chunks(sorted(by_band)):
+            band_rows = conn.execute(
+                select(dedup_bands.c.band, dedup_bands.c.item_id).where(
+                    dedup_bands.c.band.in_(chunk), dedup_bands.c.first_seen_at >= self.since
                 )
             )
-            for row in rows:
-                if row.story_id is not None and row.first_seen_at >= since:
-                    hits.update(by_url[row[0]])
-    bands = sorted(by_band)
-    for start in range(0, len(bands), 500):
-        band_rows = conn.execute(
-            select(dedup_bands.c.band)
-            .where(
-                dedup_bands.c.band.in_(bands[start : start + 500]),
-                dedup_bands.c.first_seen_at >= since,
+            for band, item_id in band_rows:
+                self._band_items.setdefault(band, []).append(item_id)
+                self.hits.update(by_band[band])
+        if not self.hits:
+            return self
+        found = {i: self._found(self.entries[i]) for i in self.hits}
+        wanted = sorted({item_id for ids in found.values() for item_id in ids})
+        for chunk in _chunks(wanted):
+            for row in conn.execute(_candidate_rows(chunk)):
+                self._rows[row.id] = _candidate(row, 0)
+        anchor_sites = {site for i in self.hits if (site := sites[i]) is not None}
+        anchors: set[int] = set()
+        for i, ids in found.items():
+            fp = self.entries[i].fingerprint
+            if fp is None or not fp.anchors or not any(x in self._rows for x in ids):
+                continue
+            anchors.update(fp.anchors)
+            anchor_sites.update(
+                site for x in ids if x in self._rows and (site := site_key(self._rows[x].url))
             )
-            .distinct()
-        )
-        for (band,) in band_rows:
-            hits.update(by_band[band])
-    return hits
+        if anchors and anchor_sites:
+            site_list = sorted(anchor_sites)
+            for chunk in _chunks(sorted(anchors)):
+                for site, shingle in conn.execute(
+                    select(dedup_shingles.c.site, dedup_shingles.c.shingle).where(
+                        dedup_shingles.c.site.in_(site_list),
+                        dedup_shingles.c.shingle.in_(chunk),
+                        dedup_shingles.c.df >= COMMON_DF,
+                    )
+                ):
+                    self._common.add((int(site), int(shingle)))
+        return self
+
+    def _found(self, clean: CleanEntry) -> dict[int, int]:
+        """Candidate item ids of an entry and their shared bands (0: by URL), as
+        ``candidates`` ranks them (before dropping items without a story)."""
+        found: dict[int, int] = {}
+        urls = _urls(clean)
+        for number in (0, 1) if urls else ():
+            rows = [r for u in urls for r in self._url_rows.get((number, u), ())]
+            found.update((i, 0) for i in _url_candidates(rows, self.since))
+        counts: Counter[int] = Counter()
+        for band in _bands(clean):
+            counts.update(self._band_items.get(band, ()))
+        found.update(_band_candidates(counts))
+        return found
+
+    def candidates(self, clean: CleanEntry) -> list[StoryCandidate]:
+        result = [
+            replace(self._rows[item_id], band_matches=n)
+            for item_id, n in self._found(clean).items()
+            if item_id in self._rows
+        ]
+        result.sort(key=lambda c: (-c.band_matches, c.item_id))
+        return result
+
+    def common_anchors(
+        self, clean: CleanEntry, found: Sequence[StoryCandidate], site: int | None
+    ) -> frozenset[int]:
+        fp = clean.fingerprint
+        if fp is None or not fp.anchors or not found:
+            return frozenset()
+        sites = {site} | {site_key(c.url) for c in found}
+        sites.discard(None)
+        return frozenset(a for a in fp.anchors for s in sites if (s, a) in self._common)
+
+
+def _chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
 
 
 class BatchIndex:
     """URLs, bands and (site, anchor) pairs of entries of the same poll that
-    ``prefetch_hits`` could not see: an entry matching none of them finds exactly the same
+    ``Prefetch`` could not see: an entry matching none of them finds exactly the same
     candidates, and the same anchor counts, whether those entries are written yet or not."""
 
     def __init__(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from array import array
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -109,8 +108,16 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    def upgrade(self) -> None:
-        """Apply every Alembic migration (safe when several workers start at once)."""
+    def upgrade(self, revision: str = "head") -> None:
+        """Apply every Alembic migration up to ``revision`` (safe when several workers
+        start at once)."""
+        self._migrate("upgrade", revision)
+
+    def downgrade(self, revision: str) -> None:
+        """Undo the migrations after ``revision`` (for tests and rollbacks)."""
+        self._migrate("downgrade", revision)
+
+    def _migrate(self, direction: str, revision: str) -> None:
         from alembic import command
         from alembic.config import Config as AlembicConfig
 
@@ -126,7 +133,7 @@ class Store:
                     conn.commit()
                 try:
                     cfg.attributes["connection"] = conn
-                    command.upgrade(cfg, "head")
+                    getattr(command, direction)(cfg, revision)
                     conn.commit()
                 finally:
                     if self.dialect == "postgresql":
@@ -437,31 +444,39 @@ class Store:
                 # an earlier entry of this poll, can have no candidate: they are new stories
                 # for certain and are written in bulk. The others go through the full
                 # per-item decision below, after the bulk rows before them are written.
-                hits = fingerprints.prefetch_hits(conn, todo, now - window)
+                sites = [fingerprints.site_key(c.entry.link or feed_url) for c in todo]
+                prefetch = fingerprints.Prefetch(todo, now - window).load(conn, sites)
                 batch = fingerprints.BatchIndex()  # every earlier entry of this poll
                 unwritten = fingerprints.BatchIndex()  # those of them still in `pending`
                 pending: list[tuple[CleanEntry, int | None]] = []
+                merges = 0  # stories merged by this poll so far
                 for index, clean in enumerate(todo):
-                    site = fingerprints.site_key(clean.entry.link or feed_url)
-                    if index not in hits and not batch.matches(clean):
+                    site = sites[index]
+                    if index not in prefetch.hits and not batch.matches(clean):
                         pending.append((clean, site))
                         batch.add(clean)
                         unwritten.add(clean)
                         continue
+                    if not merges and not batch.matches(clean, anchors=True):
+                        # nothing written by this poll can change its candidates or its
+                        # site's boilerplate: the answers read for the whole poll hold
+                        candidates = prefetch.candidates(clean)
+                        common = prefetch.common_anchors(clean, candidates, site)
+                    else:
+                        if unwritten.matches(clean, anchors=True):
+                            # it could find (or count anchors of) an unwritten entry
+                            self._write_new_stories(conn, feed_id, pending, now)
+                            new_items += len(pending)
+                            new_stories += len(pending)
+                            pending = []
+                            unwritten = fingerprints.BatchIndex()
+                        candidates = self._candidates(conn, clean, now - window)
+                        common = (
+                            fingerprints.common_anchors(conn, clean, candidates, site)
+                            if candidates
+                            else frozenset()
+                        )
                     batch.add(clean)
-                    if unwritten.matches(clean, anchors=True):
-                        # it could find (or count anchors of) an unwritten entry: write them
-                        self._write_new_stories(conn, feed_id, pending, now)
-                        new_items += len(pending)
-                        new_stories += len(pending)
-                        pending = []
-                        unwritten = fingerprints.BatchIndex()
-                    candidates = self._candidates(conn, clean, now - window)
-                    common = (
-                        fingerprints.common_anchors(conn, clean, candidates, site)
-                        if candidates
-                        else frozenset()
-                    )
                     decision = (
                         decide(clean, candidates, common)
                         if decide is not None and candidates
@@ -498,6 +513,7 @@ class Store:
                         fingerprints.count_anchors(conn, clean, site, now)
                     elif decision.merge_story_ids:
                         fingerprints.merge_stories(conn, decision, item_id, now)
+                        merges += 1
                     else:
                         fingerprints.refresh_story(conn, story_id)
                     new_items += 1
@@ -759,9 +775,7 @@ def _item_values(clean: CleanEntry) -> dict[str, Any]:
         "content_hash": clean.content_hash,
         # the shingles of THIS text (None when it changed and was not fingerprinted again:
         # dedup then recomputes them from the text)
-        "shingles": (
-            array("q", clean.fingerprint.shingles).tobytes() if clean.fingerprint else None
-        ),
+        "shingles": (clean.fingerprint.shingles if clean.fingerprint else None),
     }
 
 
@@ -826,6 +840,7 @@ def open_store(url: str, *, pool_size: int = 5) -> Store:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA cache_size=-65536")  # KiB: 64 MiB of pages per connection
             cursor.close()
 
         @event.listens_for(engine, "begin")

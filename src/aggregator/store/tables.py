@@ -140,7 +140,7 @@ items = Table(
     Column("first_seen_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("page_canonical_url", Text),  # the page's rel=canonical / og:url (0003)
-    Column("shingles", LargeBinary),  # the text's shingle hashes, int64 native order (0004)
+    Column("shingles", LargeBinary),  # the text's shingle hashes, int64 little-endian (0004, 0006)
     Column("dedup_item_id", BigId),  # the item a merge decision matched (0003)
     UniqueConstraint("feed_id", "entry_key", name="uq_items_feed_entry"),
     Index("ix_items_canonical_url", "canonical_url"),
@@ -168,7 +168,6 @@ dedup_shingles = Table(
     Column("shingle", BigInteger, primary_key=True),
     Column("df", Integer, nullable=False),
     Column("last_seen_at", UTCDateTime, nullable=False),
-    Index("ix_dedup_shingles_last_seen_at", "last_seen_at"),
     sqlite_with_rowid=False,
 )
 
