@@ -396,3 +396,39 @@ def test_migration_0006_recomputes_every_stored_fingerprint(
         " b.item_id WHERE b.first_seen_at = i.first_seen_at",
     )
     assert first_seen[0][0] == len(expected_bands)
+
+
+def test_index_rows_store_times_as_the_items_do(tmp_path: Path, db_url: str) -> None:
+    """Band rows (written through the driver) keep ``first_seen_at`` exactly as the items
+    table does, also at a whole second, so the dedup window finds them: a copy saved by a
+    second poll one second later joins the first item's story."""
+    from datetime import UTC, datetime, timedelta
+
+    from aggregator import dedup
+    from aggregator.records import FeedUpdate
+    from test_dedup import entry
+
+    cfg = write_config(tmp_path / "feeds.yaml", [{"url": "http://127.0.0.1:9/a.xml"}])
+    config = load_config(cfg, db_url)
+    first = datetime(2026, 1, 5, 8, 0, 0, tzinfo=UTC)  # microsecond 0
+    store = open_store(db_url)
+    try:
+        store.upgrade()
+        store.sync_feeds(config.feeds, first)
+        feed_id = store.list_feeds()[0].id
+        text_ = body_text = "\n".join(paragraphs("duvet-gizmodo"))
+        for n, polled in enumerate((first, first + timedelta(seconds=1))):
+            update = FeedUpdate(polled_at=polled, status=200, ok=True, next_check_at=polled)
+            clean = entry(text_, TITLES["duvet-gizmodo"], f"http://127.0.0.{n + 2}/duvet")
+            store.save_poll(feed_id, update, [clean], decide=dedup.decide_story)
+            text_ = body_text + "\nThis story was updated."
+    finally:
+        store.close()
+    assert rows(
+        db_url,
+        "SELECT count(*) FROM dedup_bands b JOIN items i ON i.id = b.item_id"
+        " WHERE b.first_seen_at <> i.first_seen_at",
+    ) == [(0,)]
+    reasons = rows(db_url, "SELECT dedup_reason FROM items ORDER BY id")
+    assert reasons == [("new",), ("text",)]
+    assert rows(db_url, "SELECT count(DISTINCT story_id) FROM items") == [(1,)]

@@ -182,7 +182,8 @@ def _mark(conn: Connection) -> str:
 
 def _bind_time(conn: Connection, value: datetime) -> Any:
     """A time as the ``UTCDateTime`` columns store it on this database."""
-    processor = dedup_bands.c.first_seen_at.type.bind_processor(conn.dialect)
+    column_type = dedup_bands.c.first_seen_at.type.dialect_impl(conn.dialect)
+    processor = column_type.bind_processor(conn.dialect)
     return processor(value) if processor is not None else value
 
 
