@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from . import dedup, discovery, extract, listing, parse, policy
@@ -69,6 +69,9 @@ class StorePort(Protocol):
     ) -> SaveResult: ...
 
     def record_poll(self, feed_id: int, update_: FeedUpdate) -> None: ...
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -192,12 +195,20 @@ class Pipeline:
         settings: PipelineSettings,
         *,
         rng: Callable[[], float] = random.random,
+        store_threads: Executor | None = None,
     ) -> None:
         self.fetcher = fetcher
         self.store = store
         self.executor = executor
         self.settings = settings
         self.rng = rng
+        # threads that wait on the store; as many as polls in flight, so that saves queue
+        # up in the store (SQLite writes them in groups) rather than in front of it
+        self.store_threads = store_threads
+
+    async def _in_store(self, fn: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.store_threads, functools.partial(fn, *args))
 
     async def _in_pool(self, fn: Callable[..., object], *args: object) -> object:
         loop = asyncio.get_running_loop()
@@ -273,7 +284,7 @@ class Pipeline:
             redirect_count=state.redirect_count,
             redirect_seen_at=state.redirect_seen_at,
         )
-        await asyncio.to_thread(self.store.record_poll, state.id, update)
+        await self._in_store(self.store.record_poll, state.id, update)
         return PollOutcome(state.url, status, ok=False, error=message)
 
     async def _poll(self, spec: FeedSpec, state: FeedState, now: datetime) -> PollOutcome:
@@ -318,7 +329,7 @@ class Pipeline:
                 etag=result.etag or state.etag,
                 last_modified=result.last_modified or state.last_modified,
             )
-            await asyncio.to_thread(self.store.record_poll, state.id, update)
+            await self._in_store(self.store.record_poll, state.id, update)
             return PollOutcome(state.url, status, ok=True, not_modified=True)
         try:
             prepared = await self._in_pool(
@@ -348,7 +359,7 @@ class Pipeline:
                     policy.cache_lifetime(result.headers, now),
                 ],
             )
-        known = await asyncio.to_thread(
+        known = await self._in_store(
             self.store.known_entries, state.id, [c.entry.key for c in prepared.entries]
         )
         new: list[CleanEntry] = []
@@ -379,7 +390,7 @@ class Pipeline:
             title=feed.title,
             error=f"feed parsed with problems: {feed.problem}" if feed.problem else None,
         )
-        saved = await asyncio.to_thread(
+        saved = await self._in_store(
             functools.partial(
                 self.store.save_poll,
                 state.id,

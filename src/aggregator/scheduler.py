@@ -174,7 +174,12 @@ class Runner:
         self.fetcher = Fetcher(fetch_limits(config))
         self.metrics = metrics
         port: FetchPort = self.fetcher if metrics is None else MeteredFetcher(self.fetcher, metrics)
-        self.pipeline = Pipeline(port, store, self.pool, pipeline_settings(config))
+        self._store_threads = ThreadPoolExecutor(
+            max_workers=config.settings.concurrency + 2, thread_name_prefix="store"
+        )
+        self.pipeline = Pipeline(
+            port, store, self.pool, pipeline_settings(config), store_threads=self._store_threads
+        )
         self.specs = {spec.url: spec for spec in config.feeds}
         self._slots = asyncio.Semaphore(config.settings.concurrency)
         self.owner = worker_id()
@@ -265,6 +270,7 @@ class Runner:
 
     async def close(self) -> None:
         self._lease_thread.shutdown(wait=False)
+        self._store_threads.shutdown(wait=False)
         await self.fetcher.aclose()
         if self._own_pool:
             self.pool.shutdown(wait=False, cancel_futures=True)

@@ -187,11 +187,6 @@ def _bind_time(conn: Connection, value: datetime) -> Any:
     return processor(value) if processor is not None else value
 
 
-def count_anchors(conn: Connection, clean: CleanEntry, site: int | None, now: datetime) -> None:
-    """A new story: each of its anchors has been seen in one more story of its site."""
-    count_anchors_many(conn, [(clean, site)], now)
-
-
 def count_anchors_many(
     conn: Connection, new_stories: Sequence[tuple[CleanEntry, int | None]], now: datetime
 ) -> None:
@@ -244,10 +239,12 @@ class Prefetch:
     read in a few queries for the whole poll before anything of it is written.
 
     ``hits`` are the indexes of the entries that share a canonical URL or an LSH band with
-    a stored item of the window; the others are new stories for certain and are written in
-    bulk. The answers for an entry stay exact while nothing written since could change
-    them: no earlier entry of the poll shares a URL, a band or an anchor with it, and no
-    story was merged (``Store._save_poll`` checks both and asks again otherwise)."""
+    a stored item of the window; the others are new stories for certain (unless an earlier
+    entry of the poll matches them) and are written in bulk. The poll's own entries are
+    added as they are decided: ``add`` makes a written item a candidate for the entries
+    after it, ``count`` raises the anchor counts of a new story, so the answers stay what
+    the database would give. A story merge moves items between stories; after one the
+    store asks the database again."""
 
     def __init__(self, entries: Sequence[CleanEntry], since: datetime) -> None:
         self.entries = entries
@@ -256,7 +253,7 @@ class Prefetch:
         self._url_rows: dict[tuple[int, str], list[Any]] = {}  # (column, url) -> rows
         self._band_items: dict[int, list[int]] = {}
         self._rows: dict[int, StoryCandidate] = {}
-        self._common: set[tuple[int, int]] = set()  # (site, anchor) seen as boilerplate
+        self._df: dict[tuple[int, int], int] = {}  # (site, anchor) -> stories seen in
 
     def load(self, conn: Connection, sites: Sequence[int | None]) -> Prefetch:
         by_url: dict[str, list[int]] = {}
@@ -288,34 +285,27 @@ class Prefetch:
             for band, item_id in band_rows:
                 self._band_items.setdefault(band, []).append(item_id)
                 self.hits.update(by_band[band])
-        if not self.hits:
-            return self
         found = {i: self._found(self.entries[i]) for i in self.hits}
         wanted = sorted({item_id for ids in found.values() for item_id in ids})
         for chunk in _chunks(wanted):
             for row in conn.execute(_candidate_rows(chunk)):
                 self._rows[row.id] = _candidate(row, 0)
-        anchor_sites = {site for i in self.hits if (site := sites[i]) is not None}
-        anchors: set[int] = set()
-        for i, ids in found.items():
-            fp = self.entries[i].fingerprint
-            if fp is None or not fp.anchors or not any(x in self._rows for x in ids):
-                continue
-            anchors.update(fp.anchors)
-            anchor_sites.update(
-                site for x in ids if x in self._rows and (site := site_key(self._rows[x].url))
-            )
+        # anchor counts of every site of the poll and of its candidates, for every anchor
+        # of the poll's entries (the entries of this poll can become candidates too)
+        anchor_sites = {site for site in sites if site is not None}
+        anchor_sites.update(s for row in self._rows.values() if (s := site_key(row.url)))
+        anchors = sorted({a for c in self.entries if c.fingerprint for a in c.fingerprint.anchors})
         if anchors and anchor_sites:
             site_list = sorted(anchor_sites)
-            for chunk in _chunks(sorted(anchors)):
-                for site, shingle in conn.execute(
-                    select(dedup_shingles.c.site, dedup_shingles.c.shingle).where(
-                        dedup_shingles.c.site.in_(site_list),
-                        dedup_shingles.c.shingle.in_(chunk),
-                        dedup_shingles.c.df >= COMMON_DF,
+            for chunk in _chunks(anchors):
+                for site, shingle, df in conn.execute(
+                    select(
+                        dedup_shingles.c.site, dedup_shingles.c.shingle, dedup_shingles.c.df
+                    ).where(
+                        dedup_shingles.c.site.in_(site_list), dedup_shingles.c.shingle.in_(chunk)
                     )
                 ):
-                    self._common.add((int(site), int(shingle)))
+                    self._df[(int(site), int(shingle))] = int(df)
         return self
 
     def _found(self, clean: CleanEntry) -> dict[int, int]:
@@ -347,9 +337,40 @@ class Prefetch:
         fp = clean.fingerprint
         if fp is None or not fp.anchors or not found:
             return frozenset()
-        sites = {site} | {site_key(c.url) for c in found}
-        sites.discard(None)
-        return frozenset(a for a in fp.anchors for s in sites if (s, a) in self._common)
+        sites = {s for s in (site, *(site_key(c.url) for c in found)) if s is not None}
+        df = self._df
+        return frozenset(
+            a for a in fp.anchors if any(df.get((s, a), 0) >= COMMON_DF for s in sites)
+        )
+
+    def add(self, item_id: int, story_id: int, clean: CleanEntry, now: datetime) -> None:
+        """An item of this poll, now written: a candidate for the entries after it."""
+        for number, url in enumerate((clean.canonical_url, clean.page_canonical_url)):
+            if url:
+                self._url_rows.setdefault((number, url), []).append((item_id, now, story_id))
+        for band in _bands(clean):
+            self._band_items.setdefault(band, []).append(item_id)
+        fp = clean.fingerprint
+        self._rows[item_id] = StoryCandidate(
+            item_id=item_id,
+            story_id=story_id,
+            canonical_url=clean.canonical_url,
+            title=clean.entry.title,
+            text=clean.text,
+            page_canonical_url=clean.page_canonical_url,
+            url=clean.entry.link,
+            first_seen_at=now,
+            shingles=fp.shingles if fp is not None else None,
+        )
+
+    def count(self, clean: CleanEntry, site: int | None) -> None:
+        """A new story of this poll: its anchors were seen in one more story of its site
+        (what ``count_anchors_many`` writes)."""
+        fp = clean.fingerprint
+        if fp is None or site is None:
+            return
+        for anchor in set(fp.anchors):
+            self._df[(site, anchor)] = self._df.get((site, anchor), 0) + 1
 
 
 def _chunks(values: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -49,6 +50,7 @@ from ..records import (
 from . import fingerprints
 from . import stories as story_queries
 from .fingerprints import StoryRow
+from .groupwrite import GroupWriter
 from .stories import StoryExplanation
 from .tables import feeds, items, stories
 
@@ -103,9 +105,13 @@ class Store:
         self._write_lock: AbstractContextManager[object] = (
             threading.Lock() if self.dialect == "sqlite" else nullcontext()
         )
+        # SQLite: polls are saved in groups, one transaction each (see groupwrite)
+        self._group = GroupWriter(self._locked_tx, _db_errors) if self.dialect == "sqlite" else None
 
     # ---- lifecycle -----------------------------------------------------------------
     def close(self) -> None:
+        if self._group is not None:
+            self._group.close()
         self.engine.dispose()
 
     def upgrade(self, revision: str = "head") -> None:
@@ -159,6 +165,11 @@ class Store:
             conn.execution_options(sqlite_immediate=True)
             with conn.begin():
                 yield conn
+
+    @contextmanager
+    def _locked_tx(self) -> Iterator[Connection]:
+        with self._write_lock, self._tx() as conn:
+            yield conn
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -389,13 +400,24 @@ class Store:
         *,
         dedup_window: float = DEDUP_WINDOW,
     ) -> SaveResult:
-        """Write a poll (see ``_save_poll``); a transaction PostgreSQL aborted as a deadlock
-        or serialization victim is retried at once, up to three times."""
+        """Write a poll (see ``_save_poll``). SQLite: in the group writer's next transaction
+        (see ``groupwrite``). PostgreSQL: in a transaction of its own; one aborted as a
+        deadlock or serialization victim is retried at once, up to three times."""
+        job = functools.partial(
+            self._save_poll,
+            feed_id=feed_id,
+            update_=update_,
+            new=new,
+            changed=changed,
+            decide=decide,
+            dedup_window=dedup_window,
+        )
+        if self._group is not None:
+            return self._group.run(job)
         for attempt in range(3):
             try:
-                return self._save_poll(
-                    feed_id, update_, new, changed, decide, dedup_window=dedup_window
-                )
+                with self._tx() as conn:
+                    return job(conn)
             except StoreError as exc:
                 cause = getattr(exc.__cause__, "orig", None)
                 if getattr(cause, "sqlstate", None) not in ("40P01", "40001") or attempt == 2:
@@ -404,6 +426,7 @@ class Store:
 
     def _save_poll(
         self,
+        conn: Connection,
         feed_id: int,
         update_: FeedUpdate,
         new: Sequence[CleanEntry] = (),
@@ -417,141 +440,138 @@ class Store:
         Each new item's story is decided against candidates first seen within
         ``dedup_window`` seconds (see ``fingerprints``)."""
         window = timedelta(seconds=dedup_window)
-        with self._write_lock, self._tx() as conn:
-            new_items = new_stories = merged = 0
-            now = update_.polled_at
-            if new:
-                fingerprints.lock(conn, new)
-                feed_url = conn.execute(
-                    select(feeds.c.url).where(feeds.c.id == feed_id)
-                ).scalar_one_or_none()
-                keys = [c.entry.key for c in new]
-                existing = {
-                    r.entry_key
-                    for r in conn.execute(
-                        select(items.c.entry_key).where(
-                            items.c.feed_id == feed_id, items.c.entry_key.in_(keys)
-                        )
+        new_items = new_stories = merged = 0
+        now = update_.polled_at
+        if new:
+            fingerprints.lock(conn, new)
+            feed_url = conn.execute(
+                select(feeds.c.url).where(feeds.c.id == feed_id)
+            ).scalar_one_or_none()
+            keys = [c.entry.key for c in new]
+            existing = {
+                r.entry_key
+                for r in conn.execute(
+                    select(items.c.entry_key).where(
+                        items.c.feed_id == feed_id, items.c.entry_key.in_(keys)
                     )
-                }
-                todo: list[CleanEntry] = []
-                for clean in new:
-                    if clean.entry.key in existing:
-                        continue  # another worker stored it meanwhile
-                    existing.add(clean.entry.key)
-                    todo.append(clean)
-                # Entries that share no URL and no LSH band with any stored item, nor with
-                # an earlier entry of this poll, can have no candidate: they are new stories
-                # for certain and are written in bulk. The others go through the full
-                # per-item decision below, after the bulk rows before them are written.
-                sites = [fingerprints.site_key(c.entry.link or feed_url) for c in todo]
-                prefetch = fingerprints.Prefetch(todo, now - window).load(conn, sites)
-                batch = fingerprints.BatchIndex()  # every earlier entry of this poll
-                unwritten = fingerprints.BatchIndex()  # those of them still in `pending`
-                pending: list[tuple[CleanEntry, int | None]] = []
-                merges = 0  # stories merged by this poll so far
-                for index, clean in enumerate(todo):
-                    site = sites[index]
-                    if index not in prefetch.hits and not batch.matches(clean):
-                        pending.append((clean, site))
-                        batch.add(clean)
-                        unwritten.add(clean)
-                        continue
-                    if not merges and not batch.matches(clean, anchors=True):
-                        # nothing written by this poll can change its candidates or its
-                        # site's boilerplate: the answers read for the whole poll hold
-                        candidates = prefetch.candidates(clean)
-                        common = prefetch.common_anchors(clean, candidates, site)
-                    else:
-                        if unwritten.matches(clean, anchors=True):
-                            # it could find (or count anchors of) an unwritten entry
-                            self._write_new_stories(conn, feed_id, pending, now)
-                            new_items += len(pending)
-                            new_stories += len(pending)
-                            pending = []
-                            unwritten = fingerprints.BatchIndex()
-                        candidates = self._candidates(conn, clean, now - window)
-                        common = (
-                            fingerprints.common_anchors(conn, clean, candidates, site)
-                            if candidates
-                            else frozenset()
-                        )
+                )
+            }
+            todo: list[CleanEntry] = []
+            for clean in new:
+                if clean.entry.key in existing:
+                    continue  # another worker stored it meanwhile
+                existing.add(clean.entry.key)
+                todo.append(clean)
+            # Entries that share no URL and no LSH band with any stored item, nor with
+            # an earlier entry of this poll, can have no candidate: they are new stories
+            # for certain and are written in bulk. The others go through the full
+            # per-item decision below, after the bulk rows before them are written.
+            sites = [fingerprints.site_key(c.entry.link or feed_url) for c in todo]
+            prefetch = fingerprints.Prefetch(todo, now - window).load(conn, sites)
+            batch = fingerprints.BatchIndex()  # every earlier entry of this poll
+            unwritten = fingerprints.BatchIndex()  # those of them still in `pending`
+            pending: list[tuple[CleanEntry, int | None]] = []
+            merges = 0  # stories merged by this poll so far
+            for index, clean in enumerate(todo):
+                site = sites[index]
+                if index not in prefetch.hits and not batch.matches(clean):
+                    pending.append((clean, site))
+                    prefetch.count(clean, site)
                     batch.add(clean)
-                    decision = (
-                        decide(clean, candidates, common)
-                        if decide is not None and candidates
-                        else StoryDecision(None, 0.0, "new")
-                    )
-                    story_id = decision.story_id
-                    if story_id is None:
-                        # a new story after all: written in bulk like the certain ones
-                        pending.append((clean, site))
-                        unwritten.add(clean)
-                        continue
-                    merged += 1
-                    item_id = conn.execute(
-                        insert(items)
-                        .values(
-                            feed_id=feed_id,
-                            story_id=story_id,
-                            dedup_reason=decision.reason,
-                            dedup_score=decision.score,
-                            dedup_item_id=decision.item_id,
-                            first_seen_at=now,
-                            updated_at=now,
-                            **_item_values(clean),
-                        )
-                        .returning(items.c.id)
-                    ).scalar_one()
-                    fingerprints.index_item(conn, item_id, clean, now)
-                    if decision.story_id is None:
-                        conn.execute(
-                            update(stories)
-                            .where(stories.c.id == story_id)
-                            .values(representative_item_id=item_id)
-                        )
-                        fingerprints.count_anchors(conn, clean, site, now)
-                    elif decision.merge_story_ids:
-                        fingerprints.merge_stories(conn, decision, item_id, now)
-                        merges += 1
-                    else:
-                        fingerprints.refresh_story(conn, story_id)
-                    new_items += 1
-                if pending:
-                    self._write_new_stories(conn, feed_id, pending, now)
+                    unwritten.add(clean)
+                    continue
+                # an unwritten entry could be its candidate (or, when the database is
+                # asked, have anchor counts not written yet): write them first
+                if unwritten.matches(clean, anchors=merges > 0):
+                    self._write_new_stories(conn, feed_id, pending, now, prefetch)
                     new_items += len(pending)
                     new_stories += len(pending)
-            for item_id, clean in changed:
-                values = _item_values(clean)
-                values.pop("entry_key")
-                if values["page_canonical_url"] is None:
-                    del values["page_canonical_url"]
-                if clean.article is None:
-                    # keep what the page gave (text, author, date, image) unless the feed
-                    # now says something itself; refresh feed-derived text only
-                    values = {
-                        k: v
-                        for k, v in values.items()
-                        if k != "language"
-                        and not (k in ("author", "published_at", "image_url") and v is None)
-                    }
-                    conn.execute(
-                        update(items)
-                        .where(
-                            items.c.id == item_id,
-                            or_(items.c.text_source.is_(None), items.c.text_source == "feed"),
-                        )
-                        .values(updated_at=now, **values)
+                    pending = []
+                    unwritten = fingerprints.BatchIndex()
+                if merges:  # items moved between stories: ask the database
+                    candidates = self._candidates(conn, clean, now - window)
+                    common = (
+                        fingerprints.common_anchors(conn, clean, candidates, site)
+                        if candidates
+                        else frozenset()
                     )
-                    values = {k: v for k, v in values.items() if k not in ("text", "text_source")}
-                conn.execute(
-                    update(items).where(items.c.id == item_id).values(updated_at=now, **values)
+                else:
+                    candidates = prefetch.candidates(clean)
+                    common = prefetch.common_anchors(clean, candidates, site)
+                batch.add(clean)
+                decision = (
+                    decide(clean, candidates, common)
+                    if decide is not None and candidates
+                    else StoryDecision(None, 0.0, "new")
                 )
-            self._write_feed(conn, feed_id, update_)
-            return SaveResult(new_items, len(changed), new_stories, merged)
+                story_id = decision.story_id
+                if story_id is None:
+                    # a new story after all: written in bulk like the certain ones
+                    pending.append((clean, site))
+                    prefetch.count(clean, site)
+                    unwritten.add(clean)
+                    continue
+                merged += 1
+                item_id = conn.execute(
+                    insert(items)
+                    .values(
+                        feed_id=feed_id,
+                        story_id=story_id,
+                        dedup_reason=decision.reason,
+                        dedup_score=decision.score,
+                        dedup_item_id=decision.item_id,
+                        first_seen_at=now,
+                        updated_at=now,
+                        **_item_values(clean),
+                    )
+                    .returning(items.c.id)
+                ).scalar_one()
+                fingerprints.index_item(conn, item_id, clean, now)
+                if decision.merge_story_ids:
+                    story_id, _ = fingerprints.merge_stories(conn, decision, item_id, now)
+                    merges += 1
+                else:
+                    fingerprints.refresh_story(conn, story_id)
+                prefetch.add(item_id, story_id, clean, now)
+                new_items += 1
+            if pending:
+                self._write_new_stories(conn, feed_id, pending, now, prefetch)
+                new_items += len(pending)
+                new_stories += len(pending)
+        for item_id, clean in changed:
+            values = _item_values(clean)
+            values.pop("entry_key")
+            if values["page_canonical_url"] is None:
+                del values["page_canonical_url"]
+            if clean.article is None:
+                # keep what the page gave (text, author, date, image) unless the feed
+                # now says something itself; refresh feed-derived text only
+                values = {
+                    k: v
+                    for k, v in values.items()
+                    if k != "language"
+                    and not (k in ("author", "published_at", "image_url") and v is None)
+                }
+                conn.execute(
+                    update(items)
+                    .where(
+                        items.c.id == item_id,
+                        or_(items.c.text_source.is_(None), items.c.text_source == "feed"),
+                    )
+                    .values(updated_at=now, **values)
+                )
+                values = {k: v for k, v in values.items() if k not in ("text", "text_source")}
+            conn.execute(
+                update(items).where(items.c.id == item_id).values(updated_at=now, **values)
+            )
+        self._write_feed(conn, feed_id, update_)
+        return SaveResult(new_items, len(changed), new_stories, merged)
 
     def record_poll(self, feed_id: int, update_: FeedUpdate) -> None:
-        with self._write_lock, self._tx() as conn:
+        if self._group is not None:
+            self._group.run(functools.partial(self._write_feed, feed_id=feed_id, u=update_))
+            return
+        with self._tx() as conn:
             self._write_feed(conn, feed_id, update_)
 
     def _write_feed(self, conn: Connection, feed_id: int, u: FeedUpdate) -> None:
@@ -620,6 +640,7 @@ class Store:
         feed_id: int,
         pending: Sequence[tuple[CleanEntry, int | None]],
         now: datetime,
+        prefetch: fingerprints.Prefetch,
     ) -> None:
         """Items that start a story each: stories, items, index rows and anchor counts in
         a handful of executemany statements (what the per-item path does, in bulk)."""
@@ -641,26 +662,34 @@ class Store:
             .scalars()
             .all()
         )
-        item_ids = (
-            conn.execute(
-                insert(items).returning(items.c.id, sort_by_parameter_order=True),
-                [
-                    {
-                        "feed_id": feed_id,
-                        "story_id": story_id,
-                        "dedup_reason": "new",
-                        "dedup_score": 0.0,
-                        "dedup_item_id": None,
-                        "first_seen_at": now,
-                        "updated_at": now,
-                        **_item_values(clean),
-                    }
-                    for (clean, _site), story_id in zip(pending, story_ids, strict=True)
-                ],
-            )
-            .scalars()
-            .all()
+        # a plain executemany, then the ids by the (feed, entry key) unique index: cheaper
+        # than SQLAlchemy's multi-row INSERT … RETURNING for rows this wide
+        conn.execute(
+            insert(items),
+            [
+                {
+                    "feed_id": feed_id,
+                    "story_id": story_id,
+                    "dedup_reason": "new",
+                    "dedup_score": 0.0,
+                    "dedup_item_id": None,
+                    "first_seen_at": now,
+                    "updated_at": now,
+                    **_item_values(clean),
+                }
+                for (clean, _site), story_id in zip(pending, story_ids, strict=True)
+            ],
         )
+        keys = [clean.entry.key for clean, _site in pending]
+        by_key: dict[str, int] = {}
+        for start in range(0, len(keys), 500):
+            rows = conn.execute(
+                select(items.c.entry_key, items.c.id).where(
+                    items.c.feed_id == feed_id, items.c.entry_key.in_(keys[start : start + 500])
+                )
+            )
+            by_key.update((key, item_id) for key, item_id in rows)
+        item_ids = [by_key[key] for key in keys]
         fingerprints.index_items(
             conn,
             [(item_id, clean) for (clean, _s), item_id in zip(pending, item_ids, strict=True)],
@@ -676,22 +705,8 @@ class Store:
             ],
         )
         fingerprints.count_anchors_many(conn, pending, now)
-
-    def _new_story(self, conn: Connection, clean: CleanEntry, now: datetime) -> int:
-        entry = clean.entry
-        result = conn.execute(
-            insert(stories)
-            .values(
-                title=entry.title,
-                url=entry.link,
-                canonical_url=clean.canonical_url,
-                first_seen_at=now,
-                last_seen_at=now,
-                item_count=1,
-            )
-            .returning(stories.c.id)
-        )
-        return int(result.scalar_one())
+        for (clean, _site), story_id, item_id in zip(pending, story_ids, item_ids, strict=True):
+            prefetch.add(item_id, story_id, clean, now)
 
     # ---- reporting -----------------------------------------------------------------
     def counts(self) -> dict[str, int]:
