@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, inspect
 
 from aggregator.config import parse_config
@@ -187,3 +189,26 @@ def test_claims_never_hand_one_feed_to_two_workers(db_url: str) -> None:
         assert len(store.claim_feeds("w4", later, limit=20, lease_seconds=60)) == 9
     finally:
         store.close()
+
+
+def test_head_revision_is_read_from_the_migration_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The start-up check that skips Alembic reads revisions in either quote style (the
+    template writes repr()), and gives up (None: Alembic decides) on anything unclear."""
+    import aggregator.store.store as store_module
+
+    versions = tmp_path / "versions"
+    versions.mkdir()
+    monkeypatch.setattr(store_module, "_migrations_dir", lambda: tmp_path)
+    (versions / "a.py").write_text('revision = "0001"\ndown_revision = None\n')
+    (versions / "b.py").write_text("revision = '0002'\ndown_revision = '0001'\n")
+    assert store_module._head_revisions() == {"0002"}
+    (versions / "c.py").write_text("revision: str = '0003'\ndown_revision = '0002'\n")
+    assert store_module._head_revisions() == {"0003"}
+    (versions / "d.py").write_text("revision = '0004'\ndown_revision = '0002'\n")
+    assert store_module._head_revisions() is None  # two heads
+    (versions / "d.py").write_text("revision = '0004'\ndown_revision = ('0003', '0002')\n")
+    assert store_module._head_revisions() == {"0004"}
+    (versions / "e.py").write_text("revision = make_id()\n")
+    assert store_module._head_revisions() is None

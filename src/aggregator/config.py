@@ -15,7 +15,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import soupsieve
 import yaml
 from pydantic import (
     BaseModel,
@@ -169,6 +168,8 @@ class SelectorsModel(BaseModel):
             if attr is None:
                 raise ValueError("empty CSS selector")
             return value  # "@attr": an attribute of the item itself
+        import soupsieve  # loaded only for configs with selectors (compiling it is not cheap)
+
         try:
             soupsieve.compile(css)
         except soupsieve.SelectorSyntaxError as exc:

@@ -32,7 +32,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
-import courlan
 import numpy as np
 import numpy.typing as npt
 
@@ -67,6 +66,8 @@ def canonical_url(url: str | None) -> str | None:
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return None
+    import courlan  # loaded where URLs are normalized (the pool), not in the main process
+
     try:
         normalized = courlan.normalize_url(url, strict=False, trailing_slash=True)
     except (ValueError, AttributeError):
@@ -294,10 +295,16 @@ class _Weighted:
     distinct: int  # distinct shingles before the discount
 
 
-def _weighted(sequence: npt.NDArray[np.int64], common: npt.NDArray[np.int64]) -> _Weighted:
+def _weighted(
+    sequence: npt.NDArray[np.int64],
+    common: npt.NDArray[np.int64],
+    distinct: npt.NDArray[np.int64] | None = None,
+) -> _Weighted:
     """A shingle is common when the nearest anchor in the sequence is a common anchor
-    (boilerplate comes in blocks); ties go to the anchor on the left."""
-    distinct = _distinct(sequence)
+    (boilerplate comes in blocks); ties go to the anchor on the left. ``distinct``:
+    ``_distinct(sequence)`` when the caller has it already."""
+    if distinct is None:
+        distinct = _distinct(sequence)
     if len(common) == 0 or len(sequence) == 0:
         return _Weighted(distinct, len(distinct), len(distinct))
     anchor_at = np.flatnonzero(sequence % ANCHOR_MODULUS == 0)
@@ -403,6 +410,13 @@ def _judge(
     return None
 
 
+def _related_urls(clean: CleanEntry, candidate: StoryCandidate) -> bool:
+    """Do the two share a canonical URL or a page canonical (the URL signals)?"""
+    mine = {clean.canonical_url, clean.page_canonical_url} - {None}
+    theirs = {candidate.canonical_url, candidate.page_canonical_url} - {None}
+    return bool(mine & theirs)
+
+
 def _candidate_shingles(candidate: StoryCandidate) -> npt.NDArray[np.int64]:
     if candidate.shingles is not None:
         return unpack(candidate.shingles)
@@ -423,12 +437,24 @@ def decide_story(
     """
     common_arr = _common_array(common)
     fp = clean.fingerprint
-    mine = _weighted(unpack(fp.shingles), common_arr) if fp is not None else None
+    sequence = unpack(fp.shingles) if fp is not None else _NONE
+    raw = _distinct(sequence)
+    mine: _Weighted | None = None
     verdicts: list[_Verdict] = []
     for candidate in candidates:
         shingles = _candidate_shingles(candidate)
-        theirs = _weighted(shingles, common_arr) if len(shingles) else None
-        verdict = _judge(clean, candidate, mine, theirs)
+        if not len(shingles) or fp is None:
+            verdict = _judge(clean, candidate, None, None)
+        else:
+            theirs = _distinct(shingles)
+            if not _related_urls(clean, candidate) and (
+                len(np.intersect1d(raw, theirs, assume_unique=True)) < MIN_SHARED
+            ):
+                # discounting common shingles only lowers the shared count: no text match
+                # is possible, and with no URL in common no other signal applies
+                continue
+            mine = mine or _weighted(sequence, common_arr, raw)
+            verdict = _judge(clean, candidate, mine, _weighted(shingles, common_arr, theirs))
         if verdict is not None:
             verdicts.append(verdict)
     if not verdicts:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import logging
 import random
 import time
@@ -20,19 +19,16 @@ from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from . import dedup, discovery, extract, listing, parse, policy
-from .errors import AggregatorError, ExtractError, FetchError, ParseError, StoreError
+from . import dedup, policy, pooljobs
+from .errors import AggregatorError, FetchError, ParseError, StoreError
 from .records import (
-    Article,
+    ArticlePage,
     CleanEntry,
     FeedSpec,
     FeedState,
     FeedUpdate,
     FetchResult,
-    HtmlSelectors,
     KnownEntry,
-    ParsedEntry,
-    ParsedFeed,
     PollOutcome,
     SaveResult,
     StoryCandidate,
@@ -83,106 +79,6 @@ class PipelineSettings:
     dedup_window: float = 14 * 86400.0  # seconds: candidates first seen this recently
 
 
-@dataclass(frozen=True)
-class Prepared:
-    feed: ParsedFeed
-    entries: tuple[CleanEntry, ...]
-
-
-# ---- work done in the process pool (top-level functions: picklable) ------------------
-
-
-def _entry_hash(entry: ParsedEntry) -> str:
-    digest = hashlib.sha256()
-    for part in (
-        entry.title,
-        entry.link,
-        entry.summary,
-        entry.content,
-        entry.published.isoformat() if entry.published else None,
-        entry.author,
-    ):
-        digest.update((part or "").encode("utf-8", "replace"))
-        digest.update(b"\x00")
-    return digest.hexdigest()
-
-
-def read_document(
-    body: bytes,
-    headers: dict[str, str],
-    base_url: str,
-    source_type: str = "feed",
-    selectors: HtmlSelectors | None = None,
-) -> ParsedFeed:
-    """A feed document, or the stories of an HTML listing page for ``type: html``.
-
-    A ``type: feed`` URL that turns out to be an HTML page fails with the feeds that the
-    page links to, so the operator can fix the URL.
-    """
-    if source_type == "html":
-        return listing.parse_listing(body, headers, base_url, selectors)
-    try:
-        return parse.parse_feed(body, headers, base_url)
-    except ParseError as exc:
-        if not parse.looks_like_html(body, headers):
-            raise
-        links = discovery.feed_links(body, headers, base_url)
-        if links:
-            offered = "; ".join(
-                f"{link.url} ({link.kind}{', ' + repr(link.title) if link.title else ''})"
-                for link in links
-            )
-            raise ParseError(
-                f"the document is an HTML page, not a feed; the page links to these feeds: "
-                f"{offered}"
-            ) from None
-        raise ParseError(
-            f"{exc}; the page links to no feed (try `aggregator discover {base_url}`, "
-            "or follow the page itself with type: html)"
-        ) from None
-
-
-def prepare_document(
-    body: bytes,
-    headers: dict[str, str],
-    base_url: str,
-    limit: int,
-    source_type: str = "feed",
-    selectors: HtmlSelectors | None = None,
-) -> Prepared:
-    """Parse a fetched document and sanitize its entries (CPU-heavy: runs in the pool)."""
-    feed = read_document(body, headers, base_url, source_type, selectors)
-    entries = feed.entries[:limit]
-    clean: list[CleanEntry] = []
-    for entry in entries:
-        base = entry.base or base_url  # relative links resolve against xml:base / the feed
-        summary = extract.sanitize_html(entry.summary, base) if entry.summary else None
-        content = extract.sanitize_html(entry.content, base) if entry.content else None
-        source = content or summary
-        text = extract.html_to_text(source) if source else None
-        clean.append(
-            CleanEntry(
-                # the raw HTML is not needed past this point: only the sanitized copy crosses
-                # back to the main process
-                entry=replace(entry, summary=None, content=None),
-                canonical_url=dedup.canonical_url(entry.link),
-                summary=summary,
-                content=content,
-                text=text or None,
-                content_hash=_entry_hash(entry),
-            )
-        )
-    return Prepared(feed=replace(feed, entries=()), entries=tuple(clean))
-
-
-def extract_page(body: bytes, url: str) -> Article | str:
-    """Extract an article page; an error comes back as its message (runs in the pool)."""
-    try:
-        return extract.extract_article(body, url)
-    except ExtractError as exc:
-        return str(exc)
-
-
 # ---- the orchestrator ----------------------------------------------------------------
 
 
@@ -210,7 +106,8 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.store_threads, functools.partial(fn, *args))
 
-    async def _in_pool(self, fn: Callable[..., object], *args: object) -> object:
+    async def _in_pool(self, fn: Callable[..., T], *args: object) -> T:
+        # fn: a job of ``pooljobs`` (light to import here; the work runs in a worker)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, fn, *args)
 
@@ -333,7 +230,7 @@ class Pipeline:
             return PollOutcome(state.url, status, ok=True, not_modified=True)
         try:
             prepared = await self._in_pool(
-                prepare_document,
+                pooljobs.prepare_document,
                 result.body,
                 result.headers,
                 result.final_url,
@@ -344,7 +241,8 @@ class Pipeline:
         except ParseError as exc:
             # the server answered; the body is not something we can read
             return await self._fail(state, now, status, _sentence(exc), result.headers)
-        assert isinstance(prepared, Prepared)
+        # parsed: the document's bytes are not held while the poll waits on the store
+        result = replace(result, body=b"")
         feed = prepared.feed
         if spec.interval is None:
             hints = feed.hints
@@ -373,8 +271,7 @@ class Pipeline:
         if spec.full_text and new:
             new = await self._with_articles(state, new)
         if new:  # text fingerprints for dedup: CPU work, in the pool, one job per poll
-            fps = await self._in_pool(dedup.fingerprints, [c.text for c in new])
-            assert isinstance(fps, list)
+            fps = await self._in_pool(pooljobs.fingerprints, [c.text for c in new])
             new = [replace(c, fingerprint=fp) for c, fp in zip(new, fps, strict=True)]
         next_at = policy.respect_skips(
             policy.next_check(now, interval, self.rng()),
@@ -425,19 +322,18 @@ class Pipeline:
             if page.status != 200 or not page.body:
                 _log_article(state, link, f"HTTP {page.status}")
                 return clean
-            article = await self._in_pool(extract_page, page.body, page.final_url)
-            if not isinstance(article, Article):
-                _log_article(state, link, str(article))
+            extracted = await self._in_pool(pooljobs.extract_page, page.body, page.final_url)
+            if not isinstance(extracted, ArticlePage):
+                _log_article(state, link, str(extracted))
                 return clean
+            article = extracted.article
             if clean.text and len(article.text) < len(clean.text):
                 return clean  # the feed's own text is longer: keep it
-            canonical = clean.canonical_url
             return replace(
                 clean,
                 article=article,
                 text=article.text,
-                canonical_url=canonical,
-                page_canonical_url=dedup.page_canonical_url(article.canonical_url),
+                page_canonical_url=extracted.page_canonical_url,
             )
 
         return list(await asyncio.gather(*(one(c) for c in entries)))

@@ -178,6 +178,24 @@ class CleanEntry:
 
 
 @dataclass(frozen=True)
+class Prepared:
+    """A fetched document parsed and its entries sanitized (a process pool job's answer).
+
+    ``feed.entries`` is empty: the entries travel once, as ``entries``."""
+
+    feed: ParsedFeed
+    entries: tuple[CleanEntry, ...]
+
+
+@dataclass(frozen=True)
+class ArticlePage:
+    """An article page extracted (a process pool job's answer)."""
+
+    article: Article
+    page_canonical_url: str | None  # ``article.canonical_url`` normalized, or None
+
+
+@dataclass(frozen=True)
 class StoryCandidate:
     """An existing item that may carry the same story as a new one."""
 

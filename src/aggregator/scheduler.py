@@ -25,21 +25,22 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from apscheduler.triggers.cron import CronTrigger
-from apscheduler.triggers.interval import IntervalTrigger
-
-from . import export
+from . import pooljobs
 from .config import Config, ExportModel, cron_trigger, load_config
 from .errors import AggregatorError, ConfigError, StoreError
 from .fetch import Fetcher, FetchLimits
-from .metrics import Metrics
 from .pipeline import FetchPort, Pipeline, PipelineSettings
 from .records import FeedSpec, FeedState, FetchResult, PollOutcome
 from .store import Store
 from .store.queries import Queries
 
 if TYPE_CHECKING:
+    # imported where used: a one-shot run needs neither APScheduler nor prometheus_client,
+    # and the HTTP server and the exports load only when configured
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+    from apscheduler.triggers.cron import CronTrigger
+
+    from .metrics import Metrics
     from .server import EmbeddedServer
 
 T = TypeVar("T")
@@ -49,12 +50,6 @@ SHUTDOWN_GRACE = 7.0  # seconds in-flight polls get to finish after SIGTERM
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _warm_worker() -> None:
-    # import the heavy libraries once per worker process, not on the first job
-    import feedparser  # noqa: F401
-    import trafilatura  # noqa: F401
 
 
 def worker_id() -> str:
@@ -78,7 +73,9 @@ def pool_size(config: Config) -> int:
 
 def make_pool(size: int) -> ProcessPoolExecutor:
     context = multiprocessing.get_context("forkserver")
-    return ProcessPoolExecutor(max_workers=size, mp_context=context, initializer=_warm_worker)
+    # the pool's jobs and initializer come from the light ``pooljobs``: the heavy modules
+    # (parsing, extraction) load in the workers only
+    return ProcessPoolExecutor(max_workers=size, mp_context=context, initializer=pooljobs.warm)
 
 
 def fetch_limits(config: Config) -> FetchLimits:
@@ -341,6 +338,8 @@ class Daemon:
         database_override: str | None,
         metrics: Metrics | None = None,
     ) -> None:
+        from .metrics import Metrics
+
         self.config = config
         self.store = store
         self.metrics = metrics or Metrics()
@@ -477,6 +476,9 @@ class Daemon:
         await asyncio.to_thread(self.store.sync_feeds, self.config.feeds, utcnow())
         self.runner = Runner(self.config, self.store, metrics=self.metrics)
         await self.runner.reclaim_dead_leases()
+        from apscheduler.schedulers.asyncio import AsyncIOScheduler
+        from apscheduler.triggers.interval import IntervalTrigger
+
         scheduler = AsyncIOScheduler(timezone=UTC, event_loop=loop)
         self.scheduler = scheduler
         scheduler.add_job(
@@ -544,6 +546,8 @@ class Daemon:
         found = next((e for e in self.config.exports if e.name == name), None)
         if found is None:
             return False
+        from . import export  # only a daemon with scheduled exports loads the formats
+
         when = now or utcnow()
         started = time.monotonic()
         try:

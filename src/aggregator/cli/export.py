@@ -11,12 +11,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import typer
 
-from .. import export
 from ..config import (
     DEFAULT_CONFIG,
     DEFAULT_DATABASE_URL,
     ENV_CONFIG,
     ENV_DATABASE_URL,
+    EXPORT_FORMATS,
     Config,
     Settings,
     load_config,
@@ -57,7 +57,7 @@ def export_command(
     fmt: Annotated[
         str,
         typer.Option(
-            "--format", "-f", help=f"one of: {', '.join(export.FORMATS)}", show_default=False
+            "--format", "-f", help=f"one of: {', '.join(EXPORT_FORMATS)}", show_default=False
         ),
     ],
     since: Annotated[
@@ -95,6 +95,8 @@ def export_command(
     database: DatabaseOpt = None,
 ) -> None:
     """Export stories (or items) as atom, rss, json, jsonl, csv, html or opml."""
+    from .. import export  # the formats (feedgen, lxml, …) load for this command only
+
     name = fmt.strip().lower()
     if name not in export.FORMATS:
         raise fail(f"unknown format {fmt!r} (one of {', '.join(export.FORMATS)})")

@@ -15,8 +15,6 @@ from rich.table import Table
 
 from ..config import DEFAULT_CONFIG, ENV_CONFIG, parse_config
 from ..errors import ConfigError, ParseError
-from ..feedsfile import add_subscriptions
-from ..opml import read_opml, write_opml
 from ..records import feed_state
 from .common import (
     ConfigOpt,
@@ -129,6 +127,9 @@ def feeds_import(
     config: ConfigOpt = None,
 ) -> None:
     """Add an OPML list's subscriptions to feeds.yaml (comments and order are kept)."""
+    from ..feedsfile import add_subscriptions  # ruamel.yaml: for this command only
+    from ..opml import read_opml  # listparser: for this command only
+
     path = _config_path(config)
     try:
         subscriptions = read_opml(file.read_bytes())
@@ -182,6 +183,8 @@ def feeds_export(
     config: ConfigOpt = None,
 ) -> None:
     """Write the configured sources as an OPML 2.0 subscription list."""
+    from ..opml import write_opml
+
     cfg = load_or_exit(config, None)
     document = write_opml(cfg.feeds, title=title, now=datetime.now(UTC))
     if output is None:

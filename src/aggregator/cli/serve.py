@@ -8,7 +8,6 @@ import typer
 
 from ..errors import AggregatorError
 from ..logs import setup_logging
-from ..server import create_app, serve_forever
 from .common import ConfigOpt, DatabaseOpt, LogLevelOpt, app, err, fail
 from .export import load_for_reading, open_for_reading
 
@@ -27,6 +26,8 @@ def serve(
     log_level: LogLevelOpt = "INFO",
 ) -> None:
     """Serve exports, /stories, /items, /healthz and /metrics over HTTP (read-only)."""
+    from ..server import create_app, serve_forever  # Starlette, uvicorn: for this command only
+
     cfg = load_for_reading(config, database)
     setup_logging(log_level)
     http = cfg.settings.http

@@ -1,7 +1,9 @@
 """`aggregator preview` and `aggregator discover`: try a source before adding it.
 
 Both fetch through :class:`~aggregator.fetch.Fetcher` with the config's limits and
-address guard (``allow_private_networks``), and never open the database.
+address guard (``allow_private_networks``), and never open the database. The parsing
+stages (feedparser, bs4, dateparser, trafilatura) are imported inside the functions that
+use them: every command module is imported for every command.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import yaml
 from pydantic import ValidationError
 from rich.table import Table
 
-from .. import discovery, extract, listing, parse
 from ..config import DEFAULT_CONFIG, ENV_CONFIG, Config, SelectorsModel, Settings
 from ..errors import FetchError, ParseError
 from ..fetch import Fetcher
@@ -63,6 +64,8 @@ class Preview:
 async def preview_source(
     settings: Settings, url: str, source_type: str | None, selectors: HtmlSelectors | None
 ) -> Preview:
+    from .. import discovery, listing, parse
+
     async with _fetcher(settings) as fetcher:
         result = await fetcher.fetch(url, page=source_type == "html")
     _check(result)
@@ -95,6 +98,8 @@ def _selectors(values: dict[str, str | None]) -> HtmlSelectors | None:
 def _summary_start(summary: str | None) -> str:
     if not summary:
         return ""
+    from .. import extract
+
     text = " ".join(extract.html_to_text(summary).split())
     return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1].rstrip() + "…"
 
@@ -188,6 +193,8 @@ class Found:
 
 async def discover_feeds(settings: Settings, url: str, probe: bool) -> tuple[str, list[Found]]:
     """Feeds a site offers: the page's alternate links, then common paths."""
+    from .. import discovery, parse
+
     async with _fetcher(settings) as fetcher:
         page = await fetcher.fetch(url, page=True)
         _check(page)
@@ -214,6 +221,8 @@ async def discover_feeds(settings: Settings, url: str, probe: bool) -> tuple[str
 
 
 async def _try_feed(fetcher: Fetcher, link: FeedLink, *, linked: bool = True) -> Found:
+    from .. import parse
+
     try:
         result = await fetcher.fetch(link.url)
         _check(result)

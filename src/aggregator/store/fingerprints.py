@@ -294,7 +294,15 @@ class Prefetch:
         # of the poll's entries (the entries of this poll can become candidates too)
         anchor_sites = {site for site in sites if site is not None}
         anchor_sites.update(s for row in self._rows.values() if (s := site_key(row.url)))
-        anchors = sorted({a for c in self.entries if c.fingerprint for a in c.fingerprint.anchors})
+        # (only of the entries that will be decided: a hit, or one matching an earlier
+        # entry of the poll; the others are new stories for certain)
+        earlier = BatchIndex()
+        deciders: list[CleanEntry] = []
+        for index, clean in enumerate(self.entries):
+            if index in self.hits or earlier.matches(clean):
+                deciders.append(clean)
+            earlier.add(clean)
+        anchors = sorted({a for c in deciders if c.fingerprint for a in c.fingerprint.anchors})
         if anchors and anchor_sites:
             site_list = sorted(anchor_sites)
             for chunk in _chunks(anchors):

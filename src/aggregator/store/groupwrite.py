@@ -17,6 +17,7 @@ how long other writers (lease renewals, other processes) wait for the database.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 Job = tuple[Callable[[Connection], Any], "Future[Any]"]
 
@@ -48,6 +50,8 @@ class GroupWriter:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self.groups = 0  # transactions committed (tests and metrics)
+        self.jobs = 0  # polls written in them
+        self.cpu_seconds = 0.0  # CPU time of the writer thread
 
     def run(self, job: Callable[[Connection], T]) -> T:
         """Run ``job`` inside the next group's transaction; its result once committed."""
@@ -62,6 +66,13 @@ class GroupWriter:
         if thread is not None:
             self._queue.put(None)
             thread.join()
+            log.debug(
+                "store writer: %d polls in %d transactions, %.2f s CPU",
+                self.jobs,
+                self.groups,
+                self.cpu_seconds,
+                extra={"event": "store_writer"},
+            )
 
     def _ensure_thread(self) -> None:
         with self._start_lock:
@@ -76,8 +87,10 @@ class GroupWriter:
             first = self._queue.get()
             if first is None:
                 return
-            stop = not self._write_group(first)
-            if stop:
+            started = time.thread_time()
+            keep_running = self._write_group(first)
+            self.cpu_seconds += time.thread_time() - started
+            if not keep_running:
                 return
 
     def _write_group(self, first: Job) -> bool:
@@ -111,6 +124,7 @@ class GroupWriter:
                 future.set_exception(exc)
             return keep_running
         self.groups += 1
+        self.jobs += len(done)
         for future, result, error in done:
             if error is None:
                 future.set_result(result)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -70,6 +71,40 @@ def _migrations_dir() -> Path:
     raise StoreError("the Alembic migrations folder is missing from this installation")
 
 
+def _head_revisions() -> set[str] | None:
+    """The migrations' head revision ids, read from the files (without importing Alembic,
+    which costs ~40 MB and a few hundred ms at every start when nothing is to be done);
+    None when a file cannot be read that way (Alembic then decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (_migrations_dir() / "versions").glob("*.py"):
+        found: dict[str, object] = {}
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.Assign) and len(node.targets) == 1:
+                target, value = node.targets[0], node.value
+            elif isinstance(node, ast.AnnAssign) and node.value is not None:
+                target, value = node.target, node.value
+            else:
+                continue
+            if isinstance(target, ast.Name) and target.id in ("revision", "down_revision"):
+                try:
+                    found[target.id] = ast.literal_eval(value)
+                except ValueError:
+                    return None
+        revision, parent = found.get("revision"), found.get("down_revision")
+        if not isinstance(revision, str):
+            return None
+        revisions.add(revision)
+        if isinstance(parent, str):
+            parents.add(parent)
+        elif isinstance(parent, tuple | list):
+            parents.update(str(p) for p in parent)
+        elif parent is not None:
+            return None
+    heads = revisions - parents
+    return heads if len(heads) == 1 else None
+
+
 def _host(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
@@ -117,11 +152,25 @@ class Store:
     def upgrade(self, revision: str = "head") -> None:
         """Apply every Alembic migration up to ``revision`` (safe when several workers
         start at once)."""
+        if revision == "head" and self._at_head():
+            return
         self._migrate("upgrade", revision)
 
     def downgrade(self, revision: str) -> None:
         """Undo the migrations after ``revision`` (for tests and rollbacks)."""
         self._migrate("downgrade", revision)
+
+    def _at_head(self) -> bool:
+        """Is the database at the migrations' head already?"""
+        try:
+            with self.engine.connect() as conn:
+                current = {
+                    r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))
+                }
+        except SQLAlchemyError:
+            return False  # no version table yet (a new database) or unreadable: migrate
+        heads = _head_revisions()
+        return heads is not None and bool(current) and current == heads
 
     def _migrate(self, direction: str, revision: str) -> None:
         from alembic import command
@@ -855,7 +904,7 @@ def open_store(url: str, *, pool_size: int = 5) -> Store:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA cache_size=-65536")  # KiB: 64 MiB of pages per connection
+            cursor.execute("PRAGMA cache_size=-8192")  # KiB: 8 MiB of pages (default 2 MiB)
             cursor.close()
 
         @event.listens_for(engine, "begin")

@@ -1,0 +1,49 @@
+"""The jobs the main process submits to the process pool: light entry points.
+
+A function crosses to a pool worker pickled by reference (module and name), so the
+submitting process must import the function's module. These entry points live in a
+module that imports nothing heavy; each imports :mod:`aggregator.poolwork` (feedparser,
+trafilatura, lxml, bs4, …) inside the call, which only ever runs in a worker. The main
+process thus never loads the parsing and extraction libraries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .records import ArticlePage, HtmlSelectors, Prepared, TextFingerprint
+
+
+def warm() -> None:
+    """Pool initializer: import the heavy modules once per worker, not on the first job."""
+    from . import poolwork
+
+    poolwork.warm()
+
+
+def prepare_document(
+    body: bytes,
+    headers: dict[str, str],
+    base_url: str,
+    limit: int,
+    source_type: str = "feed",
+    selectors: HtmlSelectors | None = None,
+) -> Prepared:
+    """Parse a fetched document and sanitize its entries (see ``poolwork.prepare_document``)."""
+    from . import poolwork
+
+    return poolwork.prepare_document(body, headers, base_url, limit, source_type, selectors)
+
+
+def extract_page(body: bytes, url: str) -> ArticlePage | str:
+    """Extract an article page; an error comes back as its message."""
+    from . import poolwork
+
+    return poolwork.extract_page(body, url)
+
+
+def fingerprints(texts: Sequence[str | None]) -> list[TextFingerprint | None]:
+    """Text fingerprints for story dedup, one per text."""
+    from . import poolwork
+
+    return poolwork.fingerprints(texts)
