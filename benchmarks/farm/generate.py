@@ -26,6 +26,7 @@ import multiprocessing
 import os
 import re
 import shutil
+import signal
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -399,6 +400,9 @@ _corpus: Corpus | None = None
 
 def _init(corpora: str) -> None:
     global _corpus
+    # a worker ends by SIGTERM when the pool closes: not through a handler the parent set
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _corpus = load_corpus(Path(corpora))
 
 
