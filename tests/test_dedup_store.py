@@ -24,6 +24,7 @@ from aggregator.store import open_store
 from builders import rss
 from conftest import DATA, write_config
 from httpserver import FixtureServer
+from ingest import rows
 from test_pipeline import run_once
 
 ARTICLES = json.loads((DATA / "dedup" / "zyte-articles.json").read_text(encoding="utf-8"))
@@ -67,15 +68,6 @@ def publish(server: FixtureServer, outlet: str, posts: list[tuple[str, str, list
         )
         items.append({"title": title, "link": url, "guid": f"{outlet}-{slug}"})
     return server.add(f"/{outlet}/feed.xml", rss(f"Outlet {outlet}", items))
-
-
-def rows(db_url: str, sql: str) -> list[tuple[object, ...]]:
-    engine = create_engine(db_url)
-    try:
-        with engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(text(sql))]
-    finally:
-        engine.dispose()
 
 
 def groups(db_url: str) -> set[frozenset[str]]:

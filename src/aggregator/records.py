@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 SourceType = Literal["feed", "html"]
 # "css selector@attribute": the attribute name after the last "@" (outside brackets/quotes)
@@ -242,32 +242,47 @@ class PollOutcome:
 DORMANT_DAYS = 30  # continuous 404s before a feed is only probed weekly (policy.py)
 
 
-def feed_state(
-    now: datetime,
-    *,
-    removed: bool,
-    disabled_reason: str | None,
-    enabled: bool,
-    hold_until: datetime | None,
-    error_count: int,
-    last_polled_at: datetime | None,
-    not_found_since: datetime | None = None,
-) -> str:
+class FeedStatus(Protocol):
+    """What ``feed_state`` reads of a feed (a ``feeds`` row or a record holding its columns)."""
+
+    @property
+    def removed(self) -> bool: ...
+
+    @property
+    def disabled_reason(self) -> str | None: ...
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def hold_until(self) -> datetime | None: ...
+
+    @property
+    def error_count(self) -> int: ...
+
+    @property
+    def last_polled_at(self) -> datetime | None: ...
+
+    @property
+    def not_found_since(self) -> datetime | None: ...
+
+
+def feed_state(now: datetime, feed: FeedStatus) -> str:
     """The one name operators see for a feed's state (``feeds list``, ``/metrics``):
     removed, retired, disabled, held, dormant, failing, pending or ok."""
-    if removed:
+    if feed.removed:
         return "removed"
-    if disabled_reason:
+    if feed.disabled_reason:
         return "retired"
-    if not enabled:
+    if not feed.enabled:
         return "disabled"
-    if hold_until is not None and hold_until > now:
+    if feed.hold_until is not None and feed.hold_until > now:
         return "held"
-    if not_found_since is not None and (now - not_found_since).days >= DORMANT_DAYS:
+    if feed.not_found_since is not None and (now - feed.not_found_since).days >= DORMANT_DAYS:
         return "dormant"
-    if error_count:
+    if feed.error_count:
         return "failing"
-    if last_polled_at is None:
+    if feed.last_polled_at is None:
         return "pending"
     return "ok"
 

@@ -52,16 +52,7 @@ def feeds_list(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
         table.add_column(column, overflow="fold")
     now = datetime.now(UTC)
     for row in rows:
-        state = feed_state(
-            now,
-            removed=row.removed,
-            disabled_reason=row.disabled_reason,
-            enabled=row.enabled,
-            hold_until=row.hold_until,
-            error_count=row.error_count,
-            last_polled_at=row.last_polled_at,
-            not_found_since=row.not_found_since,
-        )
+        state = feed_state(now, row)
         table.add_row(
             str(row.id),
             row.url,

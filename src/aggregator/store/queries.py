@@ -302,16 +302,7 @@ class Queries:
             ("ok", "failing", "dormant", "held", "retired", "disabled", "removed", "pending"), 0
         )
         for feed in self.feeds():
-            state = feed_state(
-                now,
-                removed=feed.removed,
-                disabled_reason=feed.disabled_reason,
-                enabled=feed.enabled,
-                hold_until=feed.hold_until,
-                error_count=feed.error_count,
-                last_polled_at=feed.last_polled_at,
-                not_found_since=feed.not_found_since,
-            )
+            state = feed_state(now, feed)
             counts[state] += 1
         return counts
 
