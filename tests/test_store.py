@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 
 from aggregator.config import parse_config
 from aggregator.records import FeedUpdate
@@ -212,3 +216,74 @@ def test_head_revision_is_read_from_the_migration_files(
     assert store_module._head_revisions() == {"0004"}
     (versions / "e.py").write_text("revision = make_id()\n")
     assert store_module._head_revisions() is None
+
+
+def _run_python(code: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_sqlite_several_processes_migrate_a_new_database_at_once(tmp_path: Path) -> None:
+    """Workers started together on a new SQLite file all come up (no "database is locked"
+    from a migration that read the version table before another process wrote it)."""
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    go = tmp_path / "go"
+    code = """
+        import sys, time
+        from pathlib import Path
+        from aggregator.store import open_store
+        store = open_store(sys.argv[1])
+        while not Path(sys.argv[2]).exists():
+            time.sleep(0.005)
+        store.upgrade()
+        store.close()
+        print("migrated")
+    """
+    procs = [_run_python(code, url, str(go)) for _ in range(6)]
+    time.sleep(1.5)  # every process imported and waiting
+    go.touch()
+    outputs = [proc.communicate(timeout=60)[0] for proc in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    engine = create_engine(url)
+    try:
+        assert "items" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_sqlite_writer_waiting_in_another_process_gets_its_turn(tmp_path: Path) -> None:
+    """A process that writes again as soon as it commits must not starve a writer in
+    another process: the waiting claim goes through while the busy one is still writing
+    (SQLite's own busy handler alone would let it wait for the whole loop)."""
+    url = f"sqlite:///{tmp_path / 'turns.db'}"
+    store = open_store(url)
+    store.upgrade()
+    store.sync_feeds(parse_config({"feeds": [{"url": "https://a.example/feed"}]}).feeds, NOW)
+    busy = """
+        import sys, time
+        from sqlalchemy import text
+        from aggregator.store import open_store
+        store = open_store(sys.argv[1])
+        print("writing", flush=True)
+        for n in range(1, 151):
+            with store._write_lock, store._tx() as conn:  # back-to-back write transactions
+                conn.execute(text("UPDATE feeds SET error_count = :n"), {"n": n})
+                time.sleep(0.02)
+        store.close()
+    """
+    proc = _run_python(busy, url)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+        time.sleep(0.3)
+        for _ in range(5):
+            store.release_leases("nobody")  # a write transaction each
+        with store.engine.connect() as conn:
+            written = conn.execute(text("SELECT error_count FROM feeds")).scalar_one()
+        assert written < 150, "the waiting writer only got in after the busy loop ended"
+    finally:
+        proc.wait(timeout=60)
+        store.close()

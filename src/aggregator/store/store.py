@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ast
 import functools
-import threading
+import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ from .fingerprints import StoryRow
 from .groupwrite import GroupWriter
 from .stories import StoryExplanation
 from .tables import feeds, items, stories
+from .writerlock import WriterLock, writer_lock_path
 
 Decide = Callable[[CleanEntry, Sequence[StoryCandidate], frozenset[int]], StoryDecision]
 DEDUP_WINDOW = 14 * 86400.0  # seconds; the `dedup_window` setting
@@ -135,11 +137,13 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
-        # SQLite has one writer: queue this process's writers here rather than on the
-        # busy timeout. PostgreSQL takes concurrent writers (row locks, advisory locks).
-        self._write_lock: AbstractContextManager[object] = (
-            threading.Lock() if self.dialect == "sqlite" else nullcontext()
+        # SQLite has one writer: queue this process's threads and the machine's processes
+        # here, in turn, rather than on the busy timeout (see writerlock). PostgreSQL takes
+        # concurrent writers (row locks, advisory locks).
+        self._writer: WriterLock | None = (
+            WriterLock(writer_lock_path(engine.url.database)) if self.dialect == "sqlite" else None
         )
+        self._write_lock: AbstractContextManager[object] = self._writer or nullcontext()
         # SQLite: polls are saved in groups, one transaction each (see groupwrite)
         self._group = GroupWriter(self._locked_tx, _db_errors) if self.dialect == "sqlite" else None
 
@@ -147,6 +151,8 @@ class Store:
     def close(self) -> None:
         if self._group is not None:
             self._group.close()
+        if self._writer is not None:
+            self._writer.close()
         self.engine.dispose()
 
     def upgrade(self, revision: str = "head") -> None:
@@ -182,7 +188,11 @@ class Store:
         url = self.engine.url.render_as_string(hide_password=False).replace("%", "%%")
         cfg.set_main_option("sqlalchemy.url", url)
         try:
-            with self.engine.connect() as conn:
+            # SQLite: one migrating process at a time, holding the write lock from its first
+            # read of alembic_version (a deferred transaction that read first could not
+            # write after another process's commit: "database is locked" at once)
+            with self._write_lock, self.engine.connect() as conn:
+                conn.execution_options(sqlite_immediate=True)
                 if self.dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_ID})
                     conn.commit()
@@ -870,6 +880,22 @@ def _short(exc: BaseException) -> str:
     return message[0] if message else type(exc).__name__
 
 
+def _wal_mode(cursor: Any, attempts: int = 600) -> None:
+    """Switch a new database file to WAL (persistent: later connections find it set).
+    Switching takes the file exclusively, and SQLite answers "database is locked" at once,
+    without its busy handler, while other processes are connecting to the same new file
+    (workers started together): retry for up to 30 s."""
+    for attempt in range(attempts):
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
+
+
 def open_store(url: str, *, pool_size: int = 5) -> Store:
     """Open (not migrate) the database at ``url``; SQLite folders are created."""
     try:
@@ -900,8 +926,8 @@ def open_store(url: str, *, pool_size: int = 5) -> Store:
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
             cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=30000")
+            _wal_mode(cursor)
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA cache_size=-8192")  # KiB: 8 MiB of pages (default 2 MiB)
