@@ -287,3 +287,23 @@ def test_sqlite_writer_waiting_in_another_process_gets_its_turn(tmp_path: Path) 
     finally:
         proc.wait(timeout=60)
         store.close()
+
+
+def test_sqlite_writes_use_one_connection_with_the_larger_page_cache(tmp_path: Path) -> None:
+    """Each pooled SQLite connection keeps its own page cache: readers get a small one, the
+    one writing connection the larger one (peak memory, docs/performance.md)."""
+    from aggregator.store.store import READ_CACHE_KIB, WRITE_CACHE_KIB
+
+    store = open_store(f"sqlite:///{tmp_path / 'cache.db'}")
+    store.upgrade()
+    try:
+        with store._read() as conn:
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -READ_CACHE_KIB
+        seen = set()
+        for _ in range(3):
+            with store._write_lock, store._tx() as conn:
+                assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -WRITE_CACHE_KIB
+                seen.add(id(conn.connection.dbapi_connection))
+        assert len(seen) == 1
+    finally:
+        store.close()

@@ -8,6 +8,7 @@ fetch (feed) → parse + sanitize (process pool) → which entries are new/chang
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import random
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from . import dedup, policy, pooljobs
+from . import policy, pooljobs
 from .errors import AggregatorError, FetchError, ParseError, StoreError
 from .records import (
     ArticlePage,
@@ -66,8 +67,22 @@ class StorePort(Protocol):
 
     def record_poll(self, feed_id: int, update_: FeedUpdate) -> None: ...
 
+    def queue_record_poll(
+        self, feed_id: int, update_: FeedUpdate
+    ) -> concurrent.futures.Future[None] | None: ...
+
 
 T = TypeVar("T")
+
+
+def _decide_story(
+    entry: CleanEntry, candidates: Sequence[StoryCandidate], sites: frozenset[int]
+) -> StoryDecision:
+    # dedup (and numpy with it) loads with the first entry to save, in the store's thread:
+    # a run that only gets 304s never imports it
+    from . import dedup
+
+    return dedup.decide_story(entry, candidates, sites)
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,14 @@ class Pipeline:
     async def _in_store(self, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.store_threads, functools.partial(fn, *args))
+
+    async def _record_poll(self, feed_id: int, update: FeedUpdate) -> None:
+        # SQLite: straight onto the group writer's queue (no store thread held while waiting)
+        queued = self.store.queue_record_poll(feed_id, update)
+        if queued is None:
+            await self._in_store(self.store.record_poll, feed_id, update)
+        else:
+            await asyncio.wrap_future(queued)
 
     async def _in_pool(self, fn: Callable[..., T], *args: object) -> T:
         # fn: a job of ``pooljobs`` (light to import here; the work runs in a worker)
@@ -181,7 +204,7 @@ class Pipeline:
             redirect_count=state.redirect_count,
             redirect_seen_at=state.redirect_seen_at,
         )
-        await self._in_store(self.store.record_poll, state.id, update)
+        await self._record_poll(state.id, update)
         return PollOutcome(state.url, status, ok=False, error=message)
 
     async def _poll(self, spec: FeedSpec, state: FeedState, now: datetime) -> PollOutcome:
@@ -226,7 +249,7 @@ class Pipeline:
                 etag=result.etag or state.etag,
                 last_modified=result.last_modified or state.last_modified,
             )
-            await self._in_store(self.store.record_poll, state.id, update)
+            await self._record_poll(state.id, update)
             return PollOutcome(state.url, status, ok=True, not_modified=True)
         try:
             prepared = await self._in_pool(
@@ -294,7 +317,7 @@ class Pipeline:
                 update,
                 new,
                 changed,
-                dedup.decide_story,
+                _decide_story,
                 dedup_window=self.settings.dedup_window,
             )
         )

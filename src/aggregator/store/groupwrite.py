@@ -55,10 +55,15 @@ class GroupWriter:
 
     def run(self, job: Callable[[Connection], T]) -> T:
         """Run ``job`` inside the next group's transaction; its result once committed."""
+        return self.submit(job).result()
+
+    def submit(self, job: Callable[[Connection], T]) -> Future[T]:
+        """Queue ``job`` for the next group; the future resolves once the group committed
+        (callers on an event loop wait on it without holding a thread)."""
         future: Future[T] = Future()
         self._queue.put((job, future))
         self._ensure_thread()
-        return future.result()
+        return future
 
     def close(self) -> None:
         with self._start_lock:

@@ -7,6 +7,7 @@ import functools
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,6 +38,7 @@ from sqlalchemy.exc import (
     OperationalError,
     SQLAlchemyError,
 )
+from sqlalchemy.sql.dml import Update
 
 from ..errors import StoreError
 from ..records import (
@@ -134,8 +136,9 @@ class FeedRow:
 class Store:
     """A handle on one database; thread-safe (one engine, short transactions)."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, engine: Engine, write_engine: Engine | None = None) -> None:
+        self.engine = engine  # reads (and writes, unless write_engine is given)
+        self._write_engine = write_engine or engine
         self.dialect = engine.dialect.name
         # SQLite has one writer: queue this process's threads and the machine's processes
         # here, in turn, rather than on the busy timeout (see writerlock). PostgreSQL takes
@@ -153,7 +156,13 @@ class Store:
             self._group.close()
         if self._writer is not None:
             self._writer.close()
+        self.dispose()
+
+    def dispose(self) -> None:
+        """Close the engines' pooled connections."""
         self.engine.dispose()
+        if self._write_engine is not self.engine:
+            self._write_engine.dispose()
 
     def upgrade(self, revision: str = "head") -> None:
         """Apply every Alembic migration up to ``revision`` (safe when several workers
@@ -191,7 +200,7 @@ class Store:
             # SQLite: one migrating process at a time, holding the write lock from its first
             # read of alembic_version (a deferred transaction that read first could not
             # write after another process's commit: "database is locked" at once)
-            with self._write_lock, self.engine.connect() as conn:
+            with self._write_lock, self._write_engine.connect() as conn:
                 conn.execution_options(sqlite_immediate=True)
                 if self.dialect == "postgresql":
                     conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_ID})
@@ -220,7 +229,7 @@ class Store:
     def _tx(self) -> Iterator[Connection]:
         # On SQLite the write lock is taken up front (BEGIN IMMEDIATE, see open_store):
         # two writers queue on busy_timeout instead of failing on a stale snapshot.
-        with _db_errors(), self.engine.connect() as conn:
+        with _db_errors(), self._write_engine.connect() as conn:
             conn.execution_options(sqlite_immediate=True)
             with conn.begin():
                 yield conn
@@ -633,6 +642,14 @@ class Store:
         with self._tx() as conn:
             self._write_feed(conn, feed_id, update_)
 
+    def queue_record_poll(self, feed_id: int, update_: FeedUpdate) -> Future[None] | None:
+        """``record_poll`` queued for SQLite's group writer without blocking: a future that
+        resolves once committed. None when the store has no writer queue (PostgreSQL): call
+        ``record_poll``."""
+        if self._group is None:
+            return None
+        return self._group.submit(functools.partial(self._write_feed, feed_id=feed_id, u=update_))
+
     def _write_feed(self, conn: Connection, feed_id: int, u: FeedUpdate) -> None:
         values: dict[str, Any] = {
             "last_polled_at": u.polled_at,
@@ -668,7 +685,10 @@ class Store:
                 values["redirect_url"] = None
                 values["redirect_count"] = 0
                 values["redirect_seen_at"] = None
-        conn.execute(update(feeds).where(feeds.c.id == feed_id).values(**values))
+        conn.execute(
+            _feed_update(tuple(values)),
+            {"v_feed_id": feed_id, **{f"v_{k}": v for k, v in values.items()}},
+        )
         if u.hold_until is not None:
             hold = u.hold_until
             host_filter = feeds.c.id == feed_id
@@ -880,6 +900,18 @@ def _short(exc: BaseException) -> str:
     return message[0] if message else type(exc).__name__
 
 
+@functools.lru_cache(maxsize=64)
+def _feed_update(columns: tuple[str, ...]) -> Update:
+    """UPDATE feeds SET the columns WHERE id = :v_feed_id, built once per column set: every
+    poll ends with one, and building and keying a new statement each time cost more than
+    running it (warm polls of 2000 feeds, docs/performance.md)."""
+    return (
+        update(feeds)
+        .where(feeds.c.id == bindparam("v_feed_id"))
+        .values({c: bindparam(f"v_{c}", type_=feeds.c[c].type) for c in columns})
+    )
+
+
 def _wal_mode(cursor: Any, attempts: int = 600) -> None:
     """Switch a new database file to WAL (persistent: later connections find it set).
     Switching takes the file exclusively, and SQLite answers "database is locked" at once,
@@ -894,6 +926,28 @@ def _wal_mode(cursor: Any, attempts: int = 600) -> None:
             if "locked" not in str(exc) or attempt == attempts - 1:
                 raise
             time.sleep(0.05)
+
+
+READ_CACHE_KIB = 1024  # SQLite page cache of each reading connection
+WRITE_CACHE_KIB = 8192  # and of the one writing connection
+
+
+def _sqlite_connections(engine: Engine, *, cache_kib: int) -> None:
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA busy_timeout=30000")
+        _wal_mode(cursor)
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA cache_size=-{int(cache_kib)}")  # KiB (SQLite's default: 2 MiB)
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("sqlite_immediate")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def open_store(url: str, *, pool_size: int = 5) -> Store:
@@ -918,33 +972,23 @@ def open_store(url: str, *, pool_size: int = 5) -> Store:
         kwargs.update(pool_size=pool_size, max_overflow=pool_size)
     try:
         engine = create_engine(parsed, **kwargs)
+        write_engine = None
+        if engine.dialect.name == "sqlite":
+            # SQLite writes one at a time (see writerlock): one connection for them, with a
+            # larger page cache that stays warm from one group to the next; readers get
+            # small caches (each pooled connection holds its own)
+            _sqlite_connections(engine, cache_kib=READ_CACHE_KIB)
+            write_engine = create_engine(parsed, **kwargs, pool_size=1, max_overflow=0)
+            _sqlite_connections(write_engine, cache_kib=WRITE_CACHE_KIB)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise StoreError(f"cannot open database {url!r}: {exc}") from None
-    if engine.dialect.name == "sqlite":
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
-            cursor = dbapi_conn.cursor()
-            cursor.execute("PRAGMA busy_timeout=30000")
-            _wal_mode(cursor)
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA cache_size=-8192")  # KiB: 8 MiB of pages (default 2 MiB)
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            immediate = conn.get_execution_options().get("sqlite_immediate")
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    store = Store(engine)
+    store = Store(engine, write_engine)
     try:
         store.ping()
     except StoreError:
-        engine.dispose()
+        store.dispose()
         raise
     except OperationalError as exc:
-        engine.dispose()
+        store.dispose()
         raise StoreError(f"cannot open database {url!r}: {_short(exc)}") from None
     return store
