@@ -71,6 +71,18 @@ class StorePort(Protocol):
         self, feed_id: int, update_: FeedUpdate
     ) -> concurrent.futures.Future[None] | None: ...
 
+    def queue_save_poll(
+        self,
+        feed_id: int,
+        update_: FeedUpdate,
+        new: Sequence[CleanEntry] = (),
+        changed: Sequence[tuple[int, CleanEntry]] = (),
+        decide: Callable[[CleanEntry, Sequence[StoryCandidate], frozenset[int]], StoryDecision]
+        | None = None,
+        *,
+        dedup_window: float = ...,
+    ) -> concurrent.futures.Future[SaveResult] | None: ...
+
 
 T = TypeVar("T")
 
@@ -310,17 +322,15 @@ class Pipeline:
             title=feed.title,
             error=f"feed parsed with problems: {feed.problem}" if feed.problem else None,
         )
-        saved = await self._in_store(
-            functools.partial(
-                self.store.save_poll,
-                state.id,
-                update,
-                new,
-                changed,
-                _decide_story,
-                dedup_window=self.settings.dedup_window,
+        args = (state.id, update, new, changed, _decide_story)
+        window = self.settings.dedup_window
+        queued = self.store.queue_save_poll(*args, dedup_window=window)
+        if queued is None:
+            saved = await self._in_store(
+                functools.partial(self.store.save_poll, *args, dedup_window=window)
             )
-        )
+        else:  # SQLite: on the group writer's queue, no store thread held while waiting
+            saved = await asyncio.wrap_future(queued)
         return PollOutcome(
             state.url,
             status,

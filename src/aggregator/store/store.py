@@ -12,7 +12,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from sqlalchemy import (
@@ -59,6 +59,7 @@ from .stories import StoryExplanation
 from .tables import feeds, items, stories
 from .writerlock import WriterLock, writer_lock_path
 
+T = TypeVar("T")
 Decide = Callable[[CleanEntry, Sequence[StoryCandidate], frozenset[int]], StoryDecision]
 DEDUP_WINDOW = 14 * 86400.0  # seconds; the `dedup_window` setting
 MIGRATION_LOCK_ID = 7_246_311  # pg_advisory_lock key for `db upgrade`
@@ -471,17 +472,10 @@ class Store:
         """Write a poll (see ``_save_poll``). SQLite: in the group writer's next transaction
         (see ``groupwrite``). PostgreSQL: in a transaction of its own; one aborted as a
         deadlock or serialization victim is retried at once, up to three times."""
-        job = functools.partial(
-            self._save_poll,
-            feed_id=feed_id,
-            update_=update_,
-            new=new,
-            changed=changed,
-            decide=decide,
-            dedup_window=dedup_window,
-        )
-        if self._group is not None:
-            return self._group.run(job)
+        job = self._save_job(feed_id, update_, new, changed, decide, dedup_window)
+        queued = self.queue_write(job)
+        if queued is not None:
+            return queued.result()
         for attempt in range(3):
             try:
                 with self._tx() as conn:
@@ -643,12 +637,51 @@ class Store:
             self._write_feed(conn, feed_id, update_)
 
     def queue_record_poll(self, feed_id: int, update_: FeedUpdate) -> Future[None] | None:
-        """``record_poll`` queued for SQLite's group writer without blocking: a future that
-        resolves once committed. None when the store has no writer queue (PostgreSQL): call
-        ``record_poll``."""
+        """``record_poll`` without blocking (see ``queue_write``)."""
+        return self.queue_write(functools.partial(self._write_feed, feed_id=feed_id, u=update_))
+
+    def queue_save_poll(
+        self,
+        feed_id: int,
+        update_: FeedUpdate,
+        new: Sequence[CleanEntry] = (),
+        changed: Sequence[tuple[int, CleanEntry]] = (),
+        decide: Decide | None = None,
+        *,
+        dedup_window: float = DEDUP_WINDOW,
+    ) -> Future[SaveResult] | None:
+        """``save_poll`` without blocking (see ``queue_write``)."""
+        return self.queue_write(
+            self._save_job(feed_id, update_, new, changed, decide, dedup_window)
+        )
+
+    def _save_job(
+        self,
+        feed_id: int,
+        update_: FeedUpdate,
+        new: Sequence[CleanEntry],
+        changed: Sequence[tuple[int, CleanEntry]],
+        decide: Decide | None,
+        dedup_window: float,
+    ) -> Callable[[Connection], SaveResult]:
+        return functools.partial(
+            self._save_poll,
+            feed_id=feed_id,
+            update_=update_,
+            new=new,
+            changed=changed,
+            decide=decide,
+            dedup_window=dedup_window,
+        )
+
+    def queue_write(self, job: Callable[[Connection], T]) -> Future[T] | None:
+        """SQLite: ``job`` queued for the group writer's next transaction, as a future that
+        resolves once that transaction committed; callers on an event loop wait on it
+        without holding a thread. None when there is no writer queue (PostgreSQL): call the
+        blocking method instead."""
         if self._group is None:
             return None
-        return self._group.submit(functools.partial(self._write_feed, feed_id=feed_id, u=update_))
+        return self._group.submit(job)
 
     def _write_feed(self, conn: Connection, feed_id: int, u: FeedUpdate) -> None:
         values: dict[str, Any] = {
