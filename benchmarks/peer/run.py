@@ -495,7 +495,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     parser.add_argument("--reader-workers", type=int, default=16)
     parser.add_argument("--reader-latency-workers", type=int, default=64)
-    parser.add_argument("--concurrency", type=int, default=32, help="ours, zero latency")
+    parser.add_argument("--concurrency", type=int, default=16, help="ours, zero latency")
     parser.add_argument("--latency-concurrency", type=int, default=64, help="ours, +200 ms")
     parser.add_argument(
         "--sample-pages", type=int, default=1000, help="pages for trafilatura's rate"
