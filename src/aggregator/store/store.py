@@ -1010,9 +1010,11 @@ def open_store(url: str, *, pool_size: int = 5) -> Store:
             # SQLite writes one at a time (see writerlock): one connection for them, with a
             # larger page cache that stays warm from one group to the next; readers get
             # small caches (each pooled connection holds its own)
-            _sqlite_connections(engine, cache_kib=READ_CACHE_KIB)
-            write_engine = create_engine(parsed, **kwargs, pool_size=1, max_overflow=0)
-            _sqlite_connections(write_engine, cache_kib=WRITE_CACHE_KIB)
+            on_disk = writer_lock_path(parsed.database) is not None  # not :memory: nor a URI
+            _sqlite_connections(engine, cache_kib=READ_CACHE_KIB if on_disk else WRITE_CACHE_KIB)
+            if on_disk:
+                write_engine = create_engine(parsed, **kwargs, pool_size=1, max_overflow=0)
+                _sqlite_connections(write_engine, cache_kib=WRITE_CACHE_KIB)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
         raise StoreError(f"cannot open database {url!r}: {exc}") from None
     store = Store(engine, write_engine)
