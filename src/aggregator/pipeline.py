@@ -133,13 +133,22 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.store_threads, functools.partial(fn, *args))
 
-    async def _record_poll(self, feed_id: int, update: FeedUpdate) -> None:
-        # SQLite: straight onto the group writer's queue (no store thread held while waiting)
-        queued = self.store.queue_record_poll(feed_id, update)
+    async def _write(
+        self,
+        queue: Callable[..., concurrent.futures.Future[T] | None],
+        blocking: Callable[..., T],
+        *args: object,
+        **kwargs: object,
+    ) -> T:
+        """A store write: on SQLite straight onto the group writer's queue (no store thread
+        held while waiting for the commit), else the blocking call in a store thread."""
+        queued = queue(*args, **kwargs)
         if queued is None:
-            await self._in_store(self.store.record_poll, feed_id, update)
-        else:
-            await asyncio.wrap_future(queued)
+            return await self._in_store(functools.partial(blocking, *args, **kwargs))
+        return await asyncio.wrap_future(queued)
+
+    async def _record_poll(self, feed_id: int, update: FeedUpdate) -> None:
+        await self._write(self.store.queue_record_poll, self.store.record_poll, feed_id, update)
 
     async def _in_pool(self, fn: Callable[..., T], *args: object) -> T:
         # fn: a job of ``pooljobs`` (light to import here; the work runs in a worker)
@@ -322,15 +331,16 @@ class Pipeline:
             title=feed.title,
             error=f"feed parsed with problems: {feed.problem}" if feed.problem else None,
         )
-        args = (state.id, update, new, changed, _decide_story)
-        window = self.settings.dedup_window
-        queued = self.store.queue_save_poll(*args, dedup_window=window)
-        if queued is None:
-            saved = await self._in_store(
-                functools.partial(self.store.save_poll, *args, dedup_window=window)
-            )
-        else:  # SQLite: on the group writer's queue, no store thread held while waiting
-            saved = await asyncio.wrap_future(queued)
+        saved = await self._write(
+            self.store.queue_save_poll,
+            self.store.save_poll,
+            state.id,
+            update,
+            new,
+            changed,
+            _decide_story,
+            dedup_window=self.settings.dedup_window,
+        )
         return PollOutcome(
             state.url,
             status,

@@ -630,8 +630,9 @@ class Store:
         return SaveResult(new_items, len(changed), new_stories, merged)
 
     def record_poll(self, feed_id: int, update_: FeedUpdate) -> None:
-        if self._group is not None:
-            self._group.run(functools.partial(self._write_feed, feed_id=feed_id, u=update_))
+        queued = self.queue_record_poll(feed_id, update_)
+        if queued is not None:
+            queued.result()
             return
         with self._tx() as conn:
             self._write_feed(conn, feed_id, update_)
