@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 
 from aggregator.config import parse_config
+from aggregator.errors import StoreError
 from aggregator.records import FeedUpdate
 from aggregator.store import open_store
 
@@ -224,6 +225,47 @@ def _run_python(code: str, *args: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+    )
+
+
+def test_upgrade_in_child_migrates_without_loading_alembic_here(db_url: str) -> None:
+    """The daemon migrates in a child process: the tables exist afterwards, and Alembic
+    (with Mako and Pygments) never loaded into the process that keeps running."""
+    code = """
+        import sys
+        from aggregator.store import open_store
+        store = open_store(sys.argv[1])
+        store.upgrade_in_child()
+        store.upgrade_in_child()  # at head: nothing to do
+        store.close()
+        print(sorted(m for m in ("alembic", "mako", "pygments") if m in sys.modules))
+    """
+    out, _ = _run_python(code, db_url, "").communicate(timeout=120)
+    assert out.strip().splitlines()[-1] == "[]", out
+    engine = create_engine(db_url)
+    try:
+        assert {"feeds", "items", "stories"} <= set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_in_child_reports_a_failed_migration_in_one_line(tmp_path: Path) -> None:
+    """A database stamped with a revision this version does not know (written by a newer
+    release) is refused with the reason, not a traceback."""
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        conn.execute(text("INSERT INTO alembic_version VALUES ('f00dcafe')"))
+    engine.dispose()
+    store = open_store(url)
+    try:
+        with pytest.raises(StoreError) as caught:
+            store.upgrade_in_child()
+    finally:
+        store.close()
+    assert str(caught.value) == (
+        "cannot migrate the database: Can't locate revision identified by 'f00dcafe'"
     )
 
 

@@ -311,18 +311,11 @@ def _weighted(
     common_at = np.isin(sequence[anchor_at], common)
     if not common_at.any():
         return _Weighted(distinct, len(distinct), len(distinct))
-    n = len(sequence)
-    anchor = np.zeros(n, dtype=bool)
-    anchor[anchor_at] = True
-    is_common = np.zeros(n, dtype=bool)
-    is_common[anchor_at[common_at]] = True
-    index = np.arange(n)
-    left = np.maximum.accumulate(np.where(anchor, index, -(n + 1)))
-    right = np.minimum.accumulate(np.where(anchor, index, 2 * n + 2)[::-1])[::-1]
-    nearest = np.where(index - left <= right - index, left, right)
-    valid = (nearest >= 0) & (nearest < n)
-    flag = np.zeros(n, dtype=bool)
-    flag[valid] = is_common[nearest[valid]]
+    # each shingle belongs to its nearest anchor: the anchors' cells split the sequence
+    # at the midpoints between neighbours (a tie goes left), so one repeat marks them all
+    bounds = (anchor_at[:-1] + anchor_at[1:]) // 2  # last index of each cell but the last
+    lengths = np.diff(bounds, prepend=-1, append=len(sequence) - 1)
+    flag = np.repeat(common_at, lengths)
     dropped = np.zeros(len(distinct), dtype=bool)
     dropped[np.searchsorted(distinct, sequence[flag])] = True
     counted = distinct[~dropped]

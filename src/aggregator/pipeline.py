@@ -104,6 +104,11 @@ class PipelineSettings:
     max_interval: float = 86400.0
     max_entries_per_feed: int = 500
     dedup_window: float = 14 * 86400.0  # seconds: candidates first seen this recently
+    # polls between a fetched document and its commit (parsing, article pages, dedup,
+    # waiting for the store): their entries are held in memory meanwhile. ``concurrency``
+    # bounds the requests in flight; this bounds the work behind them, so that many
+    # requests can wait on slow servers without as many parsed polls queuing at the store
+    max_processing: int = 8
 
 
 # ---- the orchestrator ----------------------------------------------------------------
@@ -128,6 +133,7 @@ class Pipeline:
         # threads that wait on the store; as many as polls in flight, so that saves queue
         # up in the store (SQLite writes them in groups) rather than in front of it
         self.store_threads = store_threads
+        self._processing = asyncio.Semaphore(settings.max_processing)
 
     async def _in_store(self, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
@@ -239,6 +245,15 @@ class Pipeline:
             return await self._fail(
                 state, now, status, f"unexpected HTTP status {status}", result.headers
             )
+        if status == 304:
+            return await self._not_modified(spec, state, now, result)
+        async with self._processing:
+            return await self._process(spec, state, now, result)
+
+    def _base_update(
+        self, spec: FeedSpec, state: FeedState, now: datetime, result: FetchResult
+    ) -> tuple[FeedUpdate, float]:
+        """The feed's new state after a successful fetch, and its polling interval."""
         redirect_url, redirect_count, redirect_seen, new_url = policy.redirect_progress(
             state.url,
             result.permanent_redirect,
@@ -254,7 +269,7 @@ class Pipeline:
             )
         base_update = FeedUpdate(
             polled_at=now,
-            status=status,
+            status=result.status,
             ok=True,
             next_check_at=now,
             redirect_url=redirect_url,
@@ -262,16 +277,28 @@ class Pipeline:
             redirect_seen_at=redirect_seen,
             new_url=new_url,
         )
-        interval = self._interval(spec, state)
-        if status == 304:
-            update = replace(
-                base_update,
-                next_check_at=policy.next_check(now, interval, self.rng()),
-                etag=result.etag or state.etag,
-                last_modified=result.last_modified or state.last_modified,
-            )
-            await self._record_poll(state.id, update)
-            return PollOutcome(state.url, status, ok=True, not_modified=True)
+        return base_update, self._interval(spec, state)
+
+    async def _not_modified(
+        self, spec: FeedSpec, state: FeedState, now: datetime, result: FetchResult
+    ) -> PollOutcome:
+        base_update, interval = self._base_update(spec, state, now, result)
+        update = replace(
+            base_update,
+            next_check_at=policy.next_check(now, interval, self.rng()),
+            etag=result.etag or state.etag,
+            last_modified=result.last_modified or state.last_modified,
+        )
+        await self._record_poll(state.id, update)
+        return PollOutcome(state.url, result.status, ok=True, not_modified=True)
+
+    async def _process(
+        self, spec: FeedSpec, state: FeedState, now: datetime, result: FetchResult
+    ) -> PollOutcome:
+        """A fetched document (200): parse, pick the new and changed entries, fetch their
+        pages, fingerprint, save. At most ``max_processing`` polls are here at once."""
+        status = result.status
+        base_update, interval = self._base_update(spec, state, now, result)
         try:
             prepared = await self._in_pool(
                 pooljobs.prepare_document,

@@ -104,6 +104,8 @@ def pipeline_settings(config: Config) -> PipelineSettings:
         max_interval=s.max_interval,
         max_entries_per_feed=s.max_entries_per_feed,
         dedup_window=s.dedup_window,
+        # enough parsed polls to keep every pool worker and the store writer busy
+        max_processing=max(4, 4 * pool_size(config)),
     )
 
 

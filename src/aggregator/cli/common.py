@@ -57,7 +57,7 @@ def open_or_exit(cfg: Config, *, migrate: bool) -> Store:
     try:
         store = open_store(cfg.database_url, pool_size=max(5, cfg.settings.concurrency // 2))
         if migrate:
-            store.upgrade()
+            store.upgrade_in_child()
         return store
     except StoreError as exc:
         raise fail(str(exc), 3) from None

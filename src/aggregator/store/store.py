@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import functools
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
@@ -63,6 +65,21 @@ T = TypeVar("T")
 Decide = Callable[[CleanEntry, Sequence[StoryCandidate], frozenset[int]], StoryDecision]
 DEDUP_WINDOW = 14 * 86400.0  # seconds; the `dedup_window` setting
 MIGRATION_LOCK_ID = 7_246_311  # pg_advisory_lock key for `db upgrade`
+MIGRATION_TIMEOUT = 3600.0  # seconds a child process may take to migrate (upgrade_in_child)
+# the child of ``upgrade_in_child``: the URL comes on stdin (it may hold a password), a
+# StoreError's message goes to stderr as the last line
+_CHILD_UPGRADE = """
+import sys
+from aggregator.errors import StoreError
+from aggregator.store import open_store
+try:
+    store = open_store(sys.stdin.read())
+    store.upgrade()
+    store.close()
+except StoreError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(3)
+"""
 SYNC_LOCK_ID = 7_246_312  # pg_advisory_xact_lock key for syncing feeds.yaml into the table
 
 
@@ -172,6 +189,32 @@ class Store:
             return
         self._migrate("upgrade", revision)
 
+    def upgrade_in_child(self) -> None:
+        """``upgrade``, run by a child process when there is anything to do: Alembic,
+        Mako and Pygments (~14 MB) then never load into a daemon that runs for months.
+        In-memory and URI SQLite databases are migrated in this process (a child would
+        see another database)."""
+        if self._at_head():
+            return
+        if self.dialect == "sqlite" and writer_lock_path(self.engine.url.database) is None:
+            self._migrate("upgrade", "head")
+            return
+        url = self.engine.url.render_as_string(hide_password=False)
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", _CHILD_UPGRADE],
+                input=url,
+                capture_output=True,
+                text=True,
+                timeout=MIGRATION_TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise StoreError(f"cannot migrate the database: {exc}") from None
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+            raise StoreError(lines[-1].removeprefix("aggregator.errors.StoreError: "))
+
     def downgrade(self, revision: str) -> None:
         """Undo the migrations after ``revision`` (for tests and rollbacks)."""
         self._migrate("downgrade", revision)
@@ -191,6 +234,7 @@ class Store:
     def _migrate(self, direction: str, revision: str) -> None:
         from alembic import command
         from alembic.config import Config as AlembicConfig
+        from alembic.util.exc import CommandError
 
         cfg = AlembicConfig()
         cfg.set_main_option("script_location", str(_migrations_dir()))
@@ -218,6 +262,8 @@ class Store:
                         conn.commit()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot migrate the database: {_short(exc)}") from None
+        except CommandError as exc:  # e.g. a revision this version does not know (newer)
+            raise StoreError(f"cannot migrate the database: {exc}") from None
 
     def ping(self) -> None:
         try:

@@ -1,0 +1,135 @@
+"""The store's write path alone: replay a farm's parsed polls into a fresh database.
+
+    python benchmarks/store_replay.py prepare benchmarks/work/peer/farm-2000 --feeds 2000 \\
+        --out benchmarks/work/replay-2000.pickle
+    python benchmarks/store_replay.py run benchmarks/work/replay-2000.pickle \\
+        --db /tmp/replay.db --in-flight 16
+
+``prepare`` parses and fingerprints every feed document of a farm from disk (the same pool
+jobs as ``aggregator run``) and pickles what each poll hands to the store. ``run`` saves
+those polls into a new SQLite (or PostgreSQL: ``--db postgresql://…``) database with
+``in-flight`` saves queued at once, as the daemon does at ``concurrency: N``, and prints the
+wall time, the writer thread's CPU seconds and the counts. No network, no parsing: what is
+left is the store's own cost (dedup decisions, inserts, FTS indexing, commits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import sys
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from aggregator import pooljobs  # noqa: E402
+from aggregator.records import CleanEntry, FeedSpec, FeedUpdate  # noqa: E402
+
+
+def _prepare_one(args: tuple[str, Path]) -> tuple[str, list[CleanEntry]]:
+    url, path = args
+    body = path.read_bytes()
+    kind = path.suffix
+    ctype = {
+        ".rss": "application/rss+xml",
+        ".atom": "application/atom+xml",
+        ".rdf": "application/rdf+xml",
+        ".json": "application/feed+json",
+    }.get(kind, "application/xml")
+    prepared = pooljobs.prepare_document(body, {"content-type": ctype}, url, 500)
+    entries = list(prepared.entries)
+    fps = pooljobs.fingerprints([c.text for c in entries])
+    return url, [replace(c, fingerprint=fp) for c, fp in zip(entries, fps, strict=True)]
+
+
+def prepare(farm_dir: Path, feeds: int, out: Path) -> None:
+    from benchmarks.farm import Farm
+
+    farm = Farm.load(farm_dir)
+    jobs = []
+    for url, info in zip(farm.urls(limit=feeds), farm.feeds[:feeds], strict=True):
+        jobs.append((url, farm.root / "site" / info.path.strip("/")))
+    started = time.monotonic()
+    with ProcessPoolExecutor(os.cpu_count() or 2) as pool:
+        polls = list(pool.map(_prepare_one, jobs, chunksize=8))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("wb") as fh:
+        pickle.dump(polls, fh, protocol=pickle.HIGHEST_PROTOCOL)
+    entries = sum(len(e) for _, e in polls)
+    print(f"{len(polls)} polls, {entries} entries in {time.monotonic() - started:.1f} s -> {out}")
+
+
+def run(source: Path, db: str, in_flight: int, limit: int | None = None) -> dict[str, Any]:
+    from aggregator.pipeline import _decide_story
+    from aggregator.store import open_store
+
+    with source.open("rb") as fh:
+        polls: list[tuple[str, list[CleanEntry]]] = pickle.load(fh)[:limit]
+    url = db if "://" in db else f"sqlite:///{db}"
+    store = open_store(url)
+    store.upgrade()
+    now = datetime.now(UTC)
+    store.sync_feeds([FeedSpec(url=u) for u, _ in polls], now)
+    ids = {s.url: s.id for s in store.feed_states(now + timedelta(days=1))}
+    started = time.monotonic()
+    cpu0 = time.process_time()
+    pending: list[Future[Any]] = []
+    new_items = 0
+    for feed_url, entries in polls:
+        update = FeedUpdate(polled_at=datetime.now(UTC), status=200, ok=True, next_check_at=now)
+        queued = store.queue_save_poll(ids[feed_url], update, entries, (), _decide_story)
+        if queued is None:  # PostgreSQL: no group writer
+            new_items += store.save_poll(
+                ids[feed_url], update, entries, (), _decide_story
+            ).new_items
+            continue
+        pending.append(queued)
+        if len(pending) >= in_flight:
+            new_items += pending.pop(0).result().new_items
+    for fut in pending:
+        new_items += fut.result().new_items
+    wall = time.monotonic() - started
+    result = {
+        "polls": len(polls),
+        "new_items": new_items,
+        "wall_s": round(wall, 2),
+        "process_cpu_s": round(time.process_time() - cpu0, 2),
+        **store.counts(),
+    }
+    group = getattr(store, "_group", None)
+    if group is not None:
+        result["writer_cpu_s"] = round(group.cpu_seconds, 2)
+        result["groups"] = group.groups
+    store.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare")
+    p.add_argument("farm", type=Path)
+    p.add_argument("--feeds", type=int, default=2000)
+    p.add_argument("--out", type=Path, required=True)
+    r = sub.add_parser("run")
+    r.add_argument("source", type=Path)
+    r.add_argument("--db", required=True)
+    r.add_argument("--in-flight", type=int, default=16)
+    r.add_argument("--limit", type=int, default=None, help="only the first N polls")
+    args = parser.parse_args()
+    if args.cmd == "prepare":
+        prepare(args.farm, args.feeds, args.out)
+    else:
+        print(run(args.source, args.db, args.in_flight, args.limit))
+
+
+if __name__ == "__main__":
+    main()
