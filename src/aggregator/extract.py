@@ -188,6 +188,9 @@ def extract_article(
     doc = trafilatura.bare_extraction(
         tree,
         url=url,
+        # not "python": trafilatura would also serialize the body to plain text, and our
+        # text comes from the sanitized HTML below (~10 % of the extraction's time)
+        output_format="txt",
         with_metadata=True,
         favor_precision=settings.favor_precision,
         favor_recall=settings.favor_recall,
