@@ -485,15 +485,87 @@ def parse_config(raw: Any, path: Path | str = "<config>") -> Config:
 
 
 def _load_yaml(text: str) -> Any:
-    """libyaml's safe loader when PyYAML has it (9x faster: 40 ms for 2000 feeds instead of
-    370), and on an error the pure-Python loader's message, which names what it expected."""
+    """libyaml when PyYAML has it (9x faster: 40 ms for 2000 feeds instead of 370), read
+    from its event stream for a plain document (see ``_load_plain_yaml``); on an error the
+    pure-Python loader's message, which names what it expected."""
     fast = getattr(yaml, "CSafeLoader", None)
     if fast is not None:
+        try:
+            return _load_plain_yaml(text, fast)
+        except _BadValue:
+            raise  # with its line and column (the full loader would raise a bare ValueError)
+        except (_NotPlain, yaml.YAMLError, RecursionError):
+            pass
         try:
             return yaml.load(text, Loader=fast)
         except yaml.YAMLError:
             pass
     return yaml.safe_load(text)
+
+
+class _BadValue(yaml.MarkedYAMLError):
+    """A scalar that YAML reads as a date or number which cannot be built (2026-02-30)."""
+
+
+class _NotPlain(Exception):
+    """The document uses what only the full loader handles: anchors, aliases, merge keys,
+    explicit tags, non-scalar keys, several documents."""
+
+
+def _load_plain_yaml(text: str, loader_class: Any) -> Any:
+    """``yaml.safe_load`` of a plain document, built straight from libyaml's events.
+
+    The full loader first composes every node of the document, each with two position
+    marks: 27 MB at its peak for a 10 000-feed file whose data takes 4.5 MB, memory the
+    daemon's allocator keeps for good. Scalars are resolved and constructed by the safe
+    loader itself, so values come out the same."""
+    loader = loader_class(text)
+    try:
+        loader.get_event()  # stream start
+        if loader.check_event(yaml.StreamEndEvent):
+            return None  # an empty file
+        loader.get_event()  # document start
+        data = _plain_node(loader)
+        loader.get_event()  # document end
+        if not loader.check_event(yaml.StreamEndEvent):
+            raise _NotPlain("several documents")
+        return data
+    finally:
+        loader.dispose()
+
+
+def _plain_node(loader: Any) -> Any:
+    event: Any = loader.get_event()
+    if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
+        raise _NotPlain("anchor or alias")
+    if event.tag not in (None, "!"):
+        raise _NotPlain("explicit tag")
+    if isinstance(event, yaml.ScalarEvent):
+        tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+        construct = loader.yaml_constructors.get(tag)
+        if construct is None or tag in ("tag:yaml.org,2002:merge", "tag:yaml.org,2002:value"):
+            raise _NotPlain(tag)
+        try:
+            return construct(loader, yaml.ScalarNode(tag, event.value, style=event.style))
+        except ValueError as exc:
+            mark: Any = event.start_mark
+            raise _BadValue(problem=f"{event.value!r}: {exc}", problem_mark=mark) from None
+    if isinstance(event, yaml.SequenceStartEvent):
+        items: list[Any] = []
+        while not loader.check_event(yaml.SequenceEndEvent):
+            items.append(_plain_node(loader))
+        loader.get_event()
+        return items
+    if isinstance(event, yaml.MappingStartEvent):
+        mapping: dict[Any, Any] = {}
+        while not loader.check_event(yaml.MappingEndEvent):
+            key = _plain_node(loader)
+            if isinstance(key, list | dict):
+                raise _NotPlain("a key that is not a scalar")
+            mapping[key] = _plain_node(loader)
+        loader.get_event()
+        return mapping
+    raise _NotPlain(type(event).__name__)
 
 
 def load_config(
@@ -517,6 +589,8 @@ def load_config(
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError(f"{file}: invalid YAML{where}: {problem}") from None
+    except ValueError as exc:  # a value PyYAML recognised but could not build: 2026-02-30
+        raise ConfigError(f"{file}: invalid YAML: {exc}") from None
     config = parse_config(raw, file)
     url = database_url or env.get(ENV_DATABASE_URL)
     if url:
