@@ -85,6 +85,7 @@ class StorePort(Protocol):
 
 
 T = TypeVar("T")
+ARTICLE_BATCH = 8  # article pages extracted per pool job
 
 
 def _decide_story(
@@ -380,33 +381,54 @@ class Pipeline:
         )
 
     async def _with_articles(self, state: FeedState, entries: list[CleanEntry]) -> list[CleanEntry]:
-        async def one(clean: CleanEntry) -> CleanEntry:
+        """Each entry with the text of its article page, where the page gives a longer one.
+        The pages are fetched at once, then extracted ``ARTICLE_BATCH`` to a pool job."""
+
+        async def fetch(clean: CleanEntry) -> FetchResult | None:
             link = clean.entry.link
             if not link:
-                return clean
+                return None
             try:
                 page = await self.fetcher.fetch(link, page=True)
             except FetchError as exc:
                 _log_article(state, link, _sentence(exc))
-                return clean
+                return None
             if page.status != 200 or not page.body:
                 _log_article(state, link, f"HTTP {page.status}")
-                return clean
-            extracted = await self._in_pool(pooljobs.extract_page, page.body, page.final_url)
-            if not isinstance(extracted, ArticlePage):
-                _log_article(state, link, str(extracted))
-                return clean
-            article = extracted.article
-            if clean.text and len(article.text) < len(clean.text):
-                return clean  # the feed's own text is longer: keep it
-            return replace(
-                clean,
-                article=article,
-                text=article.text,
-                page_canonical_url=extracted.page_canonical_url,
-            )
+                return None
+            return page
 
-        return list(await asyncio.gather(*(one(c) for c in entries)))
+        pages = await asyncio.gather(*(fetch(c) for c in entries))
+        todo = [(index, page) for index, page in enumerate(pages) if page is not None]
+        batches = [todo[i : i + ARTICLE_BATCH] for i in range(0, len(todo), ARTICLE_BATCH)]
+        done = await asyncio.gather(
+            *(
+                self._in_pool(pooljobs.extract_pages, [(p.body, p.final_url) for _, p in batch])
+                for batch in batches
+            )
+        )
+        result = list(entries)
+        for batch, extracted_pages in zip(batches, done, strict=True):
+            for (index, _page), extracted in zip(batch, extracted_pages, strict=True):
+                result[index] = self._with_article(state, entries[index], extracted)
+        return result
+
+    @staticmethod
+    def _with_article(
+        state: FeedState, clean: CleanEntry, extracted: ArticlePage | str
+    ) -> CleanEntry:
+        if not isinstance(extracted, ArticlePage):
+            _log_article(state, clean.entry.link or "", str(extracted))
+            return clean
+        article = extracted.article
+        if clean.text and len(article.text) < len(clean.text):
+            return clean  # the feed's own text is longer: keep it
+        return replace(
+            clean,
+            article=article,
+            text=article.text,
+            page_canonical_url=extracted.page_canonical_url,
+        )
 
 
 def _sentence(exc: BaseException) -> str:

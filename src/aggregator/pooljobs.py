@@ -35,11 +35,13 @@ def prepare_document(
     return poolwork.prepare_document(body, headers, base_url, limit, source_type, selectors)
 
 
-def extract_page(body: bytes, url: str) -> ArticlePage | str:
-    """Extract an article page; an error comes back as its message."""
+def extract_pages(pages: Sequence[tuple[bytes, str]]) -> list[ArticlePage | str]:
+    """Extract several article pages (body, URL) in one job; an error comes back as its
+    message. One job per few pages: the hand-off of each job to a worker costs the main
+    process more than a page's extraction does, and left the workers waiting."""
     from . import poolwork
 
-    return poolwork.extract_page(body, url)
+    return [poolwork.extract_page(body, url) for body, url in pages]
 
 
 def fingerprints(texts: Sequence[str | None]) -> list[TextFingerprint | None]:
