@@ -494,7 +494,10 @@ def _load_yaml(text: str) -> Any:
             return _load_plain_yaml(text, fast)
         except _BadValue:
             raise  # with its line and column (the full loader would raise a bare ValueError)
-        except (_NotPlain, yaml.YAMLError, RecursionError):
+        except yaml.YAMLError:
+            # the same libyaml parser would fail the same way: straight to the message
+            return yaml.safe_load(text)
+        except (_NotPlain, RecursionError):
             pass
         try:
             return yaml.load(text, Loader=fast)

@@ -212,8 +212,9 @@ class Store:
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise StoreError(f"cannot migrate the database: {exc}") from None
         if done.returncode != 0:
+            # the child's StoreError message, or an unexpected error's traceback's last line
             lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
-            raise StoreError(lines[-1].removeprefix("aggregator.errors.StoreError: "))
+            raise StoreError(lines[-1])
 
     def downgrade(self, revision: str) -> None:
         """Undo the migrations after ``revision`` (for tests and rollbacks)."""
