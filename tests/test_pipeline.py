@@ -208,6 +208,39 @@ def test_many_requests_in_flight_but_few_polls_processing(
     assert peak == 4
 
 
+def test_run_once_holds_coroutines_for_the_polls_in_flight_not_for_every_feed(
+    server: FixtureServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run --once`` over many feeds keeps ``concurrency`` polling coroutines, not a task
+    per feed (memory flat in the number of feeds); the feeds still waiting for their turn
+    count as active, so their leases are renewed while they wait."""
+    import asyncio
+
+    from aggregator.scheduler import Runner
+
+    feeds = [
+        {"url": server.add(f"/t{i}/feed.xml", rss(f"t{i}", [_item(i, 0)]))} for i in range(30)
+    ]
+    cfg = write_config(tmp_path / "feeds.yaml", feeds, concurrency=3, workers=1, full_text=False)
+    peak_tasks = 0
+    waiting_active: list[int] = []
+    poll = Runner.poll
+
+    async def counted(self: Runner, state: object) -> object:
+        nonlocal peak_tasks
+        peak_tasks = max(peak_tasks, len(asyncio.all_tasks()))
+        waiting_active.append(len(self.active))
+        return await poll(self, state)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Runner, "poll", counted)
+    summary = run_once(cfg, f"sqlite:///{tmp_path / 'tasks.db'}")
+    assert (summary.polled, summary.failed, summary.new_items) == (30, 0, 30)
+    # three pollers, the lease renewer and the run itself (a task per feed would be 30+)
+    assert peak_tasks <= 3 + 2
+    # the first polls start while all 30 feeds are active (claimed, leases to renew)
+    assert waiting_active[0] == 30
+
+
 def _item(feed: int, n: int) -> dict[str, str]:
     return {
         "title": f"Feed {feed} item {n}",

@@ -294,17 +294,26 @@ class Runner:
         summary.skipped = len(every) - len(todo)
         if on_start:
             on_start(len(todo))
+        # every claimed feed counts as active from now on, so that its lease is renewed
+        # while it waits for its turn
+        self.active.update(state.id for state in todo)
         renewer = asyncio.create_task(self.keep_leases())
+        # as many polling coroutines as polls may run at once, taking feeds in order from
+        # one iterator: a task per feed would hold a coroutine for each of them (memory
+        # that grows with the number of feeds, not with the work in flight)
+        queue = iter(todo)
 
-        async def one(state: FeedState) -> None:
-            outcome = await self.poll(state)
-            if outcome is not None:
-                summary.add(outcome)
-                if on_done:
-                    on_done(outcome)
+        async def worker() -> None:
+            for state in queue:
+                outcome = await self.poll(state)
+                if outcome is not None:
+                    summary.add(outcome)
+                    if on_done:
+                        on_done(outcome)
 
         try:
-            await asyncio.gather(*(one(s) for s in todo))
+            workers = min(len(todo), self.config.settings.concurrency)
+            await asyncio.gather(*(worker() for _ in range(workers)))
         finally:
             renewer.cancel()
             await self.release()
