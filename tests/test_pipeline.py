@@ -218,9 +218,7 @@ def test_run_once_holds_coroutines_for_the_polls_in_flight_not_for_every_feed(
 
     from aggregator.scheduler import Runner
 
-    feeds = [
-        {"url": server.add(f"/t{i}/feed.xml", rss(f"t{i}", [_item(i, 0)]))} for i in range(30)
-    ]
+    feeds = [{"url": server.add(f"/t{i}/feed.xml", rss(f"t{i}", [_item(i, 0)]))} for i in range(30)]
     cfg = write_config(tmp_path / "feeds.yaml", feeds, concurrency=3, workers=1, full_text=False)
     peak_tasks = 0
     waiting_active: list[int] = []
