@@ -47,6 +47,8 @@ def run(
     interactive = sys.stdout.isatty()
     setup_logging("WARNING" if once and interactive else log_level)
     store = open_or_exit(cfg, migrate=True)
+    # SQLite: polls are written by a process of its own, beside this one (store.writerproc)
+    store.start_writer_process()
     try:
         if once:
             summary = asyncio.run(_run_once(cfg, store, interactive))

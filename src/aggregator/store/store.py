@@ -60,6 +60,7 @@ from .groupwrite import GroupWriter
 from .stories import StoryExplanation
 from .tables import feeds, items, stories
 from .writerlock import WriterLock, writer_lock_path
+from .writerproc import WriterProcess
 
 T = TypeVar("T")
 Decide = Callable[[CleanEntry, Sequence[StoryCandidate], frozenset[int]], StoryDecision]
@@ -167,9 +168,28 @@ class Store:
         self._write_lock: AbstractContextManager[object] = self._writer or nullcontext()
         # SQLite: polls are saved in groups, one transaction each (see groupwrite)
         self._group = GroupWriter(self._locked_tx, _db_errors) if self.dialect == "sqlite" else None
+        self._remote: WriterProcess | None = None  # see start_writer_process
+
+    def start_writer_process(self) -> bool:
+        """SQLite database file: from now on, polls are saved by a group writer in a child
+        process (see ``writerproc``); False where there is none to start (PostgreSQL, an
+        in-memory or URI database)."""
+        if self._group is None or writer_lock_path(self.engine.url.database) is None:
+            return False
+        if self._remote is None:
+            self._remote = WriterProcess(self.engine.url.render_as_string(hide_password=False))
+        return True
+
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's pid, if one was started (tests, diagnostics)."""
+        return self._remote.pid if self._remote is not None else None
 
     # ---- lifecycle -----------------------------------------------------------------
     def close(self) -> None:
+        if self._remote is not None:
+            self._remote.close()
+            self._remote = None
         if self._group is not None:
             self._group.close()
         if self._writer is not None:
@@ -519,10 +539,12 @@ class Store:
         """Write a poll (see ``_save_poll``). SQLite: in the group writer's next transaction
         (see ``groupwrite``). PostgreSQL: in a transaction of its own; one aborted as a
         deadlock or serialization victim is retried at once, up to three times."""
-        job = self._save_job(feed_id, update_, new, changed, decide, dedup_window)
-        queued = self.queue_write(job)
+        queued = self.queue_save_poll(
+            feed_id, update_, new, changed, decide, dedup_window=dedup_window
+        )
         if queued is not None:
             return queued.result()
+        job = self._save_job(feed_id, update_, new, changed, decide, dedup_window)
         for attempt in range(3):
             try:
                 with self._tx() as conn:
@@ -686,6 +708,9 @@ class Store:
 
     def queue_record_poll(self, feed_id: int, update_: FeedUpdate) -> Future[None] | None:
         """``record_poll`` without blocking (see ``queue_write``)."""
+        remote = self._remote and self._remote.submit("_write_feed", feed_id=feed_id, u=update_)
+        if remote:
+            return remote
         return self.queue_write(functools.partial(self._write_feed, feed_id=feed_id, u=update_))
 
     def queue_save_poll(
@@ -699,6 +724,17 @@ class Store:
         dedup_window: float = DEDUP_WINDOW,
     ) -> Future[SaveResult] | None:
         """``save_poll`` without blocking (see ``queue_write``)."""
+        remote = self._remote and self._remote.submit(
+            "_save_poll",
+            feed_id=feed_id,
+            update_=update_,
+            new=new,
+            changed=changed,
+            decide=decide,
+            dedup_window=dedup_window,
+        )
+        if remote:
+            return remote
         return self.queue_write(
             self._save_job(feed_id, update_, new, changed, decide, dedup_window)
         )

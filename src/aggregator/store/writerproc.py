@@ -1,0 +1,178 @@
+"""The SQLite group writer in a process of its own (the daemon and ``run --once``).
+
+Why: on SQLite every poll's items, story decisions and index rows are written by one
+group writer (see ``groupwrite``). In the daemon's process that thread shares the GIL with
+the event loop, the fetches and the unpickling of every parsed poll, and it brings numpy,
+the dedup verification and an 8 MiB page cache into the daemon's memory. In a child
+process it runs on a core of its own (docs/performance.md, "Fifth round").
+
+How: the parent sends ``(request id, Store method, keyword arguments)`` over a pipe; the
+child queues the method on its own ``Store``'s group writer and answers
+``(request id, result, error)`` once the group is committed. Only the writes that go
+through the group writer's queue are sent (``save_poll`` and ``record_poll``); every other
+statement stays in the parent, and the machine-wide writer lock (``writerlock``) keeps
+both processes taking turns.
+
+Failure: if the child dies, every write it had not answered fails with a ``StoreError``
+(its feeds are polled again, as after any failed commit), one error line is logged, and
+later writes go to the parent's own group writer: nothing stops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import logging
+import multiprocessing
+import signal
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ..errors import AggregatorError, StoreError
+
+log = logging.getLogger(__name__)
+
+#: the Store methods a parent may ask for (each queued on the child's group writer)
+METHODS = ("_save_poll", "_write_feed")
+
+
+class WriterProcess:
+    """The parent's end: ``submit`` a Store method, get a future for its result."""
+
+    def __init__(self, url: str) -> None:
+        context = multiprocessing.get_context("forkserver")
+        self._conn, child_conn = context.Pipe()
+        self._process = context.Process(
+            target=serve, args=(url, child_conn), name="aggregator-store-writer", daemon=True
+        )
+        self._process.start()
+        child_conn.close()
+        self._ids = itertools.count()
+        self._pending: dict[int, Future[Any]] = {}
+        self._lock = threading.Lock()  # sends, and _pending against the reader's failure
+        self.alive = True
+        self._reader = threading.Thread(
+            target=self._read, name="aggregator-store-writer-replies", daemon=True
+        )
+        self._reader.start()
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    def submit(self, method: str, **kwargs: Any) -> Future[Any] | None:
+        """Queue ``method(conn, **kwargs)`` in the child; None once the child is gone (the
+        caller writes itself)."""
+        future: Future[Any] = Future()
+        with self._lock:
+            if not self.alive:
+                return None
+            request = next(self._ids)
+            self._pending[request] = future
+            try:
+                self._conn.send((request, method, kwargs))
+            except (OSError, EOFError):
+                del self._pending[request]
+                return None
+        return future
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Let the child finish what it was sent, then stop it."""
+        with self._lock:
+            if self.alive:
+                with contextlib.suppress(OSError, EOFError):  # already gone
+                    self._conn.send(None)
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._reader.join(5.0)
+        self._conn.close()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                request, result, error = self._conn.recv()
+            except (EOFError, OSError):
+                break
+            future = self._pending.pop(request, None)
+            if future is None:
+                continue
+            if error is None:
+                future.set_result(result)
+            else:
+                future.set_exception(error)
+        with self._lock:
+            self.alive = False
+            lost, self._pending = self._pending, {}
+        self._process.join(5.0)
+        if lost or self._process.exitcode not in (0, None):
+            log.error(
+                "the store writer process exited (code %s); %d unanswered writes failed, "
+                "this process writes from now on",
+                self._process.exitcode,
+                len(lost),
+                extra={"event": "store_writer_exited", "exitcode": self._process.exitcode},
+            )
+        for future in lost.values():
+            future.set_exception(StoreError("the store writer process exited before the commit"))
+
+
+def serve(url: str, conn: Connection) -> None:
+    """The child: run the parent's writes on this process's group writer until told to
+    stop (``None``) or the parent is gone, answering each once its group is committed."""
+    from .store import open_store
+
+    # Ctrl-C reaches the whole process group, and a service manager may signal every
+    # process of the service: the parent decides when the writer stops (it finishes what
+    # it was sent first); a parent that is gone closes the pipe, which stops it too
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:  # its name in ps, top and /proc (Linux)
+        with open("/proc/self/comm", "w") as comm:
+            comm.write("aggregator-wr")
+    except OSError:
+        pass
+    store = open_store(url, pool_size=1)
+    send_lock = threading.Lock()
+
+    def answer(request: int) -> Callable[[Future[Any]], None]:
+        def done(future: Future[Any]) -> None:
+            error = future.exception()
+            reply = (request, None if error else future.result(), _portable(error))
+            with send_lock, contextlib.suppress(OSError, EOFError):  # the parent is gone
+                conn.send(reply)
+
+        return done
+
+    try:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                break
+            if message is None:
+                break
+            request, method, kwargs = message
+            if method not in METHODS:
+                failed: Future[Any] = Future()
+                failed.set_exception(StoreError(f"unknown store writer request {method!r}"))
+                answer(request)(failed)
+                continue
+            queued = store.queue_write(functools.partial(getattr(store, method), **kwargs))
+            assert queued is not None  # SQLite: the group writer is there
+            queued.add_done_callback(answer(request))
+    finally:
+        store.close()  # the group writer finishes its queue first
+        conn.close()
+
+
+def _portable(error: BaseException | None) -> BaseException | None:
+    """``error`` as something that survives pickling to the parent."""
+    if error is None or isinstance(error, AggregatorError):
+        return error
+    return StoreError(f"{type(error).__name__}: {error}")

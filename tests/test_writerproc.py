@@ -1,0 +1,133 @@
+"""SQLite: polls written by a store writer in a process of its own (store/writerproc.py):
+the same rows and story decisions as in-process, and a writer that dies costs only the
+writes it had not answered."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from aggregator.config import load_config
+from aggregator.scheduler import run_once
+from aggregator.store import Store, open_store
+from builders import paragraph, rss
+from conftest import write_config
+from httpserver import FixtureServer
+from ingest import aggregator, rows
+
+
+def _feeds(server: FixtureServer, prefix: str, count: int) -> list[dict[str, object]]:
+    """``count`` feeds of 3 items each; every feed also carries the same shared story
+    (one link with a different tracking parameter per feed)."""
+    feeds: list[dict[str, object]] = []
+    for i in range(count):
+        items = [
+            {
+                "title": f"{prefix} {i} item {j}",
+                "link": f"https://{prefix}{i}.example/{j}",
+                "guid": f"{prefix}{i}-{j}",
+                "description": paragraph(i * 10 + j),
+            }
+            for j in range(3)
+        ]
+        items.append(
+            {
+                "title": "The shared story",
+                "link": f"https://news.example/shared?utm_source={prefix}{i}",
+                "guid": f"{prefix}{i}-shared",
+                "description": paragraph(999),
+            }
+        )
+        feeds.append({"url": server.add(f"/{prefix}{i}/feed.xml", rss(f"{prefix}{i}", items))})
+    return feeds
+
+
+def _open(config_path: Path) -> Store:
+    store = open_store(load_config(config_path).database_url)
+    store.upgrade()
+    return store
+
+
+def test_polls_are_written_by_the_writer_process(server: FixtureServer, tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    cfg = write_config(
+        tmp_path / "feeds.yaml", _feeds(server, "w", 6), database_url=db, full_text=False
+    )
+    store = _open(cfg)
+    try:
+        assert store.start_writer_process()
+        child = store.writer_pid
+        assert child is not None and child != os.getpid()
+        summary = asyncio.run(run_once(load_config(cfg), store))
+        assert store._group is not None and store._group.jobs == 0  # nothing written here
+    finally:
+        store.close()
+    assert (summary.polled, summary.failed, summary.new_items) == (6, 0, 24)
+    # the six copies of the shared story are one story: decided in the writer process
+    (shared,) = rows(
+        db, "SELECT COUNT(DISTINCT story_id) FROM items WHERE title = 'The shared story'"
+    )
+    assert shared == (1,)
+    assert rows(db, "SELECT COUNT(*) FROM stories") == [(6 * 3 + 1,)]
+    assert rows(db, "SELECT COUNT(*) FROM feeds WHERE last_polled_at IS NOT NULL") == [(6,)]
+    with pytest.raises(ProcessLookupError):  # closed with the store
+        for _ in range(50):
+            os.kill(child, 0)
+            time.sleep(0.1)
+
+
+def test_a_writer_process_that_dies_costs_only_its_unanswered_writes(
+    server: FixtureServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = f"sqlite:///{tmp_path / 'd.db'}"
+    cfg = write_config(
+        tmp_path / "feeds.yaml", _feeds(server, "d", 4), database_url=db, full_text=False
+    )
+    store = _open(cfg)
+    try:
+        assert store.start_writer_process()
+        assert store._remote is not None
+        os.kill(store.writer_pid or 0, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while store._remote.alive and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not store._remote.alive
+        with caplog.at_level(logging.ERROR, logger="aggregator.store.writerproc"):
+            summary = asyncio.run(run_once(load_config(cfg), store))
+    finally:
+        store.close()
+    assert any("store writer process exited" in r.getMessage() for r in caplog.records)
+    # this process wrote them itself
+    assert (summary.polled, summary.failed, summary.new_items) == (4, 0, 16)
+    assert rows(db, "SELECT COUNT(*) FROM items") == [(16,)]
+
+
+def test_no_writer_process_for_postgresql_or_memory(pg_url: str) -> None:
+    for url in (pg_url, "sqlite://"):
+        store = open_store(url)
+        try:
+            assert not store.start_writer_process()
+            assert store.writer_pid is None
+        finally:
+            store.close()
+
+
+def test_run_once_from_the_command_line_writes_through_the_writer_process(
+    server: FixtureServer, tmp_path: Path
+) -> None:
+    """The command line starts the writer process (a new database, migrated first):
+    every item is stored and the copies of the shared story are merged."""
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    cfg = write_config(
+        tmp_path / "feeds.yaml", _feeds(server, "c", 3), database_url=db, full_text=False
+    )
+    done = aggregator("run", "--once", "--config", str(cfg))
+    assert done.returncode == 0, done.stderr
+    assert rows(db, "SELECT COUNT(*) FROM items") == [(12,)]
+    assert rows(db, "SELECT COUNT(DISTINCT story_id) FROM items") == [(10,)]
