@@ -179,16 +179,16 @@ def test_many_requests_in_flight_but_few_polls_processing(
 ) -> None:
     """``concurrency`` bounds requests in flight; the polls between a fetched document and
     its commit (parsed entries held in memory) are bounded apart, by ``max_processing``
-    (4 per pool worker): a slow store makes fetched polls wait, not pile up parsed."""
+    (8 per pool worker): a slow store makes fetched polls wait, not pile up parsed."""
     import asyncio
 
     from aggregator.pipeline import Pipeline
 
     feeds = [
         {"url": server.add(f"/p{i}/feed.xml", rss(f"p{i}", [_item(i, j) for j in range(3)]))}
-        for i in range(12)
+        for i in range(20)
     ]
-    cfg = write_config(tmp_path / "feeds.yaml", feeds, concurrency=12, workers=1, full_text=False)
+    cfg = write_config(tmp_path / "feeds.yaml", feeds, concurrency=20, workers=1, full_text=False)
     inside = peak = 0
     process = Pipeline._process
 
@@ -204,8 +204,8 @@ def test_many_requests_in_flight_but_few_polls_processing(
 
     monkeypatch.setattr(Pipeline, "_process", counted)
     summary = run_once(cfg, f"sqlite:///{tmp_path / 'gate.db'}")
-    assert (summary.polled, summary.failed, summary.new_items) == (12, 0, 36)
-    assert peak == 4
+    assert (summary.polled, summary.failed, summary.new_items) == (20, 0, 60)
+    assert peak == 8
 
 
 def test_run_once_holds_coroutines_for_the_polls_in_flight_not_for_every_feed(

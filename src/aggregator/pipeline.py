@@ -109,7 +109,7 @@ class PipelineSettings:
     # waiting for the store): their entries are held in memory meanwhile. ``concurrency``
     # bounds the requests in flight; this bounds the work behind them, so that many
     # requests can wait on slow servers without as many parsed polls queuing at the store
-    max_processing: int = 8
+    max_processing: int = 16
 
 
 # ---- the orchestrator ----------------------------------------------------------------

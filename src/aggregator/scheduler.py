@@ -104,8 +104,11 @@ def pipeline_settings(config: Config) -> PipelineSettings:
         max_interval=s.max_interval,
         max_entries_per_feed=s.max_entries_per_feed,
         dedup_window=s.dedup_window,
-        # enough parsed polls to keep every pool worker and the store writer busy
-        max_processing=max(4, 4 * pool_size(config)),
+        # enough parsed polls to keep every pool worker and the store writer busy: a
+        # place is held until the poll's commit, so the writer's groups come from them
+        # (600 farm feeds cold, 2 workers: 8 places 79.7 s, 16 places 53-54 s, more the
+        # same; docs/performance.md "Fifth round")
+        max_processing=max(8, 8 * pool_size(config)),
     )
 
 
