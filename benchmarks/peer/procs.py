@@ -113,6 +113,8 @@ def sample(pid: int) -> ProcSample | None:
 def _label(name: str, cmdline: list[bytes]) -> str:
     """A readable role for a process: 'aggregator', 'forkserver', 'pool worker', ..."""
     text = b" ".join(cmdline).decode(errors="replace")
+    if name == "aggregator-wr":  # the store writer process names itself
+        return "store writer"
     if "forkserver" in text:
         # the forkserver and the pool workers it forks share its command line
         return "forkserver/worker"
