@@ -80,8 +80,11 @@ class WriterProcess:
                 return None
         return future
 
-    def close(self, timeout: float = 60.0) -> None:
-        """Let the child finish what it was sent, then stop it."""
+    def close(self, timeout: float = 1.5) -> None:
+        """Let the child finish what it was sent, then stop it; after ``timeout`` seconds
+        it is killed (its open transaction is rolled back: those polls are not saved, and
+        their feeds are polled again), so that shutdown stays within a service manager's
+        grace period."""
         with self._lock:
             if self.alive:
                 with contextlib.suppress(OSError, EOFError):  # already gone
