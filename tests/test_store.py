@@ -196,6 +196,29 @@ def test_claims_never_hand_one_feed_to_two_workers(db_url: str) -> None:
         store.close()
 
 
+def test_a_large_claim_is_made_in_chunks_and_misses_nothing(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More feeds than one statement claims (``CLAIM_CHUNK``): several statements, the
+    same result — every due feed once, in due order, up to the limit."""
+    import aggregator.store.store as store_module
+
+    monkeypatch.setattr(store_module, "CLAIM_CHUNK", 3)
+    store = open_store(db_url)
+    store.upgrade()
+    try:
+        urls = [f"https://c{n}.example/feed" for n in range(11)]
+        store.sync_feeds(parse_config({"feeds": [{"url": u} for u in urls]}).feeds, NOW)
+        first = store.claim_feeds("w1", NOW, limit=7, lease_seconds=60, force=True)
+        assert len(first) == 7 and len({s.id for s in first}) == 7
+        assert [s.id for s in first] == sorted(s.id for s in first)
+        rest = store.claim_feeds("w2", NOW, limit=100, lease_seconds=60, force=True)
+        assert len(rest) == 4 and not {s.id for s in first} & {s.id for s in rest}
+        assert {s.url for s in first + rest} == set(urls)
+    finally:
+        store.close()
+
+
 def test_head_revision_is_read_from_the_migration_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

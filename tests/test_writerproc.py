@@ -16,6 +16,7 @@ import pytest
 from aggregator.config import load_config
 from aggregator.scheduler import run_once
 from aggregator.store import Store, open_store
+from aggregator.store.store import READ_CACHE_KIB
 from builders import paragraph, rss
 from conftest import write_config
 from httpserver import FixtureServer
@@ -64,6 +65,9 @@ def test_polls_are_written_by_the_writer_process(server: FixtureServer, tmp_path
         assert store.start_writer_process()
         child = store.writer_pid
         assert child is not None and child != os.getpid()
+        # what this process still writes is small: a reader's page cache, not the writer's
+        with store._write_engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -READ_CACHE_KIB
         summary = asyncio.run(run_once(load_config(cfg), store))
         assert store._group is not None and store._group.jobs == 0  # nothing written here
     finally:

@@ -288,13 +288,15 @@ class Runner:
         started = loop.time()
         now = utcnow()
         await self.reclaim_dead_leases()
-        every = await asyncio.to_thread(self.store.feed_states, now, due_only=False)
-        summary = RunSummary(feeds=len(every))
-        # claim them all at once: other workers' live leases, retirements and Retry-After
-        # holds are left alone (see Store.claim_feeds)
-        claimed = await self.claim(max(1, len(every)), force=True)
+        # only their number is kept: the states to poll come from the claim
+        enabled = len(await asyncio.to_thread(self.store.feed_states, now, due_only=False))
+        summary = RunSummary(feeds=enabled)
+        # claim them all: other workers' live leases, retirements and Retry-After holds
+        # are left alone (see Store.claim_feeds)
+        claimed = await self.claim(max(1, enabled), force=True)
         todo = [s for s in claimed if self.spec_for(s) is not None]
-        summary.skipped = len(every) - len(todo)
+        del claimed
+        summary.skipped = enabled - len(todo)
         if on_start:
             on_start(len(todo))
         # every claimed feed counts as active from now on, so that its lease is renewed
