@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("aggregator.daemon")
+PRUNE_INTERVAL = 6 * 3600.0  # seconds between prunes of the dedup index
+PRUNE_DELAY = 600.0  # the first, after start-up's catch-up polls
 SHUTDOWN_GRACE = 7.0  # seconds in-flight polls get to finish after SIGTERM
 
 
@@ -513,6 +515,14 @@ class Daemon:
                 max_instances=1,
                 coalesce=True,
             )
+        scheduler.add_job(
+            self.prune_dedup,
+            IntervalTrigger(seconds=PRUNE_INTERVAL),
+            id="prune_dedup",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=utcnow() + timedelta(seconds=PRUNE_DELAY),
+        )
         self.schedule_exports(scheduler)
         scheduler.start()
         renewer = asyncio.create_task(self.runner.keep_leases())
@@ -534,6 +544,33 @@ class Daemon:
             await self.runner.release()
             await self.runner.close()
             log.info("daemon stopped", extra={"event": "stopped"})
+
+    async def prune_dedup(self) -> int | None:
+        """Drop the dedup index rows older than ``dedup_window`` (they can never be
+        candidates again; items and stories are kept): the index stays the size of the
+        window, not of the daemon's lifetime. Logged; a failure is retried next time."""
+        before = utcnow() - timedelta(seconds=self.config.settings.dedup_window)
+        started = time.monotonic()
+        try:
+            removed = await asyncio.to_thread(self.store.prune_dedup, before)
+        except StoreError as exc:
+            log.warning(
+                "could not prune the dedup index: %s",
+                exc,
+                extra={"event": "dedup_prune_error", "error": str(exc)},
+            )
+            return None
+        log.info(
+            "dedup index pruned: %d rows older than %s",
+            removed,
+            before.isoformat(timespec="seconds"),
+            extra={
+                "event": "dedup_pruned",
+                "rows": removed,
+                "duration_ms": round(1000 * (time.monotonic() - started)),
+            },
+        )
+        return removed
 
     # ---- scheduled exports ---------------------------------------------------------
     def export_triggers(self) -> dict[str, tuple[ExportModel, CronTrigger]]:

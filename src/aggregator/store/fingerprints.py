@@ -481,12 +481,49 @@ def merge_stories(
     return int(survivor.id), absorbed
 
 
-def prune(conn: Connection, before: datetime) -> int:
-    """Drop index rows older than the window (they can never be candidates again) and
-    anchor counts not refreshed since; returns the number of rows removed."""
-    removed = conn.execute(delete(dedup_bands).where(dedup_bands.c.first_seen_at < before))
-    stale = conn.execute(delete(dedup_shingles).where(dedup_shingles.c.last_seen_at < before))
-    return int(removed.rowcount or 0) + int(stale.rowcount or 0)
+def band_items_to_prune(conn: Connection, before: datetime) -> tuple[int, int] | None:
+    """The range of item ids whose band rows may be older than ``before``: from the lowest
+    item id in the band index to the highest id of an item first seen before ``before``
+    (items are kept for ever: only those still in the band index are looked at)."""
+    low = conn.execute(select(func.min(dedup_bands.c.item_id))).scalar_one_or_none()
+    if low is None:
+        return None
+    high = conn.execute(
+        select(func.max(items.c.id)).where(items.c.id >= low, items.c.first_seen_at < before)
+    ).scalar_one_or_none()
+    return None if high is None else (int(low), int(high))
+
+
+def prune_bands(conn: Connection, first_item: int, last_item: int, before: datetime) -> int:
+    """Band rows of the items ``first_item``..``last_item`` first seen before ``before``
+    (they can never be candidates again)."""
+    removed = conn.execute(
+        delete(dedup_bands).where(
+            dedup_bands.c.item_id.between(first_item, last_item),
+            dedup_bands.c.first_seen_at < before,
+        )
+    )
+    return int(removed.rowcount or 0)
+
+
+def next_anchor_site(conn: Connection, after: int | None) -> int | None:
+    """The next site with anchor counts after ``after`` (the first when None): one
+    primary-key seek, so the sites are walked without scanning the counts."""
+    query = select(dedup_shingles.c.site).order_by(dedup_shingles.c.site).limit(1)
+    if after is not None:
+        query = query.where(dedup_shingles.c.site > after)
+    site = conn.execute(query).scalar_one_or_none()
+    return None if site is None else int(site)
+
+
+def prune_anchors(conn: Connection, site: int, before: datetime) -> int:
+    """A site's anchor counts not refreshed since ``before``."""
+    removed = conn.execute(
+        delete(dedup_shingles).where(
+            dedup_shingles.c.site == site, dedup_shingles.c.last_seen_at < before
+        )
+    )
+    return int(removed.rowcount or 0)
 
 
 # ---- reporting ------------------------------------------------------------------------

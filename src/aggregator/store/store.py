@@ -957,10 +957,27 @@ class Store:
         with self._read() as conn:
             return story_queries.explain_story(conn, story_id)
 
-    def prune_dedup(self, before: datetime) -> int:
-        """Drop dedup index rows older than ``before`` (now - dedup_window)."""
-        with self._write_lock, self._tx() as conn:
-            return fingerprints.prune(conn, before)
+    def prune_dedup(self, before: datetime, *, batch: int = 1000) -> int:
+        """Drop dedup index rows older than ``before`` (now - dedup_window): band rows
+        of items first seen before it, anchor counts not refreshed since. In short
+        transactions (``batch`` items' band rows, or one site's counts, each), so the
+        writers of new polls wait for one of them at most; returns the rows removed."""
+        removed = 0
+        with self._read() as conn:
+            span = fingerprints.band_items_to_prune(conn, before)
+        if span is not None:
+            for first in range(span[0], span[1] + 1, batch):
+                last = min(first + batch - 1, span[1])
+                with self._write_lock, self._tx() as conn:
+                    removed += fingerprints.prune_bands(conn, first, last, before)
+        site: int | None = None
+        while True:
+            with self._read() as conn:
+                site = fingerprints.next_anchor_site(conn, site)
+            if site is None:
+                return removed
+            with self._write_lock, self._tx() as conn:
+                removed += fingerprints.prune_anchors(conn, site, before)
 
 
 def _state(row: Any) -> FeedState:
