@@ -742,20 +742,11 @@ class Store:
         dedup_window: float = DEDUP_WINDOW,
     ) -> Future[SaveResult] | None:
         """``save_poll`` without blocking (see ``queue_write``)."""
-        remote = self._remote and self._remote.submit(
-            "_save_poll",
-            feed_id=feed_id,
-            update_=update_,
-            new=new,
-            changed=changed,
-            decide=decide,
-            dedup_window=dedup_window,
-        )
+        args = _save_args(feed_id, update_, new, changed, decide, dedup_window)
+        remote = self._remote and self._remote.submit("_save_poll", **args)
         if remote:
             return remote
-        return self.queue_write(
-            self._save_job(feed_id, update_, new, changed, decide, dedup_window)
-        )
+        return self.queue_write(functools.partial(self._save_poll, **args))
 
     def _save_job(
         self,
@@ -767,13 +758,7 @@ class Store:
         dedup_window: float,
     ) -> Callable[[Connection], SaveResult]:
         return functools.partial(
-            self._save_poll,
-            feed_id=feed_id,
-            update_=update_,
-            new=new,
-            changed=changed,
-            decide=decide,
-            dedup_window=dedup_window,
+            self._save_poll, **_save_args(feed_id, update_, new, changed, decide, dedup_window)
         )
 
     def queue_write(self, job: Callable[[Connection], T]) -> Future[T] | None:
@@ -978,6 +963,25 @@ class Store:
                 return removed
             with self._write_lock, self._tx() as conn:
                 removed += fingerprints.prune_anchors(conn, site, before)
+
+
+def _save_args(
+    feed_id: int,
+    update_: FeedUpdate,
+    new: Sequence[CleanEntry],
+    changed: Sequence[tuple[int, CleanEntry]],
+    decide: Decide | None,
+    dedup_window: float,
+) -> dict[str, Any]:
+    """``Store._save_poll``'s keyword arguments (also sent to the writer process)."""
+    return {
+        "feed_id": feed_id,
+        "update_": update_,
+        "new": new,
+        "changed": changed,
+        "decide": decide,
+        "dedup_window": dedup_window,
+    }
 
 
 def _state(row: Any) -> FeedState:
