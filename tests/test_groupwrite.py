@@ -118,3 +118,17 @@ def test_a_failed_commit_fails_every_poll_of_the_group(engine: object) -> None:
     group.close()
     assert stored(engine) == {5}
     assert group.groups == 1
+
+
+def test_a_caller_that_gave_up_does_not_stop_the_writer(engine: object) -> None:
+    """A poll cancelled at shutdown cancels the future it awaited; the group is still
+    committed and the writer goes on with the next one."""
+    group = writer(engine)
+    release = threading.Event()
+    abandoned = group.submit(insert(1, release=release))  # type: ignore[arg-type]
+    time.sleep(0.05)
+    assert abandoned.cancel()  # as asyncio.wrap_future does for a cancelled task
+    release.set()
+    assert group.submit(insert(2)).result(timeout=10) == 2  # type: ignore[arg-type]
+    group.close()
+    assert stored(engine) == {1, 2}

@@ -17,12 +17,13 @@ how long other writers (lease renewals, other processes) wait for the database.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
@@ -124,18 +125,26 @@ class GroupWriter:
                     todo.append(queued)
         except BaseException as exc:  # noqa: BLE001  (handed to every caller: nothing of the group is saved)
             for future, _result, _error in done:
-                future.set_exception(exc)
+                settle(future, None, exc)
             for _job, future in todo[len(done) :]:
-                future.set_exception(exc)
+                settle(future, None, exc)
             return keep_running
         self.groups += 1
         self.jobs += len(done)
         for future, result, error in done:
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
+            settle(future, result, error)
         return keep_running
+
+
+def settle(future: Future[Any], result: Any, error: BaseException | None) -> None:
+    """Hand ``future`` its result or error, unless its caller gave up on it (a poll
+    cancelled at shutdown cancels the future it awaited): the writer must not die of
+    that."""
+    with contextlib.suppress(InvalidStateError):
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
 
 
 def _drain(todo: list[Job]) -> Iterator[Job]:

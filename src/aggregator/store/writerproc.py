@@ -33,6 +33,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ..errors import AggregatorError, StoreError
+from .groupwrite import settle
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ class WriterProcess:
             self._pending[request] = future
             try:
                 self._conn.send((request, method, kwargs))
-            except (OSError, EOFError):
+            except Exception:  # noqa: BLE001  (a broken pipe, or arguments that do not pickle: the caller writes itself)
                 del self._pending[request]
                 return None
         return future
@@ -103,12 +104,8 @@ class WriterProcess:
             except (EOFError, OSError):
                 break
             future = self._pending.pop(request, None)
-            if future is None:
-                continue
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
+            if future is not None:
+                settle(future, result, error)
         with self._lock:
             self.alive = False
             lost, self._pending = self._pending, {}
@@ -122,7 +119,7 @@ class WriterProcess:
                 extra={"event": "store_writer_exited", "exitcode": self._process.exitcode},
             )
         for future in lost.values():
-            future.set_exception(StoreError("the store writer process exited before the commit"))
+            settle(future, None, StoreError("the store writer process exited before the commit"))
 
 
 def serve(url: str, conn: Connection) -> None:
