@@ -562,11 +562,11 @@ class Store:
         )
         if queued is not None:
             return queued.result()
-        job = self._save_job(feed_id, update_, new, changed, decide, dedup_window)
+        args = _save_args(feed_id, update_, new, changed, decide, dedup_window)
         for attempt in range(3):
             try:
                 with self._tx() as conn:
-                    return job(conn)
+                    return self._save_poll(conn, **args)
             except StoreError as exc:
                 cause = getattr(exc.__cause__, "orig", None)
                 if getattr(cause, "sqlstate", None) not in ("40P01", "40001") or attempt == 2:
@@ -747,19 +747,6 @@ class Store:
         if remote:
             return remote
         return self.queue_write(functools.partial(self._save_poll, **args))
-
-    def _save_job(
-        self,
-        feed_id: int,
-        update_: FeedUpdate,
-        new: Sequence[CleanEntry],
-        changed: Sequence[tuple[int, CleanEntry]],
-        decide: Decide | None,
-        dedup_window: float,
-    ) -> Callable[[Connection], SaveResult]:
-        return functools.partial(
-            self._save_poll, **_save_args(feed_id, update_, new, changed, decide, dedup_window)
-        )
 
     def queue_write(self, job: Callable[[Connection], T]) -> Future[T] | None:
         """SQLite: ``job`` queued for the group writer's next transaction, as a future that
