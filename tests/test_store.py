@@ -87,6 +87,7 @@ def test_sync_feeds_adds_updates_and_removes(db_url: str) -> None:
         store.sync_feeds(smaller.feeds, NOW)
         states = store.feed_states(NOW, due_only=False)
         assert [s.url for s in states] == ["https://a.example/f"]
+        assert store.count_enabled_feeds() == 1  # the removed feed is not counted
         listed = {row.url: row for row in store.list_feeds()}
         assert listed["https://b.example/f"].removed and listed["https://a.example/f"].name == "A"
     finally:

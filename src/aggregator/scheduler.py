@@ -288,10 +288,9 @@ class Runner:
         retirement (410) nor an unexpired Retry-After hold on its host."""
         loop = asyncio.get_running_loop()
         started = loop.time()
-        now = utcnow()
         await self.reclaim_dead_leases()
-        # only their number is kept: the states to poll come from the claim
-        enabled = len(await asyncio.to_thread(self.store.feed_states, now, due_only=False))
+        # only their number: the states to poll come from the claim
+        enabled = await asyncio.to_thread(self.store.count_enabled_feeds)
         summary = RunSummary(feeds=enabled)
         # claim them all: other workers' live leases, retirements and Retry-After holds
         # are left alone (see Store.claim_feeds)

@@ -397,7 +397,7 @@ class Store:
         self, now: datetime, *, due_only: bool = True, limit: int | None = None
     ) -> list[FeedState]:
         """Enabled, configured feeds; with ``due_only`` those whose next check has come."""
-        query = select(feeds).where(feeds.c.removed_at.is_(None), feeds.c.enabled.is_(True))
+        query = select(feeds).where(*_ENABLED)
         if due_only:
             query = query.where(
                 feeds.c.disabled_reason.is_(None),
@@ -409,6 +409,11 @@ class Store:
             query = query.limit(limit)
         with self._read() as conn:
             return [_state(row) for row in conn.execute(query).mappings()]
+
+    def count_enabled_feeds(self) -> int:
+        """How many feeds ``feed_states(due_only=False)`` would return."""
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).where(*_ENABLED)).scalar_one())
 
     # ---- leases: several workers share one database -----------------------------------
     def claim_feeds(
@@ -726,10 +731,7 @@ class Store:
 
     def queue_record_poll(self, feed_id: int, update_: FeedUpdate) -> Future[None] | None:
         """``record_poll`` without blocking (see ``queue_write``)."""
-        remote = self._remote and self._remote.submit("_write_feed", feed_id=feed_id, u=update_)
-        if remote:
-            return remote
-        return self.queue_write(functools.partial(self._write_feed, feed_id=feed_id, u=update_))
+        return self._queue_call("_write_feed", feed_id=feed_id, u=update_)
 
     def queue_save_poll(
         self,
@@ -742,11 +744,19 @@ class Store:
         dedup_window: float = DEDUP_WINDOW,
     ) -> Future[SaveResult] | None:
         """``save_poll`` without blocking (see ``queue_write``)."""
-        args = _save_args(feed_id, update_, new, changed, decide, dedup_window)
-        remote = self._remote and self._remote.submit("_save_poll", **args)
-        if remote:
-            return remote
-        return self.queue_write(functools.partial(self._save_poll, **args))
+        return self._queue_call(
+            "_save_poll", **_save_args(feed_id, update_, new, changed, decide, dedup_window)
+        )
+
+    def _queue_call(self, method: str, **kwargs: Any) -> Future[Any] | None:
+        """``method(conn, **kwargs)`` queued for a group writer: the writer process's
+        when one runs (see ``start_writer_process``), else this process's (see
+        ``queue_write``)."""
+        if self._remote is not None:
+            remote = self._remote.submit(method, **kwargs)
+            if remote is not None:
+                return remote
+        return self.queue_write(functools.partial(getattr(self, method), **kwargs))
 
     def queue_write(self, job: Callable[[Connection], T]) -> Future[T] | None:
         """SQLite: ``job`` queued for the group writer's next transaction, as a future that
@@ -1071,6 +1081,7 @@ def _wal_mode(cursor: Any, attempts: int = 600) -> None:
             time.sleep(0.05)
 
 
+_ENABLED = (feeds.c.removed_at.is_(None), feeds.c.enabled.is_(True))  # configured, enabled
 CLAIM_CHUNK = 500  # feeds claimed per statement (see claim_feeds)
 READ_CACHE_KIB = 1024  # SQLite page cache of each reading connection
 WRITE_CACHE_KIB = 8192  # and of the one writing connection
