@@ -326,18 +326,12 @@ class Store:
             if self.dialect == "postgresql":
                 # several workers starting at once sync the same config: one at a time
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": SYNC_LOCK_ID})
-            rows = conn.execute(
-                select(
-                    feeds.c.id,
-                    feeds.c.url,
-                    feeds.c.configured_url,
-                    feeds.c.removed_at,
-                    feeds.c.disabled_reason,
-                )
-            ).all()
+            rows = conn.execute(select(feeds.c.id, *_SYNC_READ)).all()
             by_conf = {r.configured_url or r.url: r for r in rows}
             by_url = {r.url: r for r in rows}
             wanted = {s.url for s in specs}
+            new_rows: list[dict[str, Any]] = []
+            changes: list[tuple[int, dict[str, Any]]] = []
             for spec in specs:
                 values: dict[str, Any] = {
                     "name": spec.name,
@@ -354,24 +348,31 @@ class Store:
                     values["configured_url"] = spec.url
                     wanted.add(row.configured_url or row.url)
                 if row is None:
-                    conn.execute(
-                        insert(feeds).values(
-                            url=spec.url,
-                            configured_url=spec.url,
-                            host=_host(spec.url),
-                            created_at=now,
-                            next_check_at=now,
-                            error_count=0,
-                            redirect_count=0,
+                    new_rows.append(
+                        {
+                            "url": spec.url,
+                            "configured_url": spec.url,
+                            "host": _host(spec.url),
+                            "created_at": now,
+                            "next_check_at": now,
+                            "error_count": 0,
+                            "redirect_count": 0,
                             **values,
-                        )
+                        }
                     )
                     continue
+                # only what differs: a restart with an unchanged config writes nothing
+                changed = {k: v for k, v in values.items() if getattr(row, k) != v}
                 if row.removed_at is not None:
-                    values.update(removed_at=None, next_check_at=now)
+                    changed.update(removed_at=None, next_check_at=now)
                     if row.disabled_reason:
-                        values.update(disabled_reason=None, error_count=0, last_error=None)
-                conn.execute(update(feeds).where(feeds.c.id == row.id).values(**values))
+                        changed.update(disabled_reason=None, error_count=0, last_error=None)
+                if changed:
+                    changes.append((row.id, changed))
+            if new_rows:
+                conn.execute(insert(feeds), new_rows)
+            for feed_id, changed in changes:
+                conn.execute(update(feeds).where(feeds.c.id == feed_id).values(**changed))
             for conf, row in by_conf.items():
                 if conf not in wanted and row.removed_at is None:
                     conn.execute(update(feeds).where(feeds.c.id == row.id).values(removed_at=now))
@@ -1080,6 +1081,20 @@ def _wal_mode(cursor: Any, attempts: int = 600) -> None:
                 raise
             time.sleep(0.05)
 
+
+# what sync_feeds compares with the config (and the feed's identity and removal)
+_SYNC_READ = (
+    feeds.c.url,
+    feeds.c.configured_url,
+    feeds.c.removed_at,
+    feeds.c.disabled_reason,
+    feeds.c.name,
+    feeds.c.type,
+    feeds.c.tags,
+    feeds.c.enabled,
+    feeds.c.full_text,
+    feeds.c.interval_seconds,
+)
 
 _ENABLED = (feeds.c.removed_at.is_(None), feeds.c.enabled.is_(True))  # configured, enabled
 CLAIM_CHUNK = 500  # feeds claimed per statement (see claim_feeds)
