@@ -98,6 +98,25 @@ def test_user_agent_and_conditional_headers(server: FixtureServer) -> None:
     assert second["if-none-match"] and second["if-modified-since"]
 
 
+def test_cookies_are_neither_kept_nor_sent_back(server: FixtureServer) -> None:
+    """A feed fetch is the same request every time: a server's Set-Cookie is not stored
+    (a jar would grow with every host for the daemon's lifetime) nor sent back."""
+    url = server.add("/c", "<rss/>", headers={"Set-Cookie": "track=1; Path=/"})
+
+    async def go() -> None:
+        async with Fetcher(
+            FetchLimits(user_agent="ua-test/2", allow_private_networks=LOOPBACK)
+        ) as f:
+            await f.fetch(url)
+            await f.fetch(url)
+
+    asyncio.run(go())
+    hits = server.hits("/c")
+    assert len(hits) == 2
+    assert "cookie" not in hits[1].headers
+    assert hits[1].headers["accept-encoding"].startswith("gzip")
+
+
 def test_body_cut_at_limit_after_decompression(server: FixtureServer) -> None:
     server.add("/bomb", b"A" * 5_000_000, gzip=True)  # ~5 KB on the wire
     with pytest.raises(TooLarge, match="max_body_bytes"):

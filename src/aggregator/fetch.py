@@ -172,17 +172,26 @@ class Fetcher:
             max_keepalive_connections=max(limits.concurrency, 10),
         )
         ssl_context = _ssl_context(limits.ca_bundle)
-        if transport is None and limits.transport == "aiohttp":
-            transport = _aiohttp_transport(pool, ssl_context)
-        self._client = httpx.AsyncClient(
-            verify=ssl_context,
-            timeout=timeout,
-            limits=pool,
-            follow_redirects=False,
-            trust_env=False,
-            transport=transport,
-            headers={"User-Agent": limits.user_agent},
-        )
+        if transport is None:
+            if limits.transport == "aiohttp":
+                transport = _aiohttp_transport(pool, ssl_context)
+            else:
+                transport = httpx.AsyncHTTPTransport(
+                    verify=ssl_context, limits=pool, trust_env=False
+                )
+        # Requests go straight to the transport. httpx's client would add nothing we use
+        # (redirects are followed here, no auth) but a cookie jar that keeps every feed
+        # server's cookies for the daemon's lifetime and sends them back, and ~20 % of the
+        # CPU of a 304 poll (building the request, extracting cookies).
+        self._transport = transport
+        self._timeout = timeout.as_dict()
+        defaults = httpx.AsyncClient(trust_env=False, transport=transport).headers
+        # httpx's defaults (Accept-Encoding for the decoders installed, keep-alive), ours
+        self._headers = {
+            "Accept-Encoding": defaults["accept-encoding"],
+            "Connection": "keep-alive",
+            "User-Agent": limits.user_agent,
+        }
         self.bytes_downloaded = 0
         self._unresponsive: dict[str, float] = {}  # netloc -> monotonic time it may be retried
 
@@ -193,7 +202,7 @@ class Fetcher:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
 
     def _gate(self, host: str) -> _HostGate:
         gate = self._hosts.get(host)
@@ -351,15 +360,18 @@ class Fetcher:
         host_header = host if parts.port is None else f"{host}:{parts.port}"
         if ":" in host and parts.port is None:
             host_header = f"[{host}]"
-        request = self._client.build_request(
+        extensions: dict[str, object] = {"timeout": self._timeout}
+        if parts.scheme == "https":
+            extensions["sni_hostname"] = host
+        request = httpx.Request(
             "GET",
             target,
-            headers={**headers, "Host": host_header},
-            extensions={"sni_hostname": host} if parts.scheme == "https" else {},
+            headers={**self._headers, **headers, "Host": host_header},
+            extensions=extensions,
         )
         limit = self.limits.max_body_bytes
         try:
-            response = await self._client.send(request, stream=True)
+            response = await self._transport.handle_async_request(request)
             try:
                 chunks: list[bytes] = []
                 size = 0
