@@ -482,13 +482,16 @@ class Store:
         """Extend this worker's leases on the feeds it is still polling."""
         if not feed_ids:
             return 0
+        renewed = 0
         with self._write_lock, self._tx() as conn:
-            result = conn.execute(
-                update(feeds)
-                .where(feeds.c.id.in_(list(feed_ids)), feeds.c.lease_owner == owner)
-                .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
-            )
-            return int(result.rowcount)
+            for chunk in _id_chunks(feed_ids):
+                result = conn.execute(
+                    update(feeds)
+                    .where(feeds.c.id.in_(chunk), feeds.c.lease_owner == owner)
+                    .values(lease_expires_at=now + timedelta(seconds=lease_seconds))
+                )
+                renewed += int(result.rowcount)
+        return renewed
 
     def lease_owners(self) -> list[str]:
         with self._read() as conn:
@@ -500,10 +503,16 @@ class Store:
     def release_leases(self, owner: str, feed_ids: Sequence[int] | None = None) -> None:
         """Give feeds back (a worker stopping, or polls abandoned) so others take them now."""
         query = update(feeds).where(feeds.c.lease_owner == owner)
-        if feed_ids is not None:
-            query = query.where(feeds.c.id.in_(list(feed_ids)))
         with self._write_lock, self._tx() as conn:
-            conn.execute(query.values(lease_owner=None, lease_expires_at=None))
+            if feed_ids is None:
+                conn.execute(query.values(lease_owner=None, lease_expires_at=None))
+                return
+            for chunk in _id_chunks(feed_ids):
+                conn.execute(
+                    query.where(feeds.c.id.in_(chunk)).values(
+                        lease_owner=None, lease_expires_at=None
+                    )
+                )
 
     def list_feeds(self) -> list[FeedRow]:
         counts = (
@@ -1098,6 +1107,7 @@ _SYNC_READ = (
 
 _ENABLED = (feeds.c.removed_at.is_(None), feeds.c.enabled.is_(True))  # configured, enabled
 CLAIM_CHUNK = 500  # feeds claimed per statement (see claim_feeds)
+ID_CHUNK = 256  # ids per "id IN (...)" of the lease statements (see _id_chunks)
 READ_CACHE_KIB = 1024  # SQLite page cache of each reading connection
 WRITE_CACHE_KIB = 8192  # and of the one writing connection
 
@@ -1170,3 +1180,18 @@ def open_store(url: str, *, pool_size: int = 5) -> Store:
         store.dispose()
         raise StoreError(f"cannot open database {url!r}: {_short(exc)}") from None
     return store
+
+
+def _id_chunks(ids: Sequence[int]) -> Iterator[list[int]]:
+    """``ids`` in lists of exactly ``ID_CHUNK`` (the last one padded by repeating an id).
+
+    An ``IN`` list is rendered with one placeholder per value, and each distinct statement
+    stays prepared in the connection's statement cache (128 per connection). Lease
+    renewals over every feed a worker holds, with a different count each time, kept up to
+    128 statements of thousands of variables each: memory that grew with the number of
+    feeds. One shape is prepared once."""
+    ordered = sorted(set(ids))
+    for start in range(0, len(ordered), ID_CHUNK):
+        chunk = ordered[start : start + ID_CHUNK]
+        chunk += [chunk[-1]] * (ID_CHUNK - len(chunk))
+        yield chunk
