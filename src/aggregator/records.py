@@ -37,7 +37,7 @@ class HtmlSelectors:
         return match.group(1).strip(), match.group(2)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FeedSpec:
     """One source as configured in ``feeds.yaml``."""
 
@@ -55,7 +55,7 @@ class FeedSpec:
         return self.name or self.url
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FeedState:
     """What the store knows about a feed before polling it."""
 
