@@ -35,7 +35,7 @@ def write_config(
     """
     values = dict(DEFAULT_SETTINGS)
     if "concurrency" in settings and "per_host_concurrency" not in settings:
-        settings["per_host_concurrency"] = min(256, settings["concurrency"])
+        settings["per_host_concurrency"] = settings["concurrency"]
     values.update(settings)
     if database_url:
         values["database_url"] = database_url

@@ -11,7 +11,7 @@ and a +200 ms proxy beside it):
 
 1. reader cold / ours cold / reader warm / ours warm, zero latency, ``full_text: false``
    (reader: ``update_feeds(workers=16)``; warm ``scheduled=False``);
-2. the same four through the latency proxy (reader ``workers=64``; ours ``concurrency: 256``:
+2. the same four through the latency proxy (reader ``workers=64``; ours ``concurrency: 512``:
    requests in flight; the parsed polls behind them are bounded apart);
 3. entries stored: reader's database vs our ``items`` table, feed by feed (zero-latency pair);
 4. the full pipeline (``full_text: true``) on the first ``--pipeline-feeds`` feeds, and
@@ -497,7 +497,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reader-workers", type=int, default=16)
     parser.add_argument("--reader-latency-workers", type=int, default=64)
     parser.add_argument("--concurrency", type=int, default=16, help="ours, zero latency")
-    parser.add_argument("--latency-concurrency", type=int, default=256, help="ours, +200 ms")
+    parser.add_argument("--latency-concurrency", type=int, default=512, help="ours, +200 ms")
     parser.add_argument(
         "--sample-pages", type=int, default=1000, help="pages for trafilatura's rate"
     )

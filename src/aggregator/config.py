@@ -92,7 +92,7 @@ class Settings(BaseModel):
     max_interval: Duration = 86400.0
     full_text: bool = True
     concurrency: int = Field(16, ge=1, le=1024)
-    per_host_concurrency: int = Field(2, ge=1, le=256)
+    per_host_concurrency: int = Field(2, ge=1, le=1024)
     per_host_delay: Duration = 1.0
     user_agent: str | None = None
     contact_url: str | None = None
