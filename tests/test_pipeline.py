@@ -212,31 +212,45 @@ def test_run_once_holds_coroutines_for_the_polls_in_flight_not_for_every_feed(
     server: FixtureServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``run --once`` over many feeds keeps ``concurrency`` polling coroutines, not a task
-    per feed (memory flat in the number of feeds); the feeds still waiting for their turn
-    count as active, so their leases are renewed while they wait."""
+    per feed, and claims the feeds a chunk at a time as the polls get to them, not all at
+    the start (memory flat in the number of feeds); the claimed feeds still waiting for
+    their turn count as active, so their leases are renewed while they wait. Every feed
+    is polled exactly once."""
     import asyncio
 
+    from aggregator import scheduler
     from aggregator.scheduler import Runner
 
     feeds = [{"url": server.add(f"/t{i}/feed.xml", rss(f"t{i}", [_item(i, 0)]))} for i in range(30)]
     cfg = write_config(tmp_path / "feeds.yaml", feeds, concurrency=3, workers=1, full_text=False)
+    monkeypatch.setattr(scheduler, "RUN_ONCE_CHUNK", 7)
     peak_tasks = 0
-    waiting_active: list[int] = []
-    poll = Runner.poll
+    active_seen: list[int] = []
+    claims: list[int] = []
+    poll, claim = Runner.poll, Runner.claim
 
     async def counted(self: Runner, state: object) -> object:
         nonlocal peak_tasks
         peak_tasks = max(peak_tasks, len(asyncio.all_tasks()))
-        waiting_active.append(len(self.active))
+        active_seen.append(len(self.active))
         return await poll(self, state)  # type: ignore[arg-type]
 
+    async def claimed(self: Runner, *args: object, **kwargs: object) -> object:
+        states = await claim(self, *args, **kwargs)  # type: ignore[arg-type]
+        claims.append(len(states))
+        return states
+
     monkeypatch.setattr(Runner, "poll", counted)
+    monkeypatch.setattr(Runner, "claim", claimed)
     summary = run_once(cfg, f"sqlite:///{tmp_path / 'tasks.db'}")
-    assert (summary.polled, summary.failed, summary.new_items) == (30, 0, 30)
+    assert (summary.polled, summary.failed, summary.new_items, summary.skipped) == (30, 0, 30, 0)
+    server_hits = [len(server.hits(f"/t{i}/feed.xml")) for i in range(30)]
+    assert server_hits == [1] * 30  # none polled twice, none left out
     # three pollers, the lease renewer and the run itself (a task per feed would be 30+)
     assert peak_tasks <= 3 + 2
-    # the first polls start while all 30 feeds are active (claimed, leases to renew)
-    assert waiting_active[0] == 30
+    # claimed 7 at a time (the last claim finds the 2 left), never more held at once
+    assert claims == [7, 7, 7, 7, 2]
+    assert active_seen[0] == 7 and max(active_seen) <= 7 + 3
 
 
 def _item(feed: int, n: int) -> dict[str, str]:

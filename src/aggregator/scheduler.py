@@ -9,6 +9,7 @@ where things were.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import multiprocessing
@@ -48,6 +49,9 @@ log = logging.getLogger("aggregator.daemon")
 PRUNE_INTERVAL = 6 * 3600.0  # seconds between prunes of the dedup index
 PRUNE_DELAY = 600.0  # the first, after start-up's catch-up polls
 SHUTDOWN_GRACE = 7.0  # seconds in-flight polls get to finish after SIGTERM
+
+
+RUN_ONCE_CHUNK = 500  # feeds run --once claims at a time (see Runner.run_once)
 
 
 def utcnow() -> datetime:
@@ -221,7 +225,9 @@ class Runner:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._lease_thread, partial(fn, *args, **kwargs))
 
-    async def claim(self, limit: int, *, force: bool = False) -> list[FeedState]:
+    async def claim(
+        self, limit: int, *, force: bool = False, polled_before: datetime | None = None
+    ) -> list[FeedState]:
         return await self._lease_call(
             self.store.claim_feeds,
             self.owner,
@@ -229,6 +235,7 @@ class Runner:
             limit=limit,
             lease_seconds=self.lease_seconds,
             force=force,
+            polled_before=polled_before,
         )
 
     async def keep_leases(self) -> None:
@@ -288,29 +295,44 @@ class Runner:
         retirement (410) nor an unexpired Retry-After hold on its host."""
         loop = asyncio.get_running_loop()
         started = loop.time()
+        since = utcnow()
         await self.reclaim_dead_leases()
-        # only their number: the states to poll come from the claim
         enabled = await asyncio.to_thread(self.store.count_enabled_feeds)
         summary = RunSummary(feeds=enabled)
-        # claim them all: other workers' live leases, retirements and Retry-After holds
-        # are left alone (see Store.claim_feeds)
-        claimed = await self.claim(max(1, enabled), force=True)
-        todo = [s for s in claimed if self.spec_for(s) is not None]
-        del claimed
-        summary.skipped = enabled - len(todo)
         if on_start:
-            on_start(len(todo))
-        # every claimed feed counts as active from now on, so that its lease is renewed
-        # while it waits for its turn
-        self.active.update(state.id for state in todo)
-        renewer = asyncio.create_task(self.keep_leases())
-        # as many polling coroutines as polls may run at once, taking feeds in order from
-        # one iterator: a task per feed would hold a coroutine for each of them (memory
-        # that grows with the number of feeds, not with the work in flight)
-        queue = iter(todo)
+            on_start(enabled)
+        # Feeds are claimed as the polls get to them, RUN_ONCE_CHUNK at a time, not all at
+        # the start: what the run holds (states, leases to renew) stays the same whatever
+        # the number of feeds. Each claim takes enabled feeds not polled since the run
+        # began (force: due or not; other workers' live leases, retirements and
+        # Retry-After holds are left alone, see Store.claim_feeds).
+        waiting: collections.deque[FeedState] = collections.deque()
+        claiming = asyncio.Lock()
+        exhausted = False
+        started_polls = 0
 
+        async def next_state() -> FeedState | None:
+            nonlocal exhausted, started_polls
+            async with claiming:
+                while not waiting and not exhausted:
+                    claimed = await self.claim(RUN_ONCE_CHUNK, force=True, polled_before=since)
+                    exhausted = len(claimed) < RUN_ONCE_CHUNK
+                    todo = [s for s in claimed if self.spec_for(s) is not None]
+                    # claimed feeds count as active at once: their leases are renewed
+                    # while they wait for their turn
+                    self.active.update(state.id for state in todo)
+                    waiting.extend(todo)
+                if not waiting:
+                    return None
+                started_polls += 1
+                return waiting.popleft()
+
+        renewer = asyncio.create_task(self.keep_leases())
+
+        # as many polling coroutines as polls may run at once: a task per feed would hold
+        # a coroutine for each of them (memory that grows with the number of feeds)
         async def worker() -> None:
-            for state in queue:
+            while (state := await next_state()) is not None:
                 outcome = await self.poll(state)
                 if outcome is not None:
                     summary.add(outcome)
@@ -318,11 +340,13 @@ class Runner:
                         on_done(outcome)
 
         try:
-            workers = min(len(todo), self.config.settings.concurrency)
+            workers = max(1, min(enabled, self.config.settings.concurrency))
             await asyncio.gather(*(worker() for _ in range(workers)))
         finally:
             renewer.cancel()
             await self.release()
+        # retired, held, leased by another worker, or enabled but not in the config
+        summary.skipped = max(0, enabled - started_polls)
         summary.duration = loop.time() - started
         return summary
 

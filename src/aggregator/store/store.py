@@ -425,6 +425,7 @@ class Store:
         limit: int,
         lease_seconds: float,
         force: bool = False,
+        polled_before: datetime | None = None,
     ) -> list[FeedState]:
         """Claim up to ``limit`` due feeds for ``owner`` in ONE statement and lease them.
 
@@ -436,11 +437,13 @@ class Store:
         ``CLAIM_CHUNK`` feeds are claimed in several such statements, one after the
         other: SQLite holds every row an ``UPDATE … RETURNING`` returns in memory before
         the first (10 000 feeds at once: +37 MB for the process, for good).
+        ``polled_before``: only feeds not polled since then (``run --once`` claiming as
+        it goes does not take back the feeds it has polled already).
         """
         states: list[FeedState] = []
         while len(states) < limit:
             want = min(CLAIM_CHUNK, limit - len(states))
-            chunk = self._claim(owner, now, want, lease_seconds, force)
+            chunk = self._claim(owner, now, want, lease_seconds, force, polled_before)
             states.extend(chunk)
             if len(chunk) < want:
                 break
@@ -448,7 +451,13 @@ class Store:
         return states
 
     def _claim(
-        self, owner: str, now: datetime, limit: int, lease_seconds: float, force: bool
+        self,
+        owner: str,
+        now: datetime,
+        limit: int,
+        lease_seconds: float,
+        force: bool,
+        polled_before: datetime | None = None,
     ) -> list[FeedState]:
         conditions = [
             feeds.c.removed_at.is_(None),
@@ -459,6 +468,10 @@ class Store:
         ]
         if not force:
             conditions.append(or_(feeds.c.next_check_at.is_(None), feeds.c.next_check_at <= now))
+        if polled_before is not None:
+            conditions.append(
+                or_(feeds.c.last_polled_at.is_(None), feeds.c.last_polled_at < polled_before)
+            )
         due = (
             select(feeds.c.id)
             .where(*conditions)
