@@ -295,6 +295,33 @@ def test_a_large_claim_is_made_in_chunks_and_misses_nothing(
         store.close()
 
 
+def test_a_claim_can_leave_out_the_feeds_polled_since_a_time(db_url: str) -> None:
+    """``polled_before`` (run --once claiming as it goes): a forced claim takes every feed
+    not polled since then, never one polled after it, whether or not it is due."""
+    store = open_store(db_url)
+    store.upgrade()
+    try:
+        urls = [f"https://p{n}.example/feed" for n in range(5)]
+        store.sync_feeds(parse_config({"feeds": [{"url": u} for u in urls]}).feeds, NOW)
+        ids = {s.url: s.id for s in store.feed_states(NOW)}
+        earlier = NOW - timedelta(hours=1)
+        for url, polled in ((urls[0], earlier), (urls[1], NOW + timedelta(seconds=1))):
+            store.record_poll(
+                ids[url],
+                FeedUpdate(
+                    polled_at=polled, status=304, ok=True, next_check_at=NOW + timedelta(days=1)
+                ),
+            )
+        since = NOW
+        claimed = store.claim_feeds(
+            "w", NOW, limit=100, lease_seconds=60, force=True, polled_before=since
+        )
+        # p1 was polled after `since`; p0 before it (and not due: force takes it anyway)
+        assert sorted(s.url for s in claimed) == sorted(set(urls) - {urls[1]})
+    finally:
+        store.close()
+
+
 def test_head_revision_is_read_from_the_migration_files(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
