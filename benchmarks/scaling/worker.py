@@ -90,8 +90,8 @@ def _instrument() -> None:
     store_cls = store_module.Store
     original_init = store_cls.__init__
 
-    def init(self: Any, engine: Any) -> None:
-        original_init(self, engine)
+    def init(self: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
         self._write_lock = TimedLock()
 
     store_cls.__init__ = init  # type: ignore[method-assign]
