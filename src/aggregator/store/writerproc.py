@@ -145,8 +145,12 @@ def serve(url: str, conn: Connection) -> None:
         def done(future: Future[Any]) -> None:
             error = future.exception()
             reply = (request, None if error else future.result(), _portable(error))
+            try:
+                data = _dumps(reply)
+            except Exception as exc:  # noqa: BLE001  (an answer must reach the parent, or its poll waits for good)
+                data = _dumps((request, None, StoreError(f"unsendable result: {exc}")))
             with send_lock, contextlib.suppress(OSError, EOFError):  # the parent is gone
-                conn.send_bytes(_dumps(reply))
+                conn.send_bytes(data)
 
         return done
 
