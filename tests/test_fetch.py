@@ -117,6 +117,38 @@ def test_cookies_are_neither_kept_nor_sent_back(server: FixtureServer) -> None:
     assert hits[1].headers["accept-encoding"].startswith("gzip")
 
 
+def test_host_gates_of_idle_hosts_are_dropped(
+    server: FixtureServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gate (per-host limits and delay) per host ever fetched from would grow for the
+    daemon's lifetime, article links reaching ever new hosts: idle gates are dropped once
+    the table is full, but not one whose politeness delay is still running."""
+    import aggregator.fetch as fetch_module
+
+    monkeypatch.setattr(fetch_module, "GATE_SWEEP_AT", 16)
+    server.add("/f", "<rss/>")
+    port = server.url("/f").split(":")[2].split("/")[0]
+
+    async def loopback(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    async def go() -> tuple[int, bool, int]:
+        limits = FetchLimits(
+            user_agent="ua-test/2", allow_private_networks=LOOPBACK, per_host_delay=60.0
+        )
+        async with Fetcher(limits, resolver=loopback) as f:
+            # a page fetch starts the host's politeness delay (60 s): its gate must stay
+            await f.fetch(f"http://slow.test:{port}/f", page=True)
+            statuses = [(await f.fetch(f"http://h{n}.test:{port}/f")).status for n in range(100)]
+            assert statuses == [200] * 100
+            return len(f._hosts), "slow.test" in f._hosts, len(server.hits("/f"))
+
+    kept, slow_kept, hits = asyncio.run(go())
+    assert hits == 101
+    assert kept <= 2 * 16
+    assert slow_kept
+
+
 def test_body_cut_at_limit_after_decompression(server: FixtureServer) -> None:
     server.add("/bomb", b"A" * 5_000_000, gzip=True)  # ~5 KB on the wire
     with pytest.raises(TooLarge, match="max_body_bytes"):

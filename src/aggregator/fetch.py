@@ -143,6 +143,10 @@ class _HostGate:
     semaphore: asyncio.Semaphore
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     next_start: float = 0.0
+    users: int = 0  # requests holding or waiting for this gate
+
+
+GATE_SWEEP_AT = 1024  # host gates kept before idle ones are dropped (see Fetcher._sweep)
 
 
 class Fetcher:
@@ -194,6 +198,7 @@ class Fetcher:
         }
         self.bytes_downloaded = 0
         self._unresponsive: dict[str, float] = {}  # netloc -> monotonic time it may be retried
+        self._sweep_at = GATE_SWEEP_AT
 
     async def __aenter__(self) -> Fetcher:
         return self
@@ -207,21 +212,42 @@ class Fetcher:
     def _gate(self, host: str) -> _HostGate:
         gate = self._hosts.get(host)
         if gate is None:
+            if len(self._hosts) >= self._sweep_at:
+                self._sweep()
             gate = _HostGate(asyncio.Semaphore(self.limits.per_host_concurrency))
             self._hosts[host] = gate
         return gate
 
+    def _sweep(self) -> None:
+        """Drop the gates no request holds or waits for and whose delay has passed (a new
+        gate for that host behaves the same), and the expired unresponsive marks. Article
+        links reach ever new hosts: without this, a daemon kept a gate for every host it
+        ever fetched from, for months."""
+        now = time.monotonic()
+        for host, gate in list(self._hosts.items()):
+            if gate.users == 0 and gate.next_start <= now:
+                del self._hosts[host]
+        for netloc, until in list(self._unresponsive.items()):
+            if until <= now:
+                del self._unresponsive[netloc]
+        # amortized: the next sweep when the table has doubled again
+        self._sweep_at = max(GATE_SWEEP_AT, 2 * len(self._hosts))
+
     @contextlib.asynccontextmanager
     async def _slot(self, host: str, delay: float) -> AsyncIterator[None]:
         gate = self._gate(host)
-        async with self._global, gate.semaphore:
-            if delay > 0:
-                async with gate.lock:
-                    wait = gate.next_start - time.monotonic()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                    gate.next_start = time.monotonic() + delay
-            yield
+        gate.users += 1
+        try:
+            async with self._global, gate.semaphore:
+                if delay > 0:
+                    async with gate.lock:
+                        wait = gate.next_start - time.monotonic()
+                        if wait > 0:
+                            await asyncio.sleep(wait)
+                        gate.next_start = time.monotonic() + delay
+                yield
+        finally:
+            gate.users -= 1
 
     async def check_address(self, url: str) -> tuple[str, str]:
         """Resolve the URL's host once and check it; return (host, checked address)."""
