@@ -1203,8 +1203,5 @@ def _id_chunks(ids: Sequence[int]) -> Iterator[list[int]]:
     renewals over every feed a worker holds, with a different count each time, kept up to
     128 statements of thousands of variables each: memory that grew with the number of
     feeds. One shape is prepared once."""
-    ordered = sorted(set(ids))
-    for start in range(0, len(ordered), ID_CHUNK):
-        chunk = ordered[start : start + ID_CHUNK]
-        chunk += [chunk[-1]] * (ID_CHUNK - len(chunk))
-        yield chunk
+    for chunk in fingerprints._chunks(sorted(set(ids)), ID_CHUNK):
+        yield [*chunk, *[chunk[-1]] * (ID_CHUNK - len(chunk))]
