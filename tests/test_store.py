@@ -131,6 +131,71 @@ def test_sync_feeds_writes_only_what_changed(db_url: str) -> None:
         store.close()
 
 
+def test_feed_rows_of_many_polls_are_written_one_statement_per_shape(db_url: str) -> None:
+    """``_write_feeds`` (a batch of ``record_poll``s from the writer process): polls that
+    set the same columns share one executemany; a hold is applied after them, so a feed
+    of the held host written in the same batch ends up held."""
+    store = open_store(db_url)
+    store.upgrade()
+    written: list[tuple[str, int]] = []
+
+    def count(
+        conn: object, cursor: object, statement: str, params: object, ctx: object, many: bool
+    ) -> None:
+        if statement.lstrip().upper().startswith("UPDATE"):
+            written.append((statement, len(params) if many else 1))  # type: ignore[arg-type]
+
+    try:
+        urls = [f"https://{h}.example/f{n}" for h, n in ("a1", "a2", "a3", "b1", "c1", "c2")]
+        store.sync_feeds(parse_config({"feeds": [{"url": u} for u in urls]}).feeds, NOW)
+        ids = {s.url: s.id for s in store.feed_states(NOW + timedelta(days=1))}
+        later = NOW + timedelta(hours=1)
+        hold = NOW + timedelta(hours=6)
+        not_modified = FeedUpdate(
+            polled_at=NOW, status=304, ok=True, next_check_at=later, keep_validators=True
+        )
+        updates = [
+            *[(ids[u], not_modified) for u in urls[:3]],
+            (
+                ids[urls[3]],
+                FeedUpdate(polled_at=NOW, status=200, ok=True, next_check_at=later, etag='"e"'),
+            ),
+            (
+                ids[urls[4]],
+                FeedUpdate(
+                    polled_at=NOW,
+                    status=429,
+                    ok=False,
+                    next_check_at=hold,
+                    error_count=1,
+                    hold_until=hold,
+                    hold_host="c.example",
+                ),
+            ),
+            (ids[urls[5]], not_modified),  # another feed of the held host, same batch
+        ]
+        engine = store._write_engine
+        event.listen(engine, "before_cursor_execute", count)
+        with store._tx() as conn:
+            store._write_feeds(conn, updates)
+        event.remove(engine, "before_cursor_execute", count)
+        # the four 304s: one statement; the 200: one; the hold: its row and two host-wide
+        assert sorted(n for _s, n in written) == [1, 1, 1, 1, 4]
+        with store.engine.connect() as conn:
+            got = {
+                url: (status, etag, next_check)
+                for url, status, etag, next_check in conn.execute(
+                    text("SELECT url, last_status, etag, next_check_at FROM feeds")
+                )
+            }
+        assert [got[u][0] for u in urls] == [304, 304, 304, 200, 429, 304]
+        assert got[urls[3]][1] == '"e"'
+        held = {u for u in urls if str(got[u][2]).startswith(hold.strftime("%Y-%m-%d %H"))}
+        assert held == {urls[4], urls[5]}
+    finally:
+        store.close()
+
+
 def test_lease_statements_have_one_shape_whatever_the_number_of_feeds(db_url: str) -> None:
     """Renewing leases over 10, 300 and 700 feeds prepares one statement, not one per count
     (each distinct IN list stayed prepared in the connection: +14 MB over 20 renewals of

@@ -9,11 +9,13 @@ import logging
 import os
 import signal
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from aggregator.config import load_config
+from aggregator.records import FeedUpdate
 from aggregator.scheduler import run_once
 from aggregator.store import Store, open_store
 from aggregator.store.store import READ_CACHE_KIB
@@ -110,6 +112,39 @@ def test_a_writer_process_that_dies_costs_only_its_unanswered_writes(
     # this process wrote them itself
     assert (summary.polled, summary.failed, summary.new_items) == (4, 0, 16)
     assert rows(db, "SELECT COUNT(*) FROM items") == [(16,)]
+
+
+def test_a_burst_of_writes_goes_to_the_writer_process_in_one_message(
+    server: FixtureServer, tmp_path: Path
+) -> None:
+    """Writes queued while the last message was being sent go together (one pipe write,
+    one wake-up of the child for many polls), and every one of them is answered."""
+    db = f"sqlite:///{tmp_path / 'b.db'}"
+    cfg = write_config(
+        tmp_path / "feeds.yaml", _feeds(server, "b", 40), database_url=db, full_text=False
+    )
+    store = _open(cfg)
+    try:
+        store.sync_feeds(load_config(cfg).feeds, datetime.now(UTC))
+        ids = [s.id for s in store.feed_states(datetime.now(UTC) + timedelta(days=1))]
+        assert store.start_writer_process() and store._remote is not None
+        outbox = store._remote._outbox
+        now = datetime.now(UTC)
+        with outbox._ready:  # the sender waits until all forty are queued
+            futures = [
+                store.queue_record_poll(
+                    feed_id,
+                    FeedUpdate(polled_at=now, status=304, ok=True, next_check_at=now),
+                )
+                for feed_id in ids
+            ]
+        for future in futures:
+            assert future is not None
+            future.result(timeout=30)
+        assert outbox.sent == 1
+    finally:
+        store.close()
+    assert rows(db, "SELECT last_status, COUNT(*) FROM feeds GROUP BY 1") == [(304, 40)]
 
 
 def test_no_writer_process_for_postgresql_or_memory(pg_url: str) -> None:

@@ -791,30 +791,29 @@ class Store:
         return self._group.submit(job)
 
     def _write_feed(self, conn: Connection, feed_id: int, u: FeedUpdate) -> None:
-        values: dict[str, Any] = {
-            "last_polled_at": u.polled_at,
-            "last_status": u.status,
-            "last_error": u.error,
-            "error_count": u.error_count,
-            "next_check_at": u.next_check_at,
-            "redirect_url": u.redirect_url,
-            "redirect_count": u.redirect_count,
-            "redirect_seen_at": u.redirect_seen_at,
-            "not_found_since": u.not_found_since,
-            "lease_owner": None,  # the poll is done: release the lease
-            "lease_expires_at": None,
-        }
-        if u.ok:
-            values["last_success_at"] = u.polled_at
-        if not u.keep_validators:
-            values["etag"] = u.etag
-            values["last_modified"] = u.last_modified
-        if u.disabled_reason is not None:
-            values["disabled_reason"] = u.disabled_reason
-        if u.interval_seconds is not None:
-            values["adaptive_interval_seconds"] = u.interval_seconds
-        if u.title is not None:
-            values["title"] = u.title
+        self._write_feeds(conn, [(feed_id, u)])
+
+    def _write_feeds(self, conn: Connection, updates: Sequence[tuple[int, FeedUpdate]]) -> None:
+        """Several polls' feed rows: those of one shape (the same columns set) in one
+        executemany; a poll that moves the feed (a permanent redirect) or holds it (or
+        its host) goes on its own, after those rows."""
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        alone: list[tuple[int, FeedUpdate]] = []
+        for feed_id, u in updates:
+            if u.new_url is not None or u.hold_until is not None:
+                alone.append((feed_id, u))
+                continue
+            values = _feed_values(u)
+            shapes.setdefault(tuple(values), []).append(
+                {"v_feed_id": feed_id, **{f"v_{k}": v for k, v in values.items()}}
+            )
+        for columns, rows in shapes.items():
+            conn.execute(_feed_update(columns), rows)
+        for feed_id, u in alone:
+            self._write_one_feed(conn, feed_id, u)
+
+    def _write_one_feed(self, conn: Connection, feed_id: int, u: FeedUpdate) -> None:
+        values = _feed_values(u)
         if u.new_url is not None:
             clash = conn.execute(
                 select(feeds.c.id).where(feeds.c.url == u.new_url, feeds.c.id != feed_id)
@@ -1086,6 +1085,35 @@ def _feed_update(columns: tuple[str, ...]) -> Update:
         .where(feeds.c.id == bindparam("v_feed_id"))
         .values({c: bindparam(f"v_{c}", type_=feeds.c[c].type) for c in columns})
     )
+
+
+def _feed_values(u: FeedUpdate) -> dict[str, Any]:
+    """The feed row's columns a poll sets (which ones depends on the poll)."""
+    values: dict[str, Any] = {
+        "last_polled_at": u.polled_at,
+        "last_status": u.status,
+        "last_error": u.error,
+        "error_count": u.error_count,
+        "next_check_at": u.next_check_at,
+        "redirect_url": u.redirect_url,
+        "redirect_count": u.redirect_count,
+        "redirect_seen_at": u.redirect_seen_at,
+        "not_found_since": u.not_found_since,
+        "lease_owner": None,  # the poll is done: release the lease
+        "lease_expires_at": None,
+    }
+    if u.ok:
+        values["last_success_at"] = u.polled_at
+    if not u.keep_validators:
+        values["etag"] = u.etag
+        values["last_modified"] = u.last_modified
+    if u.disabled_reason is not None:
+        values["disabled_reason"] = u.disabled_reason
+    if u.interval_seconds is not None:
+        values["adaptive_interval_seconds"] = u.interval_seconds
+    if u.title is not None:
+        values["title"] = u.title
+    return values
 
 
 def _wal_mode(cursor: Any, attempts: int = 600) -> None:

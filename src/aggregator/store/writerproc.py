@@ -8,7 +8,10 @@ process it runs on a core of its own (docs/performance.md, "Fifth round").
 
 How: the parent sends ``(request id, Store method, keyword arguments)`` over a pipe; the
 child queues the method on its own ``Store``'s group writer and answers
-``(request id, result, error)`` once the group is committed. Only the writes that go
+``(request id, result, error)`` once the group is committed. Both ends send in batches
+(``_Outbox``): what was queued while the last batch was being sent goes as one message,
+so a burst of polls costs a few pipe writes and wake-ups instead of one each, and the
+child writes a batch's feed rows (``record_poll``) with one executemany. Only the writes that go
 through the group writer's queue are sent (``save_poll`` and ``record_poll``); every other
 statement stays in the parent, and the machine-wide writer lock (``writerlock``) keeps
 both processes taking turns.
@@ -20,7 +23,6 @@ later writes go to the parent's own group writer: nothing stops.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import logging
@@ -38,7 +40,8 @@ from .groupwrite import settle
 
 log = logging.getLogger(__name__)
 
-#: the Store methods a parent may ask for (each queued on the child's group writer)
+#: the Store methods a parent may ask for (each queued on the child's group writer; the
+#: ``_write_feed`` requests of one batch as one ``_write_feeds`` job)
 METHODS = ("_save_poll", "_write_feed")
 
 
@@ -55,7 +58,8 @@ class WriterProcess:
         child_conn.close()
         self._ids = itertools.count()
         self._pending: dict[int, Future[Any]] = {}
-        self._lock = threading.Lock()  # sends, and _pending against the reader's failure
+        self._lock = threading.Lock()  # _pending against the reader's failure
+        self._outbox = _Outbox(self._conn, "aggregator-store-writer-requests")
         self.alive = True
         self._reader = threading.Thread(
             target=self._read, name="aggregator-store-writer-replies", daemon=True
@@ -74,12 +78,14 @@ class WriterProcess:
             if not self.alive:
                 return None
             request = next(self._ids)
-            self._pending[request] = future
             try:
-                self._conn.send_bytes(_dumps((request, method, kwargs)))
-            except Exception:  # noqa: BLE001  (a broken pipe, or arguments that do not pickle: the caller writes itself)
-                del self._pending[request]
+                data = _dumps((request, method, kwargs))
+            except Exception:  # noqa: BLE001  (arguments that do not pickle: the caller writes itself)
                 return None
+            self._pending[request] = future
+        # a pipe that breaks before this is sent: the reader sees the child gone and
+        # fails every unanswered write
+        self._outbox.put(data)
         return future
 
     def close(self, timeout: float = 1.5) -> None:
@@ -87,10 +93,7 @@ class WriterProcess:
         it is killed (its open transaction is rolled back: those polls are not saved, and
         their feeds are polled again), so that shutdown stays within a service manager's
         grace period."""
-        with self._lock:
-            if self.alive:
-                with contextlib.suppress(OSError, EOFError):  # already gone
-                    self._conn.send_bytes(_dumps(None))
+        self._outbox.close(_dumps(None))  # what was submitted goes first, then the stop
         self._process.join(timeout)
         if self._process.is_alive():
             self._process.kill()
@@ -101,12 +104,13 @@ class WriterProcess:
     def _read(self) -> None:
         while True:
             try:
-                request, result, error = pickle.loads(self._conn.recv_bytes())
+                batch = _loads_batch(self._conn.recv_bytes())
             except (EOFError, OSError):
                 break
-            future = self._pending.pop(request, None)
-            if future is not None:
-                settle(future, result, error)
+            for request, result, error in batch:
+                future = self._pending.pop(request, None)
+                if future is not None:
+                    settle(future, result, error)
         with self._lock:
             self.alive = False
             lost, self._pending = self._pending, {}
@@ -139,41 +143,108 @@ def serve(url: str, conn: Connection) -> None:
     except OSError:
         pass
     store = open_store(url, pool_size=1)
-    send_lock = threading.Lock()
+    replies = _Outbox(conn, "aggregator-store-writer-replies")
 
-    def answer(request: int) -> Callable[[Future[Any]], None]:
+    def answer(requests: list[int]) -> Callable[[Future[Any]], None]:
         def done(future: Future[Any]) -> None:
             error = future.exception()
-            reply = (request, None if error else future.result(), _portable(error))
-            try:
-                data = _dumps(reply)
-            except Exception as exc:  # noqa: BLE001  (an answer must reach the parent, or its poll waits for good)
-                data = _dumps((request, None, StoreError(f"unsendable result: {exc}")))
-            with send_lock, contextlib.suppress(OSError, EOFError):  # the parent is gone
-                conn.send_bytes(data)
+            result = None if error else future.result()
+            for request in requests:
+                reply = (request, result, _portable(error))
+                try:
+                    data = _dumps(reply)
+                except Exception as exc:  # noqa: BLE001  (an answer must reach the parent, or its poll waits for good)
+                    data = _dumps((request, None, StoreError(f"unsendable result: {exc}")))
+                replies.put(data)
 
         return done
 
+    stop = False
     try:
-        while True:
+        while not stop:
             try:
-                message = pickle.loads(conn.recv_bytes())
+                batch = _loads_batch(conn.recv_bytes())
             except (EOFError, OSError):
                 break
-            if message is None:
-                break
-            request, method, kwargs = message
-            if method not in METHODS:
-                failed: Future[Any] = Future()
-                failed.set_exception(StoreError(f"unknown store writer request {method!r}"))
-                answer(request)(failed)
-                continue
-            queued = store.queue_write(functools.partial(getattr(store, method), **kwargs))
-            assert queued is not None  # SQLite: the group writer is there
-            queued.add_done_callback(answer(request))
+            feed_rows: list[int] = []  # requests of this batch that write a feed row only
+            feed_updates: list[tuple[int, Any]] = []
+            for message in batch:
+                if message is None:
+                    stop = True
+                    break
+                request, method, kwargs = message
+                if method == "_write_feed":
+                    feed_rows.append(request)
+                    feed_updates.append((kwargs["feed_id"], kwargs["u"]))
+                    continue
+                if method not in METHODS:
+                    failed: Future[Any] = Future()
+                    failed.set_exception(StoreError(f"unknown store writer request {method!r}"))
+                    answer([request])(failed)
+                    continue
+                queued = store.queue_write(functools.partial(getattr(store, method), **kwargs))
+                assert queued is not None  # SQLite: the group writer is there
+                queued.add_done_callback(answer([request]))
+            if feed_rows:  # one job (one savepoint, one executemany) for all of them
+                job = functools.partial(store._write_feeds, updates=feed_updates)
+                queued = store.queue_write(job)
+                assert queued is not None
+                queued.add_done_callback(answer(feed_rows))
     finally:
         store.close()  # the group writer finishes its queue first
+        replies.close(None)
         conn.close()
+
+
+class _Outbox:
+    """Messages for one end of the pipe, sent by a thread of their own in batches: what
+    was put while the previous batch was being written goes as one message (a list)."""
+
+    def __init__(self, conn: Connection, name: str) -> None:
+        self._conn = conn
+        self._items: list[bytes] = []
+        self._closing: bytes | None = None
+        self._closed = False
+        self.sent = 0  # messages (batches) sent
+        self._ready = threading.Condition()
+        self._thread = threading.Thread(target=self._send, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, data: bytes) -> None:
+        with self._ready:
+            self._items.append(data)
+            if len(self._items) == 1:
+                self._ready.notify()
+
+    def close(self, last: bytes | None) -> None:
+        """Send what is queued, then ``last`` (if any), and stop the thread."""
+        with self._ready:
+            self._closing = last
+            self._closed = True
+            self._ready.notify()
+        self._thread.join(5.0)
+
+    def _send(self) -> None:
+        while True:
+            with self._ready:
+                while not self._items and not self._closed:
+                    self._ready.wait()
+                items, self._items = self._items, []
+                closed = self._closed
+                if closed and self._closing is not None:
+                    items.append(self._closing)
+            try:
+                if items:
+                    self._conn.send_bytes(_dumps(items))
+                    self.sent += 1
+            except (OSError, EOFError, ValueError):  # the other end is gone (or closed)
+                return
+            if closed:
+                return
+
+
+def _loads_batch(data: bytes) -> list[Any]:
+    return [pickle.loads(item) for item in pickle.loads(data)]
 
 
 def _dumps(message: object) -> bytes:
