@@ -147,6 +147,25 @@ def test_a_burst_of_writes_goes_to_the_writer_process_in_one_message(
     assert rows(db, "SELECT last_status, COUNT(*) FROM feeds GROUP BY 1") == [(304, 40)]
 
 
+def test_a_writer_process_stopped_by_close_exits_cleanly_and_logs_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """close() and the reply reader both used to wait for the child; the two read its exit
+    status at once and one got a false 255 ("the store writer process exited (code 255)"
+    at every other daemon stop)."""
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    for _ in range(5):
+        store = open_store(db)
+        store.upgrade()
+        assert store.start_writer_process() and store._remote is not None
+        remote = store._remote
+        with caplog.at_level(logging.ERROR, logger="aggregator.store.writerproc"):
+            store.close()
+        assert remote._process.exitcode == 0
+        assert not remote._reader.is_alive()
+    assert [r.getMessage() for r in caplog.records] == []
+
+
 def test_no_writer_process_for_postgresql_or_memory(pg_url: str) -> None:
     for url in (pg_url, "sqlite://"):
         store = open_store(url)

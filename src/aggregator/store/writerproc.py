@@ -61,6 +61,7 @@ class WriterProcess:
         self._lock = threading.Lock()  # _pending against the reader's failure
         self._outbox = _Outbox(self._conn, "aggregator-store-writer-requests")
         self.alive = True
+        self._closing = False  # close() waits for the child: the reader must not
         self._reader = threading.Thread(
             target=self._read, name="aggregator-store-writer-replies", daemon=True
         )
@@ -93,6 +94,7 @@ class WriterProcess:
         it is killed (its open transaction is rolled back: those polls are not saved, and
         their feeds are polled again), so that shutdown stays within a service manager's
         grace period."""
+        self._closing = True
         self._outbox.close(_dumps(None))  # what was submitted goes first, then the stop
         self._process.join(timeout)
         if self._process.is_alive():
@@ -114,15 +116,25 @@ class WriterProcess:
         with self._lock:
             self.alive = False
             lost, self._pending = self._pending, {}
-        self._process.join(5.0)
-        if lost or self._process.exitcode not in (0, None):
-            log.error(
-                "the store writer process exited (code %s); %d unanswered writes failed, "
-                "this process writes from now on",
-                self._process.exitcode,
-                len(lost),
-                extra={"event": "store_writer_exited", "exitcode": self._process.exitcode},
-            )
+        # one thread only may wait for the child (or ask its exit code): two reading its
+        # exit status at once leave one of them a false 255 (the forkserver's Popen.poll)
+        if self._closing:
+            if lost:  # killed after close()'s timeout
+                log.error(
+                    "the store writer process was stopped with %d writes unanswered: they failed",
+                    len(lost),
+                    extra={"event": "store_writer_exited", "exitcode": None},
+                )
+        else:
+            self._process.join(5.0)
+            if lost or self._process.exitcode not in (0, None):
+                log.error(
+                    "the store writer process exited (code %s); %d unanswered writes "
+                    "failed, this process writes from now on",
+                    self._process.exitcode,
+                    len(lost),
+                    extra={"event": "store_writer_exited", "exitcode": self._process.exitcode},
+                )
         for future in lost.values():
             settle(future, None, StoreError("the store writer process exited before the commit"))
 
