@@ -561,11 +561,10 @@ class Store:
     def known_entries(self, feed_id: int, keys: Sequence[str]) -> dict[str, KnownEntry]:
         found: dict[str, KnownEntry] = {}
         with self._read() as conn:
-            for start in range(0, len(keys), 500):
-                chunk = list(keys[start : start + 500])
+            for chunk in fingerprints._chunks(keys):
                 rows = conn.execute(
                     select(items.c.entry_key, items.c.id, items.c.content_hash).where(
-                        items.c.feed_id == feed_id, items.c.entry_key.in_(chunk)
+                        items.c.feed_id == feed_id, items.c.entry_key.in_(list(chunk))
                     )
                 )
                 for row in rows:
@@ -900,10 +899,10 @@ class Store:
         )
         keys = [clean.entry.key for clean, _site in pending]
         by_key: dict[str, int] = {}
-        for start in range(0, len(keys), 500):
+        for chunk in fingerprints._chunks(keys):
             rows = conn.execute(
                 select(items.c.entry_key, items.c.id).where(
-                    items.c.feed_id == feed_id, items.c.entry_key.in_(keys[start : start + 500])
+                    items.c.feed_id == feed_id, items.c.entry_key.in_(chunk)
                 )
             )
             by_key.update((key, item_id) for key, item_id in rows)

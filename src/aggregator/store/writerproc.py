@@ -161,8 +161,9 @@ def serve(url: str, conn: Connection) -> None:
         def done(future: Future[Any]) -> None:
             error = future.exception()
             result = None if error else future.result()
+            portable = _portable(error)
             for request in requests:
-                reply = (request, result, _portable(error))
+                reply = (request, result, portable)
                 try:
                     data = _dumps(reply)
                 except Exception as exc:  # noqa: BLE001  (an answer must reach the parent, or its poll waits for good)
@@ -215,7 +216,7 @@ class _Outbox:
     def __init__(self, conn: Connection, name: str) -> None:
         self._conn = conn
         self._items: list[bytes] = []
-        self._closing: bytes | None = None
+        self._last: bytes | None = None  # sent after everything else, by close()
         self._closed = False
         self.sent = 0  # messages (batches) sent
         self._ready = threading.Condition()
@@ -231,7 +232,7 @@ class _Outbox:
     def close(self, last: bytes | None) -> None:
         """Send what is queued, then ``last`` (if any), and stop the thread."""
         with self._ready:
-            self._closing = last
+            self._last = last
             self._closed = True
             self._ready.notify()
         self._thread.join(5.0)
@@ -243,8 +244,8 @@ class _Outbox:
                     self._ready.wait()
                 items, self._items = self._items, []
                 closed = self._closed
-                if closed and self._closing is not None:
-                    items.append(self._closing)
+                if closed and self._last is not None:
+                    items.append(self._last)
             try:
                 if items:
                     self._conn.send_bytes(_dumps(items))
