@@ -232,6 +232,21 @@ def test_sanitize_still_blocks_javascript_after_absolutizing() -> None:
     assert "alert" not in clean
 
 
+def test_a_hostile_base_cannot_give_relative_links_a_forbidden_scheme() -> None:
+    # a feed's xml:base is the feed's to choose: joining a relative link to it must not
+    # produce what the scheme allowlist would have refused in the link itself
+    clean = sanitize_html(
+        '<a href="etc/passwd">f</a><img src="x.png"><a href="/ok" title="t">k</a>',
+        base_url="file:///",
+    )
+    assert "file:" not in clean
+    assert "href" not in clean and "src" not in clean  # the attributes go, not the text
+    assert ">f</a>" in clean and "<img>" in clean and 'title="t"' in clean
+    # entities in a joined link are escaped again on the way out
+    clean = sanitize_html('<a href="q?a=1&amp;b=&quot;2&quot;">q</a>', base_url="https://e.org/")
+    assert 'href="https://e.org/q?a=1&amp;b=&quot;2&quot;"' in clean
+
+
 def test_sanitize_empty() -> None:
     assert sanitize_html("") == ""
     assert sanitize_html("   ", base_url="https://example.org/") == ""

@@ -297,7 +297,7 @@ class _Weighted:
 
 def _weighted(
     sequence: npt.NDArray[np.int64],
-    common: npt.NDArray[np.int64],
+    common: frozenset[int],
     distinct: npt.NDArray[np.int64] | None = None,
 ) -> _Weighted:
     """A shingle is common when the nearest anchor in the sequence is a common anchor
@@ -308,9 +308,11 @@ def _weighted(
     if len(common) == 0 or len(sequence) == 0:
         return _Weighted(distinct, len(distinct), len(distinct))
     anchor_at = np.flatnonzero(sequence % ANCHOR_MODULUS == 0)
-    common_at = np.isin(sequence[anchor_at], common)
-    if not common_at.any():
+    # a text has a few dozen anchors: set lookups beat np.isin's sorting at this size
+    anchors = sequence[anchor_at].tolist()
+    if common.isdisjoint(anchors):
         return _Weighted(distinct, len(distinct), len(distinct))
+    common_at = np.fromiter((a in common for a in anchors), dtype=bool, count=len(anchors))
     # each shingle belongs to its nearest anchor: the anchors' cells split the sequence
     # at the midpoints between neighbours (a tie goes left), so one repeat marks them all
     bounds = (anchor_at[:-1] + anchor_at[1:]) // 2  # last index of each cell but the last
@@ -320,10 +322,6 @@ def _weighted(
     dropped[np.searchsorted(distinct, sequence[flag])] = True
     counted = distinct[~dropped]
     return _Weighted(counted, len(counted), len(distinct))
-
-
-def _common_array(common: frozenset[int]) -> npt.NDArray[np.int64]:
-    return np.fromiter(common, dtype=np.int64, count=len(common)) if common else _NONE
 
 
 def _match(new: _Weighted, candidate: _Weighted) -> TextMatch:
@@ -341,10 +339,7 @@ def _match(new: _Weighted, candidate: _Weighted) -> TextMatch:
 def compare(new: Shingles, candidate: Shingles, common: frozenset[int] = frozenset()) -> TextMatch:
     """Containment of the smaller text in the larger one (shingle hash sequences), the
     common shingles of either text discounted from both."""
-    common_arr = _common_array(common)
-    return _match(
-        _weighted(_as_array(new), common_arr), _weighted(_as_array(candidate), common_arr)
-    )
+    return _match(_weighted(_as_array(new), common), _weighted(_as_array(candidate), common))
 
 
 def title_words(title: str | None) -> set[str]:
@@ -428,7 +423,6 @@ def decide_story(
     candidates of other stories, and those stories' own texts overlap, the decision names
     them in ``merge_story_ids``: the store merges them into one.
     """
-    common_arr = _common_array(common)
     fp = clean.fingerprint
     sequence = unpack(fp.shingles) if fp is not None else _NONE
     raw = _distinct(sequence)
@@ -446,8 +440,8 @@ def decide_story(
                 # discounting common shingles only lowers the shared count: no text match
                 # is possible, and with no URL in common no other signal applies
                 continue
-            mine = mine or _weighted(sequence, common_arr, raw)
-            verdict = _judge(clean, candidate, mine, _weighted(shingles, common_arr, theirs))
+            mine = mine or _weighted(sequence, common, raw)
+            verdict = _judge(clean, candidate, mine, _weighted(shingles, common, theirs))
         if verdict is not None:
             verdicts.append(verdict)
     if not verdicts:

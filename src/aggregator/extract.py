@@ -143,22 +143,43 @@ _WHATWG_LATIN1: Final = frozenset({"latin1", "iso8859-1", "ascii", "us-ascii", "
 def sanitize_html(fragment: str, base_url: str | None = None) -> str:
     """Return ``fragment`` reduced to an allowlist of article markup.
 
-    Relative ``href``/``src`` are made absolute against ``base_url`` first (with lxml);
-    nh3 always runs last, so whatever the first pass produced is sanitized again.
+    Relative ``href``/``src`` of links and images are made absolute against
+    ``base_url`` during the same pass (nh3's attribute filter, called for the attributes
+    that survived its allowlist and scheme check); a URL that joining gives a scheme
+    outside ``URL_SCHEMES`` (a hostile ``xml:base``) is dropped like any other.
     """
     if not fragment.strip():
         return ""
-    if base_url:
-        fragment = _absolutize(fragment, base_url)
     return nh3.clean(
         fragment,
         tags=set(ALLOWED_TAGS),
         clean_content_tags=set(DROPPED_WITH_CONTENT),
         attributes={tag: set(attrs) for tag, attrs in ALLOWED_ATTRIBUTES.items()},
+        attribute_filter=_Absolutize(base_url) if base_url else None,
         url_schemes=set(URL_SCHEMES),
         link_rel=LINK_REL,
         strip_comments=True,
     ).strip()
+
+
+class _Absolutize:
+    """nh3's attribute filter: ``a href`` and ``img src`` made absolute against a base."""
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+
+    def __call__(self, tag: str, attr: str, value: str) -> str | None:
+        if not ((attr == "href" and tag == "a") or (attr == "src" and tag == "img")):
+            return value
+        stripped = value.strip()
+        if not stripped or stripped.startswith("#") or _has_scheme(stripped):
+            return value  # nh3 has checked its scheme already
+        try:
+            joined = urljoin(self.base_url, stripped)
+        except ValueError:
+            return None
+        scheme = urlsplit(joined).scheme.lower()
+        return joined if not scheme or scheme in URL_SCHEMES else None
 
 
 def html_to_text(fragment: str) -> str:
@@ -292,32 +313,6 @@ def _element_text(root: Any) -> str:
         if joined:
             blocks.append(joined)
     return "\n\n".join(blocks)
-
-
-def _absolutize(fragment: str, base_url: str) -> str:
-    try:
-        root = lxml_html.fragment_fromstring(fragment, create_parent="div")
-    except (etree.ParserError, ValueError):
-        return fragment
-    for el in root.iter("a", "img"):
-        attr = "href" if el.tag == "a" else "src"
-        value = el.get(attr)
-        if value is None:
-            continue
-        value = value.strip()
-        if not value or value.startswith("#") or _has_scheme(value):
-            continue
-        try:
-            el.set(attr, urljoin(base_url, value))
-        except ValueError:
-            del el.attrib[attr]
-    return _escape_text(root.text or "") + "".join(
-        etree.tostring(child, encoding="unicode", method="html") for child in root
-    )
-
-
-def _escape_text(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _has_scheme(value: str) -> bool:

@@ -203,7 +203,7 @@ class StoryCandidate:
     story_id: int
     canonical_url: str | None
     title: str | None = None
-    text: str | None = None  # the candidate's stored text: its shingles are recomputed from it
+    text: str | None = None  # its stored text, read only when ``shingles`` is missing
     page_canonical_url: str | None = None  # normalized rel=canonical / og:url of its page
     url: str | None = None
     first_seen_at: datetime | None = None

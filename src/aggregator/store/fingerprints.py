@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, Select, delete, desc, func, insert, select, text, update
+from sqlalchemy import Connection, Select, case, delete, desc, func, insert, select, text, update
 
 from ..records import CleanEntry, StoryCandidate, StoryDecision
 from .tables import dedup_bands, dedup_shingles, items, stories, story_merges
@@ -109,7 +109,9 @@ def _candidate_rows(ids: Sequence[int]) -> Select[Any]:
         items.c.canonical_url,
         items.c.page_canonical_url,
         items.c.title,
-        items.c.text,
+        # the text only serves to recompute missing shingles: not read (a few KB per
+        # candidate, and a candidate is read for most entries) when they are stored
+        case((items.c.shingles.is_(None), items.c.text), else_=None).label("text"),
         items.c.url,
         items.c.first_seen_at,
         items.c.shingles,
@@ -364,7 +366,7 @@ class Prefetch:
             story_id=story_id,
             canonical_url=clean.canonical_url,
             title=clean.entry.title,
-            text=clean.text,
+            text=clean.text if fp is None else None,  # as `_candidate_rows` reads it
             page_canonical_url=clean.page_canonical_url,
             url=clean.entry.link,
             first_seen_at=now,
