@@ -1,4 +1,4 @@
-"""httpx's own connection pool vs the httpx-aiohttp transport, through our Fetcher (address
+"""httpx's own connection pool vs aiohttp's client, through our Fetcher (address
 guard and limits included): CPU per request for GETs to nginx on 127.0.0.1.
 
     python benchmarks/fetch_transport.py [--corpora ../shared/corpora] [--rounds 4]

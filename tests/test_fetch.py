@@ -219,6 +219,32 @@ def test_short_body_is_an_error(server: FixtureServer) -> None:
         fetch(server.url("/short"))
 
 
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_both_transports_decode_report_and_join_headers_alike(
+    server: FixtureServer, transport: str
+) -> None:
+    def twice(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Link", "<https://e.org/a>; rel=alternate")
+        handler.send_header("Link", "<https://e.org/hub>; rel=hub")
+        handler.send_header("Content-Length", "6")
+        handler.end_headers()
+        handler.wfile.write(b"<rss/>")
+
+    server.add("/twice", handler=twice)
+    result = fetch(server.url("/twice"), transport=transport)
+    assert result.body == b"<rss/>"
+    assert (
+        result.headers["link"] == "<https://e.org/a>; rel=alternate, <https://e.org/hub>; rel=hub"
+    )
+    server.add("/bad-gzip", b"not gzip at all", headers={"Content-Encoding": "gzip"})
+    with pytest.raises(FetchError, match="cannot decode the response body"):
+        fetch(server.url("/bad-gzip"), transport=transport)
+    server.add("/gz", b"<rss>hello</rss>" * 1000, gzip=True)
+    assert fetch(server.url("/gz"), transport=transport).body == b"<rss>hello</rss>" * 1000
+    assert server.hits("/gz")[0].headers["accept-encoding"].startswith("gzip, deflate")
+
+
 def test_gzip_file_without_content_encoding_is_decompressed_within_the_limit(
     server: FixtureServer,
 ) -> None:

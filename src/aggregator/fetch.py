@@ -27,7 +27,6 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from .errors import (
     BlockedAddress,
@@ -66,7 +65,7 @@ class FetchLimits:
     allow_private_networks: tuple[str, ...] = ()
     unresponsive_hold: float = 300.0  # a server that timed out is not retried for this long
     ca_bundle: str | None = None  # extra trusted CAs (PEM file) for https
-    transport: str = "aiohttp"  # "aiohttp" (httpx-aiohttp, measured 5x less CPU) or "httpx"
+    transport: str = "aiohttp"  # "aiohttp" (aiohttp's client, several times less CPU) or "httpx"
 
 
 def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
@@ -77,25 +76,43 @@ def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
     return context
 
 
-def _aiohttp_transport(pool: httpx.Limits, ssl_context: ssl.SSLContext) -> httpx.AsyncBaseTransport:
-    """httpx's API on aiohttp's connection handling (httpx's own pool costs several times
-    the CPU per request at high concurrency; see docs/performance.md). Requests still go
-    to the address our guard checked: the URL carries the IP, Host and SNI the name."""
+class _AiohttpClient:
+    """aiohttp's client session, made on first use (it needs the running loop): several
+    times less CPU per request than httpx's pool (its issue #3215), and used directly:
+    httpx's request and response objects around it cost as much again (see
+    docs/performance.md, eighth round).
+    Requests still go to the address our guard checked: the URL carries the IP, Host and
+    SNI the name."""
 
-    def session() -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(
-            limit=pool.max_connections or 100,
-            ssl=ssl_context,
-            keepalive_timeout=pool.keepalive_expiry or 5.0,
-            use_dns_cache=False,
+    def __init__(self, pool: httpx.Limits, ssl_context: ssl.SSLContext, timeout: FetchLimits):
+        self._pool = pool
+        self._ssl = ssl_context
+        self._session: aiohttp.ClientSession | None = None
+        # a connect or read timeout per step, as httpx counts them; the total is ours
+        self.timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=timeout.connect_timeout,
+            sock_read=timeout.read_timeout,
+            connect=timeout.total_timeout,
         )
-        # no cookies: a feed fetch is the same request every time
-        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
 
-    # verify=False only spares the transport building an SSL context of its own (loading
-    # certifi's roots, ~25 ms per start) that it never uses: connections are made by the
-    # session above, with ``ssl_context`` (verification on)
-    return AiohttpTransport(client=session, limits=pool, trust_env=False, verify=False)
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._pool.max_connections or 100,
+                ssl=self._ssl,
+                keepalive_timeout=self._pool.keepalive_expiry or 5.0,
+                use_dns_cache=False,
+            )
+            # no cookies: a feed fetch is the same request every time
+            self._session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 def _gunzip(body: bytes, limit: int, url: str, status: int) -> bytes:
@@ -179,13 +196,11 @@ class Fetcher:
             max_keepalive_connections=max(limits.concurrency, 10),
         )
         ssl_context = _ssl_context(limits.ca_bundle)
-        if transport is None:
-            if limits.transport == "aiohttp":
-                transport = _aiohttp_transport(pool, ssl_context)
-            else:
-                transport = httpx.AsyncHTTPTransport(
-                    verify=ssl_context, limits=pool, trust_env=False
-                )
+        self._aiohttp: _AiohttpClient | None = None
+        if transport is None and limits.transport == "aiohttp":
+            self._aiohttp = _AiohttpClient(pool, ssl_context, limits)
+        elif transport is None:
+            transport = httpx.AsyncHTTPTransport(verify=ssl_context, limits=pool, trust_env=False)
         # Requests go straight to the transport. httpx's client would add nothing we use
         # (redirects are followed here, no auth) but a cookie jar that keeps every feed
         # server's cookies for the daemon's lifetime and sends them back, and ~20 % of the
@@ -199,7 +214,6 @@ class Fetcher:
             "Connection": "keep-alive",
             "User-Agent": limits.user_agent,
         }
-        self.bytes_downloaded = 0
         self._unresponsive: dict[str, float] = {}  # netloc -> monotonic time it may be retried
         self._sweep_at = GATE_SWEEP_AT
 
@@ -210,7 +224,10 @@ class Fetcher:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        if self._aiohttp is not None:
+            await self._aiohttp.aclose()
+        if self._transport is not None:
+            await self._transport.aclose()
 
     def _gate(self, host: str) -> _HostGate:
         gate = self._hosts.get(host)
@@ -389,6 +406,8 @@ class Fetcher:
         host_header = host if parts.port is None else f"{host}:{parts.port}"
         if ":" in host and parts.port is None:
             host_header = f"[{host}]"
+        if self._aiohttp is not None:
+            return await self._aiohttp_request(url, target, host, host_header, headers)
         extensions: dict[str, object] = {"timeout": self._timeout}
         if parts.scheme == "https":
             extensions["sni_hostname"] = host
@@ -399,6 +418,7 @@ class Fetcher:
             extensions=extensions,
         )
         limit = self.limits.max_body_bytes
+        assert self._transport is not None
         try:
             response = await self._transport.handle_async_request(request)
             try:
@@ -414,7 +434,6 @@ class Fetcher:
                                 status=response.status_code,
                             )
                         chunks.append(chunk)
-                self.bytes_downloaded += response.num_bytes_downloaded
                 resp_headers = {k.lower(): v for k, v in response.headers.items()}
                 body = b"".join(chunks)
                 if body[:2] == b"\x1f\x8b":
@@ -426,23 +445,78 @@ class Fetcher:
         except httpx.HTTPError as exc:
             raise self._translate(exc, url, host) from None
 
-    def _translate(self, exc: httpx.HTTPError, url: str, host: str) -> FetchError:
-        """One FetchError per failure, named for what really happened. The aiohttp
-        transport reports every connection failure as an httpx timeout or connect error,
-        so its original exception (``__cause__``) decides."""
-        cause = exc.__cause__
+    async def _aiohttp_request(
+        self, url: str, target: str, host: str, host_header: str, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        """``_request`` on aiohttp's session: its default Accept-Encoding names the
+        encodings it decodes, and it decodes as the body streams in, so the limit counts
+        decoded bytes."""
+        assert self._aiohttp is not None
+        limit = self.limits.max_body_bytes
+        request_headers = {
+            "User-Agent": self.limits.user_agent,
+            **headers,
+            "Host": host_header,
+        }
+        try:
+            async with self._aiohttp.session().get(
+                target,
+                headers=request_headers,
+                allow_redirects=False,
+                timeout=self._aiohttp.timeout,
+                server_hostname=host if target.startswith("https:") else None,
+            ) as response:
+                status = response.status
+                chunks: list[bytes] = []
+                size = 0
+                if status not in _REDIRECTS:
+                    async for chunk in response.content.iter_any():
+                        size += len(chunk)
+                        if size > limit:
+                            raise TooLarge(
+                                f"response body larger than max_body_bytes ({limit} bytes)",
+                                url=url,
+                                status=status,
+                            )
+                        chunks.append(chunk)
+                resp_headers: dict[str, str] = {}
+                for key, value in response.headers.items():
+                    key = key.lower()  # repeated headers joined, as httpx does
+                    resp_headers[key] = (
+                        f"{resp_headers[key]}, {value}" if key in resp_headers else value
+                    )
+        except aiohttp.ClientError as exc:
+            raise self._translate_aiohttp(exc, url, host) from None
+        body = b"".join(chunks)
+        if body[:2] == b"\x1f\x8b":
+            # a .gz file served without Content-Encoding (static servers do this)
+            body = _gunzip(body, limit, url, status)
+        return status, resp_headers, body
+
+    def _translate_aiohttp(self, exc: aiohttp.ClientError, url: str, host: str) -> FetchError:
         kind: str | None = None
-        if isinstance(cause, aiohttp.ClientError):
-            if isinstance(cause, aiohttp.ConnectionTimeoutError):
-                kind = "connect"
-            elif isinstance(cause, aiohttp.SocketTimeoutError):
-                kind = "read"
-            elif isinstance(cause, aiohttp.ServerTimeoutError):
-                kind = "network"
-            else:
-                message = str(cause) or type(cause).__name__
-                return FetchError(f"connection to {host} failed: {message}", url=url)
-        elif isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, aiohttp.ConnectionTimeoutError):
+            kind = "connect"
+        elif isinstance(exc, aiohttp.SocketTimeoutError):
+            kind = "read"
+        elif isinstance(exc, aiohttp.ServerTimeoutError):
+            kind = "network"
+        if kind is not None:
+            return self._timed_out(kind, url, host)
+        message = str(exc) or type(exc).__name__
+        if isinstance(exc, aiohttp.ClientPayloadError) and "decode" in message.lower():
+            return FetchError(f"cannot decode the response body: {message}", url=url)
+        return FetchError(f"connection to {host} failed: {message}", url=url)
+
+    def _timed_out(self, kind: str, url: str, host: str) -> FetchTimeout:
+        if kind in ("connect", "read"):
+            self._mark_unresponsive(url)
+        return FetchTimeout(f"{kind} timeout talking to {host}", url=url)
+
+    def _translate(self, exc: httpx.HTTPError, url: str, host: str) -> FetchError:
+        """One FetchError per failure, named for what really happened."""
+        kind: str | None = None
+        if isinstance(exc, httpx.TimeoutException):
             kind = {
                 httpx.ConnectTimeout: "connect",
                 httpx.ReadTimeout: "read",
@@ -450,9 +524,7 @@ class Fetcher:
                 httpx.PoolTimeout: "pool",
             }.get(type(exc), "network")
         if kind is not None:
-            if kind in ("connect", "read"):
-                self._mark_unresponsive(url)
-            return FetchTimeout(f"{kind} timeout talking to {host}", url=url)
+            return self._timed_out(kind, url, host)
         if isinstance(exc, httpx.DecodingError):
             return FetchError(f"cannot decode the response body: {exc}", url=url)
         if isinstance(exc, httpx.RemoteProtocolError):
