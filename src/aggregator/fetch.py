@@ -207,13 +207,16 @@ class Fetcher:
         # CPU of a 304 poll (building the request, extracting cookies).
         self._transport = transport
         self._timeout = timeout.as_dict()
-        defaults = httpx.AsyncClient(trust_env=False, transport=transport).headers
-        # httpx's defaults (Accept-Encoding for the decoders installed, keep-alive), ours
-        self._headers = {
-            "Accept-Encoding": defaults["accept-encoding"],
-            "Connection": "keep-alive",
-            "User-Agent": limits.user_agent,
-        }
+        self._headers: dict[str, str] = {}  # the httpx path's (aiohttp sets its own)
+        if transport is not None:
+            # (a client without a transport would build one, and an SSL context: 0.1 s)
+            defaults = httpx.AsyncClient(trust_env=False, transport=transport).headers
+            # httpx's defaults (Accept-Encoding for the decoders installed, keep-alive), ours
+            self._headers = {
+                "Accept-Encoding": defaults["accept-encoding"],
+                "Connection": "keep-alive",
+                "User-Agent": limits.user_agent,
+            }
         self._unresponsive: dict[str, float] = {}  # netloc -> monotonic time it may be retried
         self._sweep_at = GATE_SWEEP_AT
 
