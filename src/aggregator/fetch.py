@@ -80,20 +80,19 @@ class _AiohttpClient:
     """aiohttp's client session, made on first use (it needs the running loop): several
     times less CPU per request than httpx's pool (its issue #3215), and used directly:
     httpx's request and response objects around it cost as much again (see
-    docs/performance.md, eighth round).
-    Requests still go to the address our guard checked: the URL carries the IP, Host and
-    SNI the name."""
+    docs/performance.md, eighth round). Requests still go to the address our guard
+    checked: the URL carries the IP, Host and SNI the name."""
 
-    def __init__(self, pool: httpx.Limits, ssl_context: ssl.SSLContext, timeout: FetchLimits):
+    def __init__(self, pool: httpx.Limits, ssl_context: ssl.SSLContext, limits: FetchLimits):
         self._pool = pool
         self._ssl = ssl_context
         self._session: aiohttp.ClientSession | None = None
         # a connect or read timeout per step, as httpx counts them; the total is ours
         self.timeout = aiohttp.ClientTimeout(
             total=None,
-            sock_connect=timeout.connect_timeout,
-            sock_read=timeout.read_timeout,
-            connect=timeout.total_timeout,
+            sock_connect=limits.connect_timeout,
+            sock_read=limits.read_timeout,
+            connect=limits.total_timeout,
         )
 
     def session(self) -> aiohttp.ClientSession:
