@@ -39,6 +39,32 @@ def query(db: Path, sql: str) -> list[tuple[object, ...]]:
         engine.dispose()
 
 
+def descendants(pid: int) -> set[int]:
+    """The processes below ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
@@ -195,8 +221,13 @@ def test_kill_9_mid_poll_leaves_no_partial_feed(server: FixtureServer, tmp_path:
 
     with daemon(cfg, db) as proc:
         wait_for(lambda: bool(query(db, "SELECT 1 FROM items")), 120, "the first stored feed")
+        helpers = descendants(proc.pid)  # forkserver, pool workers, store writer, tracker
+        assert len(helpers) >= 3, helpers
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+    # nothing of the killed daemon lingers (a pool worker used to wait on its job queue
+    # forever, keeping the forkserver alive with it)
+    wait_for(lambda: not any(alive(pid) for pid in helpers), 30, "the daemon's helpers to exit")
 
     counts = dict(
         query(

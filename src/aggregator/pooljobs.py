@@ -9,16 +9,56 @@ process thus never loads the parsing and extraction libraries.
 
 from __future__ import annotations
 
+import os
+import select
+import threading
+import time
 from collections.abc import Sequence
 
 from .records import ArticlePage, HtmlSelectors, Prepared, TextFingerprint
 
 
-def warm() -> None:
-    """Pool initializer: import the heavy modules once per worker, not on the first job."""
+def warm(owner: int | None = None) -> None:
+    """Pool initializer: exit with the process ``owner`` (the one that made the pool), and
+    import the heavy modules once per worker, not on the first job."""
+    if owner is not None:
+        follow(owner)
     from . import poolwork
 
     poolwork.warm()
+
+
+def follow(owner: int) -> None:
+    """Exit this process when ``owner`` is gone, however it ended. A pool worker of a
+    SIGKILLed daemon (the OOM killer, ``kill -9``) otherwise waits on its job queue
+    forever: it holds the queue's other end itself, and the forkserver's liveness pipe,
+    so the forkserver stays too, and each restart left another set behind."""
+    try:
+        handle: int | None = os.pidfd_open(owner)  # readable once the process has ended
+    except ProcessLookupError:
+        os._exit(0)
+    except (AttributeError, OSError):  # no pidfd (not Linux, or before 5.3): poll
+        handle = None
+
+    def watch() -> None:
+        if handle is not None:
+            select.select([handle], [], [])
+        else:
+            while _exists(owner):
+                time.sleep(2.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="owner-watch", daemon=True).start()
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def prepare_document(

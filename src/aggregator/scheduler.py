@@ -81,7 +81,9 @@ def make_pool(size: int) -> ProcessPoolExecutor:
     context = multiprocessing.get_context("forkserver")
     # the pool's jobs and initializer come from the light ``pooljobs``: the heavy modules
     # (parsing, extraction) load in the workers only
-    return ProcessPoolExecutor(max_workers=size, mp_context=context, initializer=pooljobs.warm)
+    return ProcessPoolExecutor(
+        max_workers=size, mp_context=context, initializer=pooljobs.warm, initargs=(os.getpid(),)
+    )
 
 
 def fetch_limits(config: Config) -> FetchLimits:
