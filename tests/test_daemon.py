@@ -258,6 +258,36 @@ def test_kill_9_mid_poll_leaves_no_partial_feed(server: FixtureServer, tmp_path:
         assert server.hits(url.replace(server.base, ""))  # the interrupted feeds were polled again
 
 
+@pytest.mark.parametrize("pidfd", [True, False])
+def test_a_pool_worker_follows_its_owner_out(pidfd: bool) -> None:
+    """``pooljobs.follow`` ends the process when its owner ends, through a pidfd or, where
+    there is none, by checking every 2 s."""
+    worker = (
+        "import os, sys, time\n"
+        "from aggregator import pooljobs\n"
+        f"{'' if pidfd else 'del os.pidfd_open'}\n"
+        "pooljobs.follow(int(sys.argv[1]))\n"
+        "time.sleep(120)\n"
+    )
+    owner = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, os, time\n"
+            f"w = subprocess.Popen([sys.executable, '-c', {worker!r}, str(os.getpid())])\n"
+            "print(w.pid, flush=True)\n"
+            "time.sleep(1.0)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert owner.stdout is not None
+    pid = int(owner.stdout.readline())
+    assert alive(pid)
+    owner.wait(timeout=30)
+    wait_for(lambda: not alive(pid), 15, "the worker to follow its owner out")
+
+
 def test_per_host_limits_are_kept(server: FixtureServer, tmp_path: Path) -> None:
     lock = threading.Lock()
     active = [0, 0]  # in flight now, peak
