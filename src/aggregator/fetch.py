@@ -114,6 +114,27 @@ class _AiohttpClient:
             await self._session.close()
 
 
+async def _read_body(chunks: AsyncIterator[bytes], status: int, limit: int, url: str) -> bytes:
+    """A response's decoded body (none for a redirect), cut at ``limit`` bytes; a .gz file
+    served without Content-Encoding (static servers do this) is decompressed too."""
+    parts: list[bytes] = []
+    size = 0
+    if status not in _REDIRECTS:
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise TooLarge(
+                    f"response body larger than max_body_bytes ({limit} bytes)",
+                    url=url,
+                    status=status,
+                )
+            parts.append(chunk)
+    body = b"".join(parts)
+    if body[:2] == b"\x1f\x8b":
+        body = _gunzip(body, limit, url, status)
+    return body
+
+
 def _gunzip(body: bytes, limit: int, url: str, status: int) -> bytes:
     """Decompress a gzip body that no Content-Encoding announced, within ``limit`` bytes
     (a bomb is cut off like any oversized body); not gzip after all: the body as it is."""
@@ -424,24 +445,10 @@ class Fetcher:
         try:
             response = await self._transport.handle_async_request(request)
             try:
-                chunks: list[bytes] = []
-                size = 0
-                if response.status_code not in _REDIRECTS:
-                    async for chunk in response.aiter_bytes():
-                        size += len(chunk)
-                        if size > limit:
-                            raise TooLarge(
-                                f"response body larger than max_body_bytes ({limit} bytes)",
-                                url=url,
-                                status=response.status_code,
-                            )
-                        chunks.append(chunk)
+                status = response.status_code
+                body = await _read_body(response.aiter_bytes(), status, limit, url)
                 resp_headers = {k.lower(): v for k, v in response.headers.items()}
-                body = b"".join(chunks)
-                if body[:2] == b"\x1f\x8b":
-                    # a .gz file served without Content-Encoding (static servers do this)
-                    body = _gunzip(body, limit, url, response.status_code)
-                return response.status_code, resp_headers, body
+                return status, resp_headers, body
             finally:
                 await response.aclose()
         except httpx.HTTPError as exc:
@@ -454,7 +461,6 @@ class Fetcher:
         encodings it decodes, and it decodes as the body streams in, so the limit counts
         decoded bytes."""
         assert self._aiohttp is not None
-        limit = self.limits.max_body_bytes
         request_headers = {
             "User-Agent": self.limits.user_agent,
             **headers,
@@ -469,18 +475,9 @@ class Fetcher:
                 server_hostname=host if target.startswith("https:") else None,
             ) as response:
                 status = response.status
-                chunks: list[bytes] = []
-                size = 0
-                if status not in _REDIRECTS:
-                    async for chunk in response.content.iter_any():
-                        size += len(chunk)
-                        if size > limit:
-                            raise TooLarge(
-                                f"response body larger than max_body_bytes ({limit} bytes)",
-                                url=url,
-                                status=status,
-                            )
-                        chunks.append(chunk)
+                body = await _read_body(
+                    response.content.iter_any(), status, self.limits.max_body_bytes, url
+                )
                 resp_headers: dict[str, str] = {}
                 for key, value in response.headers.items():
                     key = key.lower()  # repeated headers joined, as httpx does
@@ -489,10 +486,6 @@ class Fetcher:
                     )
         except aiohttp.ClientError as exc:
             raise self._translate_aiohttp(exc, url, host) from None
-        body = b"".join(chunks)
-        if body[:2] == b"\x1f\x8b":
-            # a .gz file served without Content-Encoding (static servers do this)
-            body = _gunzip(body, limit, url, status)
         return status, resp_headers, body
 
     def _translate_aiohttp(self, exc: aiohttp.ClientError, url: str, host: str) -> FetchError:
