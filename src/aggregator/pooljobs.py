@@ -44,14 +44,15 @@ def follow(owner: int) -> None:
         if handle is not None:
             select.select([handle], [], [])
         else:
-            while _exists(owner):
+            while process_exists(owner):
                 time.sleep(2.0)
         os._exit(0)
 
     threading.Thread(target=watch, name="owner-watch", daemon=True).start()
 
 
-def _exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Is there a process ``pid`` on this machine (ours or not)?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

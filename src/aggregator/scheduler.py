@@ -63,16 +63,6 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def pool_size(config: Config) -> int:
     return config.settings.workers or max(1, os.cpu_count() or 1)
 
@@ -265,7 +255,7 @@ class Runner:
         for owner in await asyncio.to_thread(self.store.lease_owners):
             name, _, rest = owner.partition(":")
             pid_text = rest.partition(":")[0]
-            if name != host or not pid_text.isdigit() or _alive(int(pid_text)):
+            if name != host or not pid_text.isdigit() or pooljobs.process_exists(int(pid_text)):
                 continue
             log.warning(
                 "releasing the leases of dead worker %s",
