@@ -68,8 +68,11 @@ def lock(conn: Connection, entries: Sequence[CleanEntry]) -> None:
     )
 
 
-def candidates(conn: Connection, clean: CleanEntry, since: datetime) -> list[StoryCandidate]:
-    """Items first seen since ``since`` that share a canonical URL or an LSH band."""
+def candidates(
+    conn: Connection, clean: CleanEntry, since: datetime, feed_id: int | None = None
+) -> list[StoryCandidate]:
+    """Items first seen since ``since`` that share a canonical URL or an LSH band
+    (``same_feed`` set on those of ``feed_id``, the feed of the entry being decided)."""
     found: dict[int, int] = {}
     urls = [u for u in {clean.canonical_url, clean.page_canonical_url} if u]
     for column in (items.c.canonical_url, items.c.page_canonical_url) if urls else ():
@@ -97,7 +100,9 @@ def candidates(conn: Connection, clean: CleanEntry, since: datetime) -> list[Sto
             found[r.item_id] = int(r.n)
     if not found:
         return []
-    result = [_candidate(r, found[r.id]) for r in conn.execute(_candidate_rows(list(found)))]
+    result = [
+        _candidate(r, found[r.id], feed_id) for r in conn.execute(_candidate_rows(list(found)))
+    ]
     result.sort(key=lambda c: (-c.band_matches, c.item_id))
     return result
 
@@ -115,10 +120,13 @@ def _candidate_rows(ids: Sequence[int]) -> Select[Any]:
         items.c.url,
         items.c.first_seen_at,
         items.c.shingles,
+        items.c.feed_id,
+        items.c.entry_key,
+        items.c.dedup_url_refusal,
     ).where(items.c.id.in_(ids), items.c.story_id.is_not(None))
 
 
-def _candidate(row: Any, band_matches: int) -> StoryCandidate:
+def _candidate(row: Any, band_matches: int, feed_id: int | None = None) -> StoryCandidate:
     return StoryCandidate(
         item_id=row.id,
         story_id=row.story_id,
@@ -130,6 +138,10 @@ def _candidate(row: Any, band_matches: int) -> StoryCandidate:
         first_seen_at=row.first_seen_at,
         band_matches=band_matches,
         shingles=bytes(row.shingles) if row.shingles is not None else None,
+        feed_id=row.feed_id,
+        entry_key=row.entry_key,
+        url_refusal=row.dedup_url_refusal,
+        same_feed=feed_id is not None and row.feed_id == feed_id,
     )
 
 
@@ -248,9 +260,12 @@ class Prefetch:
     the database would give. A story merge moves items between stories; after one the
     store asks the database again."""
 
-    def __init__(self, entries: Sequence[CleanEntry], since: datetime) -> None:
+    def __init__(
+        self, entries: Sequence[CleanEntry], since: datetime, feed_id: int | None = None
+    ) -> None:
         self.entries = entries
         self.since = since
+        self.feed_id = feed_id  # the poll's feed: its items are ``same_feed`` candidates
         self.hits: set[int] = set()
         self._url_rows: dict[tuple[int, str], list[Any]] = {}  # (column, url) -> rows
         self._band_items: dict[int, list[int]] = {}
@@ -334,9 +349,13 @@ class Prefetch:
 
     def candidates(self, clean: CleanEntry) -> list[StoryCandidate]:
         result = [
-            replace(self._rows[item_id], band_matches=n)
+            replace(
+                row,
+                band_matches=n,
+                same_feed=self.feed_id is not None and row.feed_id == self.feed_id,
+            )
             for item_id, n in self._found(clean).items()
-            if item_id in self._rows
+            if (row := self._rows.get(item_id)) is not None
         ]
         result.sort(key=lambda c: (-c.band_matches, c.item_id))
         return result
@@ -371,6 +390,9 @@ class Prefetch:
             url=clean.entry.link,
             first_seen_at=now,
             shingles=fp.shingles if fp is not None else None,
+            feed_id=self.feed_id,
+            entry_key=clean.entry.key,
+            url_refusal=clean.url_refusal,
         )
 
     def count(self, clean: CleanEntry, site: int | None) -> None:
