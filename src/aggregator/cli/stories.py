@@ -102,7 +102,10 @@ def stories_explain(
     config: ConfigOpt = None,
     database: DatabaseOpt = None,
 ) -> None:
-    """Show why a story's items were merged: each item's decision, and story merges."""
+    """Show why a story's items were merged: each item's decision (the rule that applied),
+    where a URL was refused as an identity why, and story merges."""
+    from ..dedup import RULES  # numpy with it: only for this command
+
     cfg = load_or_exit(config, database)
     store = open_or_exit(cfg, migrate=True)
     try:
@@ -130,13 +133,19 @@ def stories_explain(
         else:
             score = f" {s.score:.2f}" if s.score is not None else ""
             match = f" with item {s.matched_item_id}" if s.matched_item_id else ""
-            why = f"{s.reason}{score}{match}"
+            rule = RULES.get(s.reason)
+            why = f"{s.reason}{score}{match}" + (f" (rule: {rule})" if rule else "")
+        if s.url_refusal:
+            why += f"; URL not taken as identity: {s.url_refusal}"
         table.add_row(str(s.item_id), s.feed, s.title or "", fmt_ts(s.first_seen_at), why)
     console.print(table)
     for m in found.merges:
+        rule = RULES.get(m.reason or "")
         console.print(
             f"merged story {m.merged_story_id} ({m.merged_title or 'untitled'}, "
             f"{m.merged_item_count} items) at {fmt_ts(m.merged_at)}: item {m.item_id} "
-            f"matched both ({m.reason} {m.score or 0:.2f})",
+            f"matched both ({m.reason} {m.score or 0:.2f}"
+            + (f"; rule: {rule}" if rule else "")
+            + ")",
             highlight=False,
         )

@@ -564,6 +564,7 @@ class StorySource:
     reason: str | None
     score: float | None
     matched_item_id: int | None
+    url_refusal: str | None = None  # why its URL was not taken as its identity
 
 
 @dataclass(frozen=True)
