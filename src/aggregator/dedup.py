@@ -341,6 +341,21 @@ def fingerprint(text: str | None) -> TextFingerprint | None:
     )
 
 
+def stored_fingerprint(shingles: bytes) -> TextFingerprint | None:
+    """The fingerprint of a stored item from its stored shingle sequence
+    (``items.shingles``), as ``fingerprint`` computed it from the text."""
+    sequence = unpack(shingles)
+    distinct = _distinct(sequence)
+    if len(distinct) < MIN_SHINGLES:
+        return None
+    anchors = distinct[distinct % ANCHOR_MODULUS == 0]
+    return TextFingerprint(
+        shingles=shingles,
+        bands=lsh_bands(minhash(distinct)),
+        anchors=tuple(int(a) for a in anchors.tolist()),
+    )
+
+
 def fingerprints(texts: Sequence[str | None]) -> list[TextFingerprint | None]:
     """Fingerprints of several texts (one process-pool job per poll)."""
     return [fingerprint(t) for t in texts]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -10,6 +11,7 @@ import typer
 from rich.table import Table
 
 from ..config import parse_duration
+from ..errors import StoreError
 from ..store.fingerprints import StoryRow
 from .common import ConfigOpt, DatabaseOpt, app, console, fail, fmt_ts, load_or_exit, open_or_exit
 
@@ -149,3 +151,57 @@ def stories_explain(
             + ")",
             highlight=False,
         )
+
+
+@stories_app.command("rebuild")
+def stories_rebuild(
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="only items first seen within this duration (7d); all"),
+    ] = None,
+    batch: Annotated[
+        int, typer.Option("--batch", min=1, max=10_000, help="items per transaction")
+    ] = 200,
+    config: ConfigOpt = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """Re-decide the stories of stored items under the current dedup rules (safe while
+    the daemon runs: short transactions of --batch items)."""
+    from .. import dedup  # numpy with it: only for this command
+
+    start = None
+    if since is not None:
+        try:
+            start = datetime.now(UTC) - timedelta(seconds=parse_duration(since))
+        except ValueError as exc:
+            raise fail(f"--since: {exc}") from None
+    cfg = load_or_exit(config, database)
+    store = open_or_exit(cfg, migrate=True)
+
+    def urls(
+        entries: Sequence[tuple[str | None, str, str | None, str | None]],
+    ) -> list[tuple[str | None, str | None]]:
+        return dedup.document_urls([dedup.DocumentEntry(*e) for e in entries])
+
+    try:
+        result = store.rebuild_stories(
+            decide=dedup.decide_story,
+            urls=urls,
+            fingerprint=dedup.stored_fingerprint,
+            fingerprint_text=dedup.fingerprint,
+            since=start,
+            window=cfg.settings.dedup_window,
+            now=datetime.now(UTC),
+            batch=batch,
+        )
+    except StoreError as exc:
+        raise fail(str(exc), 3) from None
+    finally:
+        store.close()
+    console.print(
+        f"{result.items} items re-decided: {result.moved} moved to another story, "
+        f"{result.stories_created} stories started, {result.stories_removed} stories "
+        f"removed (their ids resolve to the story that took their items); "
+        f"{result.urls_changed} canonical URLs or URL refusals recomputed",
+        highlight=False,
+    )

@@ -69,30 +69,37 @@ def lock(conn: Connection, entries: Sequence[CleanEntry]) -> None:
 
 
 def candidates(
-    conn: Connection, clean: CleanEntry, since: datetime, feed_id: int | None = None
+    conn: Connection,
+    clean: CleanEntry,
+    since: datetime,
+    feed_id: int | None = None,
+    *,
+    before_id: int | None = None,
 ) -> list[StoryCandidate]:
     """Items first seen since ``since`` that share a canonical URL or an LSH band
-    (``same_feed`` set on those of ``feed_id``, the feed of the entry being decided)."""
+    (``same_feed`` set on those of ``feed_id``, the feed of the entry being decided;
+    ``before_id``: only items stored before that one, for ``stories rebuild``)."""
     found: dict[int, int] = {}
     urls = [u for u in {clean.canonical_url, clean.page_canonical_url} if u]
     for column in (items.c.canonical_url, items.c.page_canonical_url) if urls else ():
         # one lookup per column on its index (with an OR of the two, or a condition on
         # first_seen_at, SQLite may prefer scanning); the window is applied here
-        rows = conn.execute(
-            select(items.c.id, items.c.first_seen_at, items.c.story_id)
-            .where(column.in_(urls))
-            .order_by(desc(items.c.id))
-            .limit(50)
-        )
+        query = select(items.c.id, items.c.first_seen_at, items.c.story_id).where(column.in_(urls))
+        if before_id is not None:
+            query = query.where(items.c.id < before_id)
+        rows = conn.execute(query.order_by(desc(items.c.id)).limit(50))
         recent = [r.id for r in rows if r.story_id is not None and r.first_seen_at >= since]
         found.update((i, 0) for i in recent[:MAX_URL_CANDIDATES])
     fp = clean.fingerprint
     if fp is not None and fp.bands:
         n = func.count().label("n")
+        band_query = select(dedup_bands.c.item_id, n).where(
+            dedup_bands.c.band.in_(list(fp.bands)), dedup_bands.c.first_seen_at >= since
+        )
+        if before_id is not None:
+            band_query = band_query.where(dedup_bands.c.item_id < before_id)
         rows = conn.execute(
-            select(dedup_bands.c.item_id, n)
-            .where(dedup_bands.c.band.in_(list(fp.bands)), dedup_bands.c.first_seen_at >= since)
-            .group_by(dedup_bands.c.item_id)
+            band_query.group_by(dedup_bands.c.item_id)
             .order_by(desc(n), desc(dedup_bands.c.item_id))
             .limit(MAX_BAND_CANDIDATES)
         )

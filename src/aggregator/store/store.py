@@ -53,7 +53,7 @@ from ..records import (
     StoryCandidate,
     StoryDecision,
 )
-from . import fingerprints
+from . import fingerprints, rebuild
 from . import stories as story_queries
 from .fingerprints import StoryRow
 from .groupwrite import GroupWriter
@@ -963,6 +963,11 @@ class Store:
         that was merged away is followed to the story it is part of now."""
         with self._read() as conn:
             return story_queries.explain_story(conn, story_id)
+
+    def rebuild_stories(self, **kwargs: Any) -> rebuild.RebuildResult:
+        """Re-decide the stories of stored items, in short transactions (see
+        ``store/rebuild.py`` for the arguments)."""
+        return rebuild.rebuild(self._locked_tx, self._read, **kwargs)
 
     def prune_dedup(self, before: datetime, *, batch: int = 1000) -> int:
         """Drop dedup index rows older than ``before`` (now - dedup_window): band rows
