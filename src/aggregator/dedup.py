@@ -502,14 +502,14 @@ def _url_refusal(
 ) -> str | None:
     """Why a URL that the new entry shares with the candidate does not make them one
     story (None: it does)."""
-    if candidate.same_feed:
-        return f"{url} already belongs to another entry of this feed (item {candidate.item_id})"
     if url == clean.canonical_url and clean.url_refusal:
         return f"{url}: {clean.url_refusal}"
-    if url == candidate.canonical_url and candidate.url_refusal:
-        return f"{url}: {candidate.url_refusal} (item {candidate.item_id})"
     if is_site_root(url):
         return f"{url}: a site's front page names the site, not an entry"
+    if url == candidate.canonical_url and candidate.url_refusal:
+        return f"{url}: {candidate.url_refusal} (item {candidate.item_id})"
+    if candidate.same_feed:
+        return f"{url} already belongs to another entry of this feed (item {candidate.item_id})"
     titles = title_overlap(clean.entry.title, candidate.title)
     texts = raw.score if raw is not None else 0.0
     if titles < URL_TITLE_CONTRADICTION and texts < URL_TEXT_AGREEMENT:

@@ -101,6 +101,7 @@ def stories_list(
 @stories_app.command("explain")
 def stories_explain(
     story_id: Annotated[int, typer.Argument(help="the story's id")],
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
     config: ConfigOpt = None,
     database: DatabaseOpt = None,
 ) -> None:
@@ -117,6 +118,27 @@ def stories_explain(
     if found is None:
         raise fail(f"no story {story_id}")
     story = found.story
+    if as_json:
+        data = _story_json(story)
+        data["requested_id"] = found.requested_id
+        for source, out in zip(story.sources, data["sources"], strict=True):  # type: ignore[call-overload]
+            out["rule"] = RULES.get(source.reason or "new")
+            out["url_refusal"] = source.url_refusal
+        data["merges"] = [
+            {
+                "merged_story_id": m.merged_story_id,
+                "item_id": m.item_id,
+                "reason": m.reason,
+                "rule": RULES.get(m.reason or ""),
+                "score": m.score,
+                "merged_at": m.merged_at.isoformat(),
+                "merged_title": m.merged_title,
+                "merged_item_count": m.merged_item_count,
+            }
+            for m in found.merges
+        ]
+        print(json.dumps(data, ensure_ascii=False))
+        return
     if found.requested_id != story.id:
         console.print(f"story {found.requested_id} was merged into story {story.id}")
     console.print(f"[bold]story {story.id}[/]: {story.title or '(untitled)'}", highlight=False)
