@@ -331,3 +331,101 @@ def test_vectorized_compare_matches_the_plain_definition() -> None:
         assert match.shared == shared
         expected = shared / min(len(ca), len(cb)) if ca and cb else 0.0
         assert match.score == pytest.approx(expected)
+
+
+# ---- issue 17: rules that hold on real feeds ------------------------------------------
+
+
+def _doc(link: str | None, key: str, title: str, text: str = "") -> dedup.DocumentEntry:
+    return dedup.DocumentEntry(link, key, title, text)
+
+
+def test_a_link_shared_by_different_entries_of_a_document_is_no_identity() -> None:
+    urls = dedup.document_urls(
+        [
+            _doc("http://pod.example/show", "guid:1", "Episode 1"),
+            _doc("http://pod.example/show", "guid:2", "Episode 2"),
+            _doc("http://pod.example/ep/3", "guid:3", "Episode 3"),
+            # the same entry twice under two GUIDs: its link still identifies it
+            _doc("http://pod.example/ep/4", "guid:4", "Episode 4", "Text"),
+            _doc("http://pod.example/ep/4", "guid:4b", "Episode 4", "Text"),
+        ]
+    )
+    assert [refusal is not None for _, refusal in urls] == [True, True, False, False, False]
+    assert "shared by 2 different entries" in str(urls[0][1])
+
+
+def test_a_site_front_page_is_never_an_identity() -> None:
+    ((url, refusal),) = dedup.document_urls([_doc("https://www.Example.com", "g", "One")])
+    assert url == "https://www.example.com/" and refusal is not None and "front page" in refusal
+    assert dedup.is_site_root("http://a.example/") and not dedup.is_site_root(
+        "http://a.example/?p=1"
+    )
+
+
+def test_fragments_are_kept_only_where_entries_differ_by_them() -> None:
+    urls = dedup.document_urls(
+        [
+            _doc("http://s.example/2017/06/26.html#a080605", "1", "One"),
+            _doc("http://s.example/2017/06/26.html#a030658", "2", "Two"),
+            _doc("http://s.example/post.html#comments", "3", "Three"),
+        ]
+    )
+    assert [u for u, _ in urls] == [
+        "http://s.example/2017/06/26.html#a080605",
+        "http://s.example/2017/06/26.html#a030658",
+        "http://s.example/post.html",
+    ]
+    assert all(refusal is None for _, refusal in urls)
+
+
+def test_two_entries_of_one_feed_merge_only_with_the_same_title_and_text() -> None:
+    text = body("omar-thehill")
+    same_feed = replace(candidate(text, TITLES["omar-thehill"]), same_feed=True)
+    republished = dedup.decide_story(entry(text, TITLES["omar-thehill"]), [same_feed])
+    assert (republished.story_id, republished.reason) == (1, "republished")
+    other_title = dedup.decide_story(entry(text, "Another post of the same feed"), [same_feed])
+    assert other_title.story_id is None
+    # another feed: the text alone is evidence
+    other_feed = dedup.decide_story(
+        entry(text, "Another headline"), [candidate(text, TITLES["omar-thehill"])]
+    )
+    assert (other_feed.story_id, other_feed.reason) == (1, "text")
+
+
+def test_a_short_text_between_feeds_needs_agreeing_titles() -> None:
+    teaser = " ".join(body("duvet-gizmodo").split()[:30])
+    alone = dedup.decide_story(
+        entry(teaser, "Kurz informiert: A, B, C"), [candidate(teaser, "Kurz informiert: X, Y")]
+    )
+    assert alone.story_id is None
+    titled = dedup.decide_story(
+        entry(teaser, TITLES["duvet-gizmodo"]), [candidate(teaser, TITLES["duvet-gizmodo"])]
+    )
+    assert (titled.story_id, titled.reason) == (1, "title+text")
+    assert dedup.MIN_EVIDENCE_WORDS == 50
+
+
+def test_a_shared_url_contradicted_by_the_content_is_no_identity() -> None:
+    link = "http://example.com/1.html"
+    a, b = body("omar-thehill"), body("duvet-gizmodo")
+    contradicted = dedup.decide_story(
+        entry(a, TITLES["omar-thehill"], link), [candidate(b, TITLES["duvet-gizmodo"], link=link)]
+    )
+    assert contradicted.story_id is None
+    assert "contradicts" in str(contradicted.url_refusal)
+    agreeing = dedup.decide_story(
+        entry(a, TITLES["omar-thehill"], link),
+        [candidate(a[:400], TITLES["omar-nbcnews"], link=link)],
+    )
+    assert (agreeing.story_id, agreeing.reason) == (1, "canonical_url")
+
+
+def test_a_url_of_another_entry_of_the_same_feed_does_not_pull_an_entry_in() -> None:
+    link = "http://example.com/news"
+    old = replace(
+        candidate(body("duvet-gizmodo"), TITLES["duvet-gizmodo"], link=link), same_feed=True
+    )
+    decision = dedup.decide_story(entry(body("omar-thehill"), TITLES["omar-thehill"], link), [old])
+    assert decision.story_id is None
+    assert "another entry of this feed" in str(decision.url_refusal)

@@ -42,13 +42,40 @@ SHINGLE_WORDS = 5  # words per shingle
 BANDS = 20  # LSH bands ...
 ROWS = 2  # ... of this many MinHash values each (K = 40 permutations)
 ANCHOR_MODULUS = 16  # one shingle in 16 (by hash) is an anchor: its site frequency is kept
-MIN_SHINGLES = 8  # fewer distinct shingles: no text fingerprint (titles/teasers only)
+# a text of at least SHINGLE_WORDS words is fingerprinted: a short teaser (a linked-list
+# post's one sentence) can still match its copy when the titles agree too
+MIN_SHINGLES = 1
 MIN_SHARED = 10.0  # a text match needs at least this many shared (non-common) shingles
 TEXT_MATCH = 0.70  # containment at or above: same story on the text alone
 SUPPORTED_MATCH = 0.40  # containment at or above: same story if the titles agree too
 TITLE_MATCH = 0.70  # title similarity that supports a borderline text match
 BRIDGE_MATCH = 0.40  # two stories are merged only if their own items overlap this much
 CANONICAL_CONTRADICTION = 0.15  # page canonical equal but texts this different: ignore it
+CANONICAL_MIN_SHINGLES = 8  # ... when the candidate's text has at least this many shingles
+# a text-only match between two feeds needs this many words in the smaller text (counted
+# after the boilerplate discount); below, the titles must agree too. Measured on the real
+# feeds (benchmarks/dedup/realworld.py, text_match_by_length): text-only matches whose
+# titles share < 30 % of words all had a smaller text under 30 words
+MIN_EVIDENCE_WORDS = 50
+# a shared URL across feeds is contradicted when the titles share less than this share of
+# their words and the texts do not agree (share of the smaller text contained: below
+# URL_TEXT_AGREEMENT, or no text on one side)
+URL_TITLE_CONTRADICTION = 0.30
+URL_TEXT_AGREEMENT = 0.50
+# two entries of ONE feed are one story only when their titles are the same words and each
+# text holds this share of the other (a republished post, an entry under a new GUID)
+NEAR_IDENTICAL = 0.90
+
+# how each decision came about (``aggregator stories explain`` prints these)
+RULES = {
+    "new": "started the story",
+    "canonical_url": "the same entry link, identifying one entry",
+    "page_canonical": "the same page canonical URL (rel=canonical / og:url)",
+    "text": f"another feed's text, >= {TEXT_MATCH:.0%} contained, >= {MIN_EVIDENCE_WORDS} words",
+    "title+text": "another feed's text, with titles that agree",
+    "republished": "the same feed: the same title and a near-identical text",
+    "rebuild": "stories re-decided by `aggregator stories rebuild`",
+}
 
 _MASK63 = (1 << 63) - 1
 _M61 = (1 << 61) - 1
@@ -58,14 +85,16 @@ _WORD = re.compile(r"\w+")
 # ---- URLs ----------------------------------------------------------------------------
 
 
-def canonical_url(url: str | None) -> str | None:
-    """The URL that identifies a page regardless of tracking parameters and fragments."""
+def canonical_url(url: str | None, *, keep_fragment: bool = False) -> str | None:
+    """The URL that identifies a page regardless of tracking parameters and (unless
+    ``keep_fragment``) fragments."""
     if not url:
         return None
     url = url.strip()
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
         return None
+    fragment = parts.fragment if keep_fragment else ""
     import courlan  # loaded where URLs are normalized (the pool), not in the main process
 
     try:
@@ -81,19 +110,78 @@ def canonical_url(url: str | None) -> str | None:
     ):
         host = f"{host}:{port}"
     path = parts.path or "/"
-    return urlunsplit((scheme, host, path, parts.query, ""))
+    return urlunsplit((scheme, host, path, parts.query, fragment))
+
+
+def is_site_root(url: str | None) -> bool:
+    """A site's front page (empty path or ``/``, no query): it names a site, not an entry."""
+    if not url:
+        return False
+    parts = urlsplit(url)
+    return parts.path in ("", "/") and not parts.query and not parts.fragment
 
 
 def page_canonical_url(url: str | None) -> str | None:
     """A page's ``rel=canonical`` / ``og:url``, normalized; None when it names a site's
     front page (a common misconfiguration that would glue every article together)."""
     canonical = canonical_url(url)
-    if canonical is None:
-        return None
-    parts = urlsplit(canonical)
-    if parts.path in ("", "/") and not parts.query:
+    if canonical is None or is_site_root(canonical):
         return None
     return canonical
+
+
+@dataclass(frozen=True)
+class DocumentEntry:
+    """What ``document_urls`` needs of one entry of a feed document."""
+
+    link: str | None
+    key: str  # the entry's identity in its feed (GUID, else link, else hash)
+    title: str | None
+    text: str | None
+
+
+def document_urls(entries: Sequence[DocumentEntry]) -> list[tuple[str | None, str | None]]:
+    """Each entry's canonical URL, and why it does not identify the entry (None: it does).
+
+    - The fragment is dropped (``#comments``, ``#more``) unless entries of the document
+      differ only by it (one page of dated posts, ``…/26.html#a080605``): then it is kept.
+    - A URL shared by two or more distinct entries (other keys, and other titles or texts)
+      names a site or a listing, not an entry (a podcast whose every episode links to the
+      home page): it is refused as an identity, as is any site's front page.
+    """
+    base = [canonical_url(e.link) for e in entries]
+    fragments: dict[str, set[str]] = {}
+    for entry, url in zip(entries, base, strict=True):
+        fragment = urlsplit(entry.link.strip()).fragment if entry.link and url else ""
+        if url and fragment:
+            fragments.setdefault(url, set()).add(fragment)
+    urls = [
+        canonical_url(e.link, keep_fragment=True)
+        if url is not None and len(fragments.get(url, ())) > 1
+        else url
+        for e, url in zip(entries, base, strict=True)
+    ]
+    sharing: dict[str, dict[str, tuple[str, str]]] = {}  # url -> key -> (title, text)
+    for entry, url in zip(entries, urls, strict=True):
+        if url is not None:
+            content = (" ".join(normalize_words(entry.title or "")), _text_key(entry.text))
+            sharing.setdefault(url, {}).setdefault(entry.key, content)
+    out: list[tuple[str | None, str | None]] = []
+    for url in urls:
+        refusal = None
+        if url is not None:
+            distinct = set(sharing[url].values())
+            if is_site_root(url):
+                refusal = "a site's front page names the site, not an entry"
+            elif len(sharing[url]) > 1 and len(distinct) > 1:
+                refusal = f"shared by {len(sharing[url])} different entries of the feed document"
+        out.append((url, refusal))
+    return out
+
+
+def _text_key(text: str | None) -> str:
+    words = normalize_words(text) if text else []
+    return hashlib.blake2b(" ".join(words).encode(), digest_size=8).hexdigest()
 
 
 # ---- text fingerprints ---------------------------------------------------------------
@@ -253,6 +341,21 @@ def fingerprint(text: str | None) -> TextFingerprint | None:
     )
 
 
+def stored_fingerprint(shingles: bytes) -> TextFingerprint | None:
+    """The fingerprint of a stored item from its stored shingle sequence
+    (``items.shingles``), as ``fingerprint`` computed it from the text."""
+    sequence = unpack(shingles)
+    distinct = _distinct(sequence)
+    if len(distinct) < MIN_SHINGLES:
+        return None
+    anchors = distinct[distinct % ANCHOR_MODULUS == 0]
+    return TextFingerprint(
+        shingles=shingles,
+        bands=lsh_bands(minhash(distinct)),
+        anchors=tuple(int(a) for a in anchors.tolist()),
+    )
+
+
 def fingerprints(texts: Sequence[str | None]) -> list[TextFingerprint | None]:
     """Fingerprints of several texts (one process-pool job per poll)."""
     return [fingerprint(t) for t in texts]
@@ -358,6 +461,24 @@ def title_similarity(a: str | None, b: str | None) -> float:
 # ---- the decision --------------------------------------------------------------------
 
 
+def title_overlap(a: str | None, b: str | None) -> float:
+    """Share of the shorter title's words found in the other (0 when either is empty)."""
+    wa, wb = title_words(a), title_words(b)
+    if not wa or not wb:
+        return 0.0
+    return len(wa & wb) / min(len(wa), len(wb))
+
+
+def titles_agree(a: str | None, b: str | None) -> bool:
+    """The same title once normalized (words, case-folded)."""
+    return normalize_words(a or "") == normalize_words(b or "")
+
+
+def _words_of(shingles: int) -> int:
+    """The words of a text that has this many distinct shingles (about)."""
+    return shingles + SHINGLE_WORDS - 1 if shingles else 0
+
+
 @dataclass(frozen=True)
 class _Verdict:
     candidate: StoryCandidate
@@ -366,36 +487,115 @@ class _Verdict:
     weighted: _Weighted | None  # the candidate's counted shingles (None: no text)
 
 
+@dataclass(frozen=True)
+class _Judged:
+    verdict: _Verdict | None
+    refusal: str | None  # a URL both share, not taken as the identity: why
+    # the candidate shows its story to hold another post than the new entry (the same URL
+    # with contradicting content, or another entry of the same feed at the same URL):
+    # no other candidate's URL brings the entry into that story
+    blocks: bool = False
+
+
+def _url_refusal(
+    clean: CleanEntry, candidate: StoryCandidate, url: str, raw: TextMatch | None
+) -> str | None:
+    """Why a URL that the new entry shares with the candidate does not make them one
+    story (None: it does)."""
+    if url == clean.canonical_url and clean.url_refusal:
+        return f"{url}: {clean.url_refusal}"
+    if is_site_root(url):
+        return f"{url}: a site's front page names the site, not an entry"
+    if url == candidate.canonical_url and candidate.url_refusal:
+        return f"{url}: {candidate.url_refusal} (item {candidate.item_id})"
+    if candidate.same_feed:
+        return f"{url} already belongs to another entry of this feed (item {candidate.item_id})"
+    titles = title_overlap(clean.entry.title, candidate.title)
+    texts = raw.score if raw is not None else 0.0
+    if titles < URL_TITLE_CONTRADICTION and texts < URL_TEXT_AGREEMENT:
+        return (
+            f"{url}: the content contradicts it (item {candidate.item_id}: titles share "
+            f"{titles:.0%} of their words, texts {texts:.0%})"
+        )
+    return None
+
+
 def _judge(
     clean: CleanEntry,
     candidate: StoryCandidate,
     mine: _Weighted | None,
     theirs: _Weighted | None,
-) -> _Verdict | None:
+    raw: TextMatch | None,
+) -> _Judged:
+    """One candidate: the rule that makes it the same story, if any.
+
+    ``mine``/``theirs``: the counted (boilerplate-discounted) shingles of each text;
+    ``raw``: their containment without the discount (None: a text is missing)."""
     match = _match(mine, theirs) if mine is not None and theirs is not None else None
+    refusal = None
+    blocks = False
     if clean.canonical_url and candidate.canonical_url == clean.canonical_url:
-        return _Verdict(candidate, 1.0, "canonical_url", theirs)
+        refusal = _url_refusal(clean, candidate, clean.canonical_url, raw)
+        if refusal is None:
+            return _Judged(_Verdict(candidate, 1.0, "canonical_url", theirs), None)
+        blocks = (
+            not clean.url_refusal
+            and not candidate.url_refusal
+            and (not candidate.same_feed or not titles_agree(clean.entry.title, candidate.title))
+        )
     my_urls = {clean.canonical_url, clean.page_canonical_url} - {None}
     their_urls = {candidate.canonical_url, candidate.page_canonical_url} - {None}
-    if (clean.page_canonical_url or candidate.page_canonical_url) and my_urls & their_urls:
+    shared = sorted(u for u in my_urls & their_urls if u)
+    if (clean.page_canonical_url or candidate.page_canonical_url) and shared and not refusal:
         contradicted = (
             match is not None
             and theirs is not None
-            and theirs.distinct >= MIN_SHINGLES
+            and theirs.distinct >= CANONICAL_MIN_SHINGLES
             and match.score < CANONICAL_CONTRADICTION
         )
-        if not contradicted:
-            return _Verdict(candidate, 1.0, "page_canonical", theirs)
-    if match is None or match.shared < MIN_SHARED:
+        refusal = _url_refusal(clean, candidate, shared[0], raw)
+        if not contradicted and refusal is None:
+            return _Judged(_Verdict(candidate, 1.0, "page_canonical", theirs), None)
+    if candidate.same_feed:
+        return _Judged(_republished(clean, candidate, theirs, raw), refusal, blocks)
+    if match is None or raw is None:
+        return _Judged(None, refusal, blocks)
+    smaller = _words_of(min(mine.size, theirs.size)) if mine and theirs else 0
+    if match.score >= TEXT_MATCH and match.shared >= MIN_SHARED and smaller >= MIN_EVIDENCE_WORDS:
+        return _Judged(_Verdict(candidate, round(match.score, 4), "text", theirs), refusal)
+    title = title_similarity(clean.entry.title, candidate.title)
+    if title < TITLE_MATCH:
+        return _Judged(None, refusal, blocks)
+    # too short, too rewritten or mostly the site's boilerplate to be evidence alone: the
+    # titles agree too (the boilerplate discount separates different articles of one
+    # template; with agreeing titles the same text is the same article)
+    text = max(match.score, raw.score)
+    if text >= TEXT_MATCH or (match.score >= SUPPORTED_MATCH and match.shared >= MIN_SHARED):
+        score = round(min(text, title), 4)
+        return _Judged(_Verdict(candidate, score, "title+text", theirs), refusal)
+    return _Judged(None, refusal, blocks)
+
+
+def _republished(
+    clean: CleanEntry, candidate: StoryCandidate, theirs: _Weighted | None, raw: TextMatch | None
+) -> _Verdict | None:
+    """Two entries of one feed: one story only when the titles are the same and the texts
+    near-identical (a republished post, or the same entry under a new GUID); a feed lists
+    each of its posts once, so overlapping texts alone prove nothing."""
+    if not titles_agree(clean.entry.title, candidate.title):
         return None
-    if match.score >= TEXT_MATCH:
-        return _Verdict(candidate, round(match.score, 4), "text", theirs)
-    if match.score >= SUPPORTED_MATCH:
-        title = title_similarity(clean.entry.title, candidate.title)
-        if title >= TITLE_MATCH:
-            score = round(min(match.score, title), 4)
-            return _Verdict(candidate, score, "title+text", theirs)
-    return None
+    if raw is None:
+        # no text on one side at least: only the same entry link with no text on either
+        has_text = clean.fingerprint is not None or bool(candidate.shingles or candidate.text)
+        same_link = clean.canonical_url is not None and (
+            clean.canonical_url == candidate.canonical_url and not clean.url_refusal
+        )
+        if has_text or not same_link:
+            return None
+        return _Verdict(candidate, 1.0, "republished", theirs)
+    if min(raw.covered_new, raw.covered_candidate) < NEAR_IDENTICAL:
+        return None
+    return _Verdict(candidate, round(raw.score, 4), "republished", theirs)
 
 
 def _related_urls(clean: CleanEntry, candidate: StoryCandidate) -> bool:
@@ -421,31 +621,49 @@ def decide_story(
     ``common`` holds the anchor shingles that the store has seen in other stories of the
     new item's site or a candidate's site (boilerplate). When the item also matches
     candidates of other stories, and those stories' own texts overlap, the decision names
-    them in ``merge_story_ids``: the store merges them into one.
+    them in ``merge_story_ids``: the store merges them into one. ``url_refusal`` says why a
+    URL shared with a candidate was not taken as the identity, when one was not.
     """
     fp = clean.fingerprint
     sequence = unpack(fp.shingles) if fp is not None else _NONE
     raw = _distinct(sequence)
     mine: _Weighted | None = None
     verdicts: list[_Verdict] = []
+    blocked: set[int] = set()
+    refusal: str | None = None
     for candidate in candidates:
         shingles = _candidate_shingles(candidate)
         if not len(shingles) or fp is None:
-            verdict = _judge(clean, candidate, None, None)
+            judged = _judge(clean, candidate, None, None, None)
         else:
             theirs = _distinct(shingles)
+            common_raw = len(np.intersect1d(raw, theirs, assume_unique=True))
             if not _related_urls(clean, candidate) and (
-                len(np.intersect1d(raw, theirs, assume_unique=True)) < MIN_SHARED
+                common_raw == 0
+                or (
+                    common_raw < MIN_SHARED
+                    and title_similarity(clean.entry.title, candidate.title) < TITLE_MATCH
+                    and not candidate.same_feed
+                )
             ):
                 # discounting common shingles only lowers the shared count: no text match
                 # is possible, and with no URL in common no other signal applies
                 continue
             mine = mine or _weighted(sequence, common, raw)
-            verdict = _judge(clean, candidate, mine, _weighted(shingles, common, theirs))
-        if verdict is not None:
-            verdicts.append(verdict)
+            plain = _Weighted(raw, len(raw), len(raw))
+            raw_match = _match(plain, _Weighted(theirs, len(theirs), len(theirs)))
+            judged = _judge(clean, candidate, mine, _weighted(shingles, common, theirs), raw_match)
+        if judged.verdict is not None:
+            verdicts.append(judged.verdict)
+        elif judged.blocks:
+            blocked.add(candidate.story_id)
+        refusal = refusal or judged.refusal
+    url_reasons = ("canonical_url", "page_canonical")
+    verdicts = [
+        v for v in verdicts if v.reason not in url_reasons or v.candidate.story_id not in blocked
+    ]
     if not verdicts:
-        return StoryDecision(None, 0.0, "new")
+        return StoryDecision(None, 0.0, "new", url_refusal=refusal or clean.url_refusal)
     strength = {"canonical_url": 3, "page_canonical": 2}
     verdicts.sort(
         key=lambda v: (strength.get(v.reason, 1), v.score, -v.candidate.item_id), reverse=True
@@ -464,16 +682,32 @@ def decide_story(
         best.reason,
         item_id=best.candidate.item_id,
         merge_story_ids=tuple(others),
+        url_refusal=refusal or clean.url_refusal,
     )
 
 
 def _bridged(a: _Verdict, b: _Verdict) -> bool:
     """May the stories of two matched candidates be merged? Only when their own items
-    agree: an item that merely contains both (a digest) must not glue them together."""
+    agree, by the rules that would have merged them: an item that merely contains both
+    (a digest) must not glue them together."""
     ca, cb = a.candidate, b.candidate
-    if ca.canonical_url and ca.canonical_url == cb.canonical_url:
+    same_feed = ca.feed_id is not None and ca.feed_id == cb.feed_id
+    if same_feed and not titles_agree(ca.title, cb.title):
+        return False
+    if (
+        not same_feed
+        and ca.canonical_url
+        and ca.canonical_url == cb.canonical_url
+        and not (ca.url_refusal or cb.url_refusal or is_site_root(ca.canonical_url))
+        and title_overlap(ca.title, cb.title) >= URL_TITLE_CONTRADICTION
+    ):
         return True
     if a.weighted is None or b.weighted is None:
         return False
     match = _match(a.weighted, b.weighted)
-    return match.shared >= MIN_SHARED and match.score >= BRIDGE_MATCH
+    if match.shared < MIN_SHARED or match.score < BRIDGE_MATCH:
+        return False
+    if same_feed:
+        return min(match.covered_new, match.covered_candidate) >= NEAR_IDENTICAL
+    smaller = _words_of(min(a.weighted.size, b.weighted.size))
+    return smaller >= MIN_EVIDENCE_WORDS or title_similarity(ca.title, cb.title) >= TITLE_MATCH

@@ -103,13 +103,22 @@ def prepare_document(
                 # the raw HTML is not needed past this point: only the sanitized copy crosses
                 # back to the main process
                 entry=replace(entry, summary=None, content=None),
-                canonical_url=dedup.canonical_url(entry.link),
+                canonical_url=None,
                 summary=summary,
                 content=content,
                 text=text or None,
                 content_hash=_entry_hash(entry),
             )
         )
+    # canonical URLs are decided per document: a URL shared by several of its entries, or
+    # fragments that tell its entries apart, say what the URL identifies
+    urls = dedup.document_urls(
+        [dedup.DocumentEntry(c.entry.link, c.entry.key, c.entry.title, c.text) for c in clean]
+    )
+    clean = [
+        replace(c, canonical_url=url, url_refusal=refusal)
+        for c, (url, refusal) in zip(clean, urls, strict=True)
+    ]
     return Prepared(feed=replace(feed, entries=()), entries=tuple(clean))
 
 

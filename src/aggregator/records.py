@@ -175,6 +175,9 @@ class CleanEntry:
     article: Article | None = None
     fingerprint: TextFingerprint | None = None  # of ``text``; computed in the process pool
     page_canonical_url: str | None = None  # the page's rel=canonical / og:url, normalized
+    # why ``canonical_url`` does not identify this entry (shared by other entries of its
+    # document, a site's front page; see ``dedup.document_urls``); None: it does
+    url_refusal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,10 @@ class StoryCandidate:
     first_seen_at: datetime | None = None
     band_matches: int = 0  # LSH bands shared with the new item (0: found by URL only)
     shingles: bytes | None = None  # stored shingle hashes of ``text``, packed (None: recompute)
+    feed_id: int | None = None
+    entry_key: str | None = None
+    url_refusal: str | None = None  # why its canonical URL is not its identity (stored)
+    same_feed: bool = False  # of the same feed as the item being decided
 
 
 @dataclass(frozen=True)
@@ -220,6 +227,7 @@ class StoryDecision:
     reason: str
     item_id: int | None = None  # the candidate item that justified the decision
     merge_story_ids: tuple[int, ...] = ()  # other stories this item shows to be the same one
+    url_refusal: str | None = None  # a URL shared with a candidate, not taken as identity: why
 
 
 @dataclass(frozen=True)

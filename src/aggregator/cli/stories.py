@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -10,6 +11,7 @@ import typer
 from rich.table import Table
 
 from ..config import parse_duration
+from ..errors import StoreError
 from ..store.fingerprints import StoryRow
 from .common import ConfigOpt, DatabaseOpt, app, console, fail, fmt_ts, load_or_exit, open_or_exit
 
@@ -99,10 +101,14 @@ def stories_list(
 @stories_app.command("explain")
 def stories_explain(
     story_id: Annotated[int, typer.Argument(help="the story's id")],
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
     config: ConfigOpt = None,
     database: DatabaseOpt = None,
 ) -> None:
-    """Show why a story's items were merged: each item's decision, and story merges."""
+    """Show why a story's items were merged: each item's decision (the rule that applied),
+    where a URL was refused as an identity why, and story merges."""
+    from ..dedup import RULES  # numpy with it: only for this command
+
     cfg = load_or_exit(config, database)
     store = open_or_exit(cfg, migrate=True)
     try:
@@ -112,6 +118,27 @@ def stories_explain(
     if found is None:
         raise fail(f"no story {story_id}")
     story = found.story
+    if as_json:
+        data = _story_json(story)
+        data["requested_id"] = found.requested_id
+        for source, out in zip(story.sources, data["sources"], strict=True):  # type: ignore[call-overload]
+            out["rule"] = RULES.get(source.reason or "new")
+            out["url_refusal"] = source.url_refusal
+        data["merges"] = [
+            {
+                "merged_story_id": m.merged_story_id,
+                "item_id": m.item_id,
+                "reason": m.reason,
+                "rule": RULES.get(m.reason or ""),
+                "score": m.score,
+                "merged_at": m.merged_at.isoformat(),
+                "merged_title": m.merged_title,
+                "merged_item_count": m.merged_item_count,
+            }
+            for m in found.merges
+        ]
+        print(json.dumps(data, ensure_ascii=False))
+        return
     if found.requested_id != story.id:
         console.print(f"story {found.requested_id} was merged into story {story.id}")
     console.print(f"[bold]story {story.id}[/]: {story.title or '(untitled)'}", highlight=False)
@@ -130,13 +157,73 @@ def stories_explain(
         else:
             score = f" {s.score:.2f}" if s.score is not None else ""
             match = f" with item {s.matched_item_id}" if s.matched_item_id else ""
-            why = f"{s.reason}{score}{match}"
+            rule = RULES.get(s.reason)
+            why = f"{s.reason}{score}{match}" + (f" (rule: {rule})" if rule else "")
+        if s.url_refusal:
+            why += f"; URL not taken as identity: {s.url_refusal}"
         table.add_row(str(s.item_id), s.feed, s.title or "", fmt_ts(s.first_seen_at), why)
     console.print(table)
     for m in found.merges:
+        rule = RULES.get(m.reason or "")
         console.print(
             f"merged story {m.merged_story_id} ({m.merged_title or 'untitled'}, "
             f"{m.merged_item_count} items) at {fmt_ts(m.merged_at)}: item {m.item_id} "
-            f"matched both ({m.reason} {m.score or 0:.2f})",
+            f"matched both ({m.reason} {m.score or 0:.2f}"
+            + (f"; rule: {rule}" if rule else "")
+            + ")",
             highlight=False,
         )
+
+
+@stories_app.command("rebuild")
+def stories_rebuild(
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="only items first seen within this duration (7d); all"),
+    ] = None,
+    batch: Annotated[
+        int, typer.Option("--batch", min=1, max=10_000, help="items per transaction")
+    ] = 200,
+    config: ConfigOpt = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """Re-decide the stories of stored items under the current dedup rules (safe while
+    the daemon runs: short transactions of --batch items)."""
+    from .. import dedup  # numpy with it: only for this command
+
+    start = None
+    if since is not None:
+        try:
+            start = datetime.now(UTC) - timedelta(seconds=parse_duration(since))
+        except ValueError as exc:
+            raise fail(f"--since: {exc}") from None
+    cfg = load_or_exit(config, database)
+    store = open_or_exit(cfg, migrate=True)
+
+    def urls(
+        entries: Sequence[tuple[str | None, str, str | None, str | None]],
+    ) -> list[tuple[str | None, str | None]]:
+        return dedup.document_urls([dedup.DocumentEntry(*e) for e in entries])
+
+    try:
+        result = store.rebuild_stories(
+            decide=dedup.decide_story,
+            urls=urls,
+            fingerprint=dedup.stored_fingerprint,
+            fingerprint_text=dedup.fingerprint,
+            since=start,
+            window=cfg.settings.dedup_window,
+            now=datetime.now(UTC),
+            batch=batch,
+        )
+    except StoreError as exc:
+        raise fail(str(exc), 3) from None
+    finally:
+        store.close()
+    console.print(
+        f"{result.items} items re-decided: {result.moved} moved to another story, "
+        f"{result.stories_created} stories started, {result.stories_removed} stories "
+        f"removed (their ids resolve to the story that took their items); "
+        f"{result.urls_changed} canonical URLs or URL refusals recomputed",
+        highlight=False,
+    )

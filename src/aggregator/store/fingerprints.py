@@ -68,28 +68,38 @@ def lock(conn: Connection, entries: Sequence[CleanEntry]) -> None:
     )
 
 
-def candidates(conn: Connection, clean: CleanEntry, since: datetime) -> list[StoryCandidate]:
-    """Items first seen since ``since`` that share a canonical URL or an LSH band."""
+def candidates(
+    conn: Connection,
+    clean: CleanEntry,
+    since: datetime,
+    feed_id: int | None = None,
+    *,
+    before_id: int | None = None,
+) -> list[StoryCandidate]:
+    """Items first seen since ``since`` that share a canonical URL or an LSH band
+    (``same_feed`` set on those of ``feed_id``, the feed of the entry being decided;
+    ``before_id``: only items stored before that one, for ``stories rebuild``)."""
     found: dict[int, int] = {}
     urls = [u for u in {clean.canonical_url, clean.page_canonical_url} if u]
     for column in (items.c.canonical_url, items.c.page_canonical_url) if urls else ():
         # one lookup per column on its index (with an OR of the two, or a condition on
         # first_seen_at, SQLite may prefer scanning); the window is applied here
-        rows = conn.execute(
-            select(items.c.id, items.c.first_seen_at, items.c.story_id)
-            .where(column.in_(urls))
-            .order_by(desc(items.c.id))
-            .limit(50)
-        )
+        query = select(items.c.id, items.c.first_seen_at, items.c.story_id).where(column.in_(urls))
+        if before_id is not None:
+            query = query.where(items.c.id < before_id)
+        rows = conn.execute(query.order_by(desc(items.c.id)).limit(50))
         recent = [r.id for r in rows if r.story_id is not None and r.first_seen_at >= since]
         found.update((i, 0) for i in recent[:MAX_URL_CANDIDATES])
     fp = clean.fingerprint
     if fp is not None and fp.bands:
         n = func.count().label("n")
+        band_query = select(dedup_bands.c.item_id, n).where(
+            dedup_bands.c.band.in_(list(fp.bands)), dedup_bands.c.first_seen_at >= since
+        )
+        if before_id is not None:
+            band_query = band_query.where(dedup_bands.c.item_id < before_id)
         rows = conn.execute(
-            select(dedup_bands.c.item_id, n)
-            .where(dedup_bands.c.band.in_(list(fp.bands)), dedup_bands.c.first_seen_at >= since)
-            .group_by(dedup_bands.c.item_id)
+            band_query.group_by(dedup_bands.c.item_id)
             .order_by(desc(n), desc(dedup_bands.c.item_id))
             .limit(MAX_BAND_CANDIDATES)
         )
@@ -97,7 +107,9 @@ def candidates(conn: Connection, clean: CleanEntry, since: datetime) -> list[Sto
             found[r.item_id] = int(r.n)
     if not found:
         return []
-    result = [_candidate(r, found[r.id]) for r in conn.execute(_candidate_rows(list(found)))]
+    result = [
+        _candidate(r, found[r.id], feed_id) for r in conn.execute(_candidate_rows(list(found)))
+    ]
     result.sort(key=lambda c: (-c.band_matches, c.item_id))
     return result
 
@@ -115,10 +127,13 @@ def _candidate_rows(ids: Sequence[int]) -> Select[Any]:
         items.c.url,
         items.c.first_seen_at,
         items.c.shingles,
+        items.c.feed_id,
+        items.c.entry_key,
+        items.c.dedup_url_refusal,
     ).where(items.c.id.in_(ids), items.c.story_id.is_not(None))
 
 
-def _candidate(row: Any, band_matches: int) -> StoryCandidate:
+def _candidate(row: Any, band_matches: int, feed_id: int | None = None) -> StoryCandidate:
     return StoryCandidate(
         item_id=row.id,
         story_id=row.story_id,
@@ -130,6 +145,10 @@ def _candidate(row: Any, band_matches: int) -> StoryCandidate:
         first_seen_at=row.first_seen_at,
         band_matches=band_matches,
         shingles=bytes(row.shingles) if row.shingles is not None else None,
+        feed_id=row.feed_id,
+        entry_key=row.entry_key,
+        url_refusal=row.dedup_url_refusal,
+        same_feed=feed_id is not None and row.feed_id == feed_id,
     )
 
 
@@ -248,9 +267,12 @@ class Prefetch:
     the database would give. A story merge moves items between stories; after one the
     store asks the database again."""
 
-    def __init__(self, entries: Sequence[CleanEntry], since: datetime) -> None:
+    def __init__(
+        self, entries: Sequence[CleanEntry], since: datetime, feed_id: int | None = None
+    ) -> None:
         self.entries = entries
         self.since = since
+        self.feed_id = feed_id  # the poll's feed: its items are ``same_feed`` candidates
         self.hits: set[int] = set()
         self._url_rows: dict[tuple[int, str], list[Any]] = {}  # (column, url) -> rows
         self._band_items: dict[int, list[int]] = {}
@@ -334,9 +356,13 @@ class Prefetch:
 
     def candidates(self, clean: CleanEntry) -> list[StoryCandidate]:
         result = [
-            replace(self._rows[item_id], band_matches=n)
+            replace(
+                row,
+                band_matches=n,
+                same_feed=self.feed_id is not None and row.feed_id == self.feed_id,
+            )
             for item_id, n in self._found(clean).items()
-            if item_id in self._rows
+            if (row := self._rows.get(item_id)) is not None
         ]
         result.sort(key=lambda c: (-c.band_matches, c.item_id))
         return result
@@ -371,6 +397,9 @@ class Prefetch:
             url=clean.entry.link,
             first_seen_at=now,
             shingles=fp.shingles if fp is not None else None,
+            feed_id=self.feed_id,
+            entry_key=clean.entry.key,
+            url_refusal=clean.url_refusal,
         )
 
     def count(self, clean: CleanEntry, site: int | None) -> None:
@@ -542,6 +571,7 @@ class StorySource:
     reason: str | None
     score: float | None
     matched_item_id: int | None
+    url_refusal: str | None = None  # why its URL was not taken as its identity
 
 
 @dataclass(frozen=True)

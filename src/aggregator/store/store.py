@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -53,7 +53,7 @@ from ..records import (
     StoryCandidate,
     StoryDecision,
 )
-from . import fingerprints
+from . import fingerprints, rebuild
 from . import stories as story_queries
 from .fingerprints import StoryRow
 from .groupwrite import GroupWriter
@@ -643,7 +643,7 @@ class Store:
             # for certain and are written in bulk. The others go through the full
             # per-item decision below, after the bulk rows before them are written.
             sites = [fingerprints.site_key(c.entry.link or feed_url) for c in todo]
-            prefetch = fingerprints.Prefetch(todo, now - window).load(conn, sites)
+            prefetch = fingerprints.Prefetch(todo, now - window, feed_id).load(conn, sites)
             batch = fingerprints.BatchIndex()  # every earlier entry of this poll
             unwritten = fingerprints.BatchIndex()  # those of them still in `pending`
             pending: list[tuple[CleanEntry, int | None]] = []
@@ -665,7 +665,7 @@ class Store:
                     pending = []
                     unwritten = fingerprints.BatchIndex()
                 if merges:  # items moved between stories: ask the database
-                    candidates = self._candidates(conn, clean, now - window)
+                    candidates = self._candidates(conn, clean, now - window, feed_id)
                     common = (
                         fingerprints.common_anchors(conn, clean, candidates, site)
                         if candidates
@@ -681,6 +681,8 @@ class Store:
                     else StoryDecision(None, 0.0, "new")
                 )
                 story_id = decision.story_id
+                if decision.url_refusal and decision.url_refusal != clean.url_refusal:
+                    clean = replace(clean, url_refusal=decision.url_refusal)
                 if story_id is None:
                     # a new story after all: written in bulk like the certain ones
                     pending.append((clean, site))
@@ -696,6 +698,7 @@ class Store:
                         dedup_reason=decision.reason,
                         dedup_score=decision.score,
                         dedup_item_id=decision.item_id,
+                        dedup_url_refusal=clean.url_refusal,
                         first_seen_at=now,
                         updated_at=now,
                         **_item_values(clean),
@@ -847,9 +850,9 @@ class Store:
             )
 
     def _candidates(
-        self, conn: Connection, clean: CleanEntry, since: datetime
+        self, conn: Connection, clean: CleanEntry, since: datetime, feed_id: int
     ) -> list[StoryCandidate]:
-        return fingerprints.candidates(conn, clean, since)
+        return fingerprints.candidates(conn, clean, since, feed_id)
 
     def _write_new_stories(
         self,
@@ -890,6 +893,7 @@ class Store:
                     "dedup_reason": "new",
                     "dedup_score": 0.0,
                     "dedup_item_id": None,
+                    "dedup_url_refusal": clean.url_refusal,
                     "first_seen_at": now,
                     "updated_at": now,
                     **_item_values(clean),
@@ -959,6 +963,11 @@ class Store:
         that was merged away is followed to the story it is part of now."""
         with self._read() as conn:
             return story_queries.explain_story(conn, story_id)
+
+    def rebuild_stories(self, **kwargs: Any) -> rebuild.RebuildResult:
+        """Re-decide the stories of stored items, in short transactions (see
+        ``store/rebuild.py`` for the arguments)."""
+        return rebuild.rebuild(self._locked_tx, self._read, **kwargs)
 
     def prune_dedup(self, before: datetime, *, batch: int = 1000) -> int:
         """Drop dedup index rows older than ``before`` (now - dedup_window): band rows

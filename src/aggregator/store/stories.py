@@ -35,6 +35,7 @@ def _sources(conn: Connection, story_ids: list[int]) -> dict[int, list[StorySour
             items.c.dedup_reason,
             items.c.dedup_score,
             items.c.dedup_item_id,
+            items.c.dedup_url_refusal,
         )
         .select_from(items.join(feeds, feeds.c.id == items.c.feed_id))
         .where(items.c.story_id.in_(story_ids))
@@ -52,6 +53,7 @@ def _sources(conn: Connection, story_ids: list[int]) -> dict[int, list[StorySour
                 reason=r.dedup_reason,
                 score=r.dedup_score,
                 matched_item_id=r.dedup_item_id,
+                url_refusal=r.dedup_url_refusal,
             )
         )
     return out

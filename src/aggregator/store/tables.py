@@ -142,6 +142,7 @@ items = Table(
     Column("page_canonical_url", Text),  # the page's rel=canonical / og:url (0003)
     Column("shingles", LargeBinary),  # the text's shingle hashes, int64 little-endian (0004, 0006)
     Column("dedup_item_id", BigId),  # the item a merge decision matched (0003)
+    Column("dedup_url_refusal", Text),  # why its URL was not taken as its identity (0009)
     UniqueConstraint("feed_id", "entry_key", name="uq_items_feed_entry"),
     Index("ix_items_canonical_url", "canonical_url"),
     Index("ix_items_story_id", "story_id"),
