@@ -220,11 +220,11 @@ else
             - "$BASE" >/dev/null
     ok "made $BASE"
 fi
-base_python=$(podman image mount "$BASE")
-trap_base_python=$(chroot "$base_python" python --version 2>&1) || true
+base_root=$(podman image mount "$BASE")
+base_python=$(chroot "$base_root" python --version 2>&1) || true
 podman image unmount "$BASE" >/dev/null
-[[ $trap_base_python == "Python 3.11."* ]] || fail "the base image's python: $trap_base_python"
-ok "base image runs $trap_base_python as \`python\`"
+[[ $base_python == "Python 3.11."* ]] || fail "the base image's python: $base_python"
+ok "base image runs $base_python as \`python\`"
 
 # ---------------------------------------------------------------------------------------
 step "3. podman build -t $IMAGE"
@@ -438,17 +438,17 @@ grep -E '"event": "(started|stopped)"' "$WORK/daemon.log" | cut -c1-160 | indent
 grep -q '"event": "stopped"' "$WORK/daemon.log" || fail "the daemon logged no stopped event"
 ok "SIGTERM: the daemon stopped cleanly (exit 0) in $((SECONDS - stop_start)) s"
 
-if [[ -n $PG_ADMIN ]] && in_image_raw python -c "import psycopg; psycopg.connect('$PG_ADMIN', connect_timeout=3).close()" 2>/dev/null; then
+if [[ -n $PG_ADMIN ]] && in_image_raw python -c 'import psycopg, sys; psycopg.connect(sys.argv[1], connect_timeout=3).close()' "$PG_ADMIN" 2>/dev/null; then
     pgdb="aggregator_image_check_$$"
     pg_url="${PG_ADMIN%/*}/$pgdb"
-    pg_sql() { in_image_raw python -c "import psycopg, sys; c = psycopg.connect('$PG_ADMIN', autocommit=True); c.execute(sys.argv[1])" "$1"; }
+    pg_sql() { in_image_raw python -c 'import psycopg, sys; psycopg.connect(sys.argv[1], autocommit=True).execute(sys.argv[2])' "$PG_ADMIN" "$1"; }
     pg_sql "DROP DATABASE IF EXISTS $pgdb WITH (FORCE)"
     pg_sql "CREATE DATABASE $pgdb"
     pg_status=0
     (
         expect 0 "db upgrade on PostgreSQL" in_image db upgrade --database "$pg_url"
         expect 0 "run --once on PostgreSQL" in_image run --once --database "$pg_url"
-        n=$(in_image_raw python -c "import psycopg; print(psycopg.connect('$pg_url').execute('SELECT count(*) FROM items').fetchone()[0])")
+        n=$(in_image_raw python -c 'import psycopg, sys; print(psycopg.connect(sys.argv[1]).execute("SELECT count(*) FROM items").fetchone()[0])' "$pg_url")
         ((n == 3)) || fail "run --once on PostgreSQL stored $n items, expected 3"
     ) || pg_status=$?
     pg_sql "DROP DATABASE IF EXISTS $pgdb WITH (FORCE)"
