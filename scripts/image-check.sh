@@ -229,6 +229,7 @@ ok "base image runs $base_python as \`python\`"
 # ---------------------------------------------------------------------------------------
 step "3. podman build -t $IMAGE"
 build_start=$SECONDS
+previous=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
 if ! podman build --isolation chroot --network host --pull=never --format docker \
     -t "$IMAGE" -f "$ROOT/Dockerfile" "$ROOT" >"$WORK/build.log" 2>&1; then
     tail -30 "$WORK/build.log" | indent
@@ -237,6 +238,9 @@ fi
 grep -E '^(STEP|COMMIT|Successfully)' "$WORK/build.log" | indent
 grep -i 'warn' "$WORK/build.log" | grep -v 'pip as the .root. user' | indent || true
 ok "built $IMAGE in $((SECONDS - build_start)) s"
+if [[ -n $previous && $previous != $(podman image inspect --format '{{.Id}}' "$IMAGE") ]]; then
+    podman image rm "$previous" >/dev/null 2>&1 || true # the previous build, now untagged
+fi
 
 # ---------------------------------------------------------------------------------------
 step "4. the image's config and content"
