@@ -9,6 +9,13 @@
 # The default database is SQLite at /app/data/aggregator.db (the volume); set
 # AGGREGATOR_DATABASE_URL=postgresql://user:password@host/db to use PostgreSQL.
 # `docker stop` sends SIGTERM: the daemon stops within its 10 s grace period.
+#
+# Health: with `settings.http` in the config (e.g. `http: {host: 0.0.0.0, port: 8080}`)
+# the daemon serves /healthz, and the HEALTHCHECK below asks it (200: a feed was polled
+# successfully within settings.health_max_age). Without settings.http there is nothing
+# to ask and the check passes while the process runs.
+#
+# Check a change to this file locally, without a Docker engine: bash scripts/image-check.sh
 
 FROM python:3.11-slim
 
@@ -33,9 +40,16 @@ RUN groupadd --system aggregator \
 
 WORKDIR /app
 COPY --chown=aggregator:aggregator config/ /app/config/
+COPY scripts/healthcheck.py /app/healthcheck.py
 
 USER aggregator
 VOLUME /app/data
+# The port of settings.http when it is on (nothing listens otherwise).
+EXPOSE 8080
+
+# Standard library only (no curl in the image); reads settings.http like `aggregator run`.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=5m --retries=3 \
+    CMD ["python", "/app/healthcheck.py"]
 
 ENTRYPOINT ["aggregator"]
 CMD ["run"]
