@@ -6,6 +6,7 @@ daemon's scheduled exports, and ``GET /export/{format}``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -150,17 +151,15 @@ def stream(
     if fmt.kind == "rows":
         rows = queries.iter_items(f)
         return jsonl.render(rows) if fmt.name == "jsonl" else csvdump.render(rows)
-    renderer = {
-        "atom": atom.render,
-        "rss": rss.render,
-        "json": jsonfeed.render,
-        "html": digest.render,
-    }[fmt.name]
     if request.per_item:
         entries = entries_from_items(queries.iter_items(f, newest_first=True))
     else:
         order: Literal["recent", "sources"] = "sources" if fmt.name == "html" else "recent"
         entries = entries_from_stories(queries.iter_stories(f, order=order))
+    if fmt.name == "html":
+        counts = functools.partial(queries.summary, f, per_item=request.per_item)
+        return digest.render(entries, meta, counts)
+    renderer = {"atom": atom.render, "rss": rss.render, "json": jsonfeed.render}[fmt.name]
     return renderer(entries, meta)
 
 

@@ -75,6 +75,16 @@ class Cursor:
 
 
 @dataclass(frozen=True)
+class ExportSummary:
+    """What a listing holds: entries (stories or items), items, feeds, the top feeds."""
+
+    entries: int
+    items: int
+    feeds: int
+    top_feeds: tuple[tuple[str, int], ...]  # (feed name, title or URL; entries it carried)
+
+
+@dataclass(frozen=True)
 class ChangeValidator:
     """A digest of what an export would list, and the newest change among it."""
 
@@ -492,6 +502,46 @@ class Queries:
                         )
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read stories: {_short(exc)}") from None
+
+    # ---- the digest's summary ---------------------------------------------------------
+    def summary(
+        self, f: ExportFilter, *, per_item: bool, order: StoryOrder = "sources", top: int = 5
+    ) -> ExportSummary:
+        """Counts over what a listing of ``f`` shows (its limit included): entries,
+        items, feeds, and the ``top`` feeds that carried the most entries."""
+        if per_item:
+            listed = self._items_query(f, newest_first=True, after=None)
+            ids = listed.with_only_columns(items.c.id).subquery()
+            key = items.c.id
+        else:
+            listed = self._stories_query(f, order=order, after=None)
+            ids = listed.with_only_columns(stories.c.id).subquery()
+            key = items.c.story_id
+        members = key.in_(select(ids.c.id))
+        label = func.coalesce(feeds.c.name, feeds.c.title, feeds.c.url)
+        carried = func.count(distinct(key))
+        try:
+            with self.engine.connect() as conn:
+                entries = conn.execute(select(func.count()).select_from(ids)).scalar_one()
+                item_count, feed_count = conn.execute(
+                    select(func.count(), func.count(distinct(items.c.feed_id))).where(members)
+                ).one()
+                by_feed = conn.execute(
+                    select(label, carried)
+                    .select_from(items.join(feeds, feeds.c.id == items.c.feed_id))
+                    .where(members)
+                    .group_by(feeds.c.id, label)
+                    .order_by(carried.desc(), label)
+                    .limit(top)
+                ).all()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read stories: {_short(exc)}") from None
+        return ExportSummary(
+            entries=int(entries),
+            items=int(item_count),
+            feeds=int(feed_count),
+            top_feeds=tuple((str(name), int(count)) for name, count in by_feed),
+        )
 
     # ---- change validators (ETag / Last-Modified) ------------------------------------
     def change_validator(self, f: ExportFilter, *, per_item: bool) -> ChangeValidator:
