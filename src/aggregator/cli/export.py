@@ -117,9 +117,9 @@ def export_command(
         raise fail(f"unknown format {fmt!r} (one of {', '.join(export.FORMATS)})")
     try:
         tz = ZoneInfo(timezone) if timezone else UTC
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long
         raise fail(f"unknown time zone {timezone!r}") from None
-    if link is not None and safe_url(link) is None:
+    if link is not None and safe_url(link) != link.strip():
         raise fail(f"--link must be an http(s) URL with a host, not {link!r}")
     now = datetime.now(UTC)
     try:

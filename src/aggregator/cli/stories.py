@@ -50,7 +50,10 @@ def stories_list(
         str, typer.Option("--since", help="stories first seen within this duration (24h, 7d)")
     ] = "24h",
     min_sources: Annotated[
-        int, typer.Option("--min-sources", min=1, help="only stories from this many feeds")
+        int,
+        typer.Option(
+            "--min-sources", min=1, max=2**63 - 1, help="only stories from this many feeds"
+        ),
     ] = 2,
     limit: Annotated[
         int, typer.Option("--limit", min=1, max=2**63 - 1, help="at most this many")

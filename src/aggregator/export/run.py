@@ -63,9 +63,15 @@ class ExportRequest:
 
 
 def _no_nul(name: str, values: Sequence[str]) -> None:
+    """Text a database can take: no NUL (PostgreSQL refuses it), valid Unicode (a lone
+    surrogate, from undecodable bytes in argv, cannot be encoded)."""
     for value in values:
         if "\x00" in value:
             raise ValueError(f"{name} must not contain a NUL character: {value!r}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{name} is not valid UTF-8 text: {value!r}") from None
 
 
 def build_filter(
