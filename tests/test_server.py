@@ -67,7 +67,7 @@ def test_export_endpoints(served: tuple[str, Clock]) -> None:
     assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert "default-src 'none'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
-    assert page.text.count('<li class="story">') == 9
+    assert page.text.count('<li class="story"') == 9
     rows = get(base, "/export/jsonl", search="quantum", limit="1").text.splitlines()
     assert len(rows) == 1 and "Quantum" in json.loads(rows[0])["title"]
     assert get(base, "/export/csv", tag="tech").text.count("\r\n") == 4  # header + 3
