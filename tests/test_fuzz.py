@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -27,6 +28,7 @@ from aggregator.server import create_app
 from aggregator.store import open_store
 from appserver import running
 from exportdata import World
+from ingest import aggregator
 
 world = exportdata.world
 
@@ -233,3 +235,27 @@ def assert_clean_exit(result: Any, args: list[str]) -> None:
     assert "Traceback" not in result.output
     if result.exit_code == 2:
         assert "error" in result.output.lower() or "invalid value" in result.output.lower()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["export", "-f", "jsonl", "--since", "99999999999999d"], "reaches back before"),
+        (
+            ["export", "-f", "html", "--since", "0001-01-01", "--timezone", "Etc/GMT+12"],
+            "out of range",
+        ),
+        (["export", "-f", "atom", "--until", "9999-12-31T23:59:59-14:00"], "out of range"),
+        (["stories", "--since", "99999999999999d"], "reaches back before"),
+    ],
+)
+def test_the_command_line_rejects_dates_out_of_range(
+    tmp_path: Path, args: list[str], words: str
+) -> None:
+    """The issue's cases, in a real process: exit 2, one line naming the value (checked
+    before any database is opened)."""
+    done = aggregator(*args, "-d", f"sqlite:///{tmp_path / 'agg.db'}", cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], done.stderr
