@@ -434,6 +434,9 @@ def test_a_second_poll_costs_no_body(served: tuple[str, Clock], fmt: str) -> Non
     assert stale.status_code == 200  # If-None-Match decides when it is there
     garbage = httpx.get(url, headers={"If-Modified-Since": "yesterday-ish"})
     assert garbage.status_code == 200
+    items = f"{base}/export/{fmt}?per_item=1&search=harbour"
+    etag = httpx.get(items, timeout=30).headers["etag"]
+    assert httpx.get(items, headers={"If-None-Match": etag}).status_code == 304
 
 
 def test_feedparser_polls_with_the_validators(served: tuple[str, Clock]) -> None:
