@@ -259,3 +259,16 @@ def test_the_command_line_rejects_dates_out_of_range(
     assert "Traceback" not in done.stderr and done.stdout == ""
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], done.stderr
+
+
+def test_an_over_long_export_time_zone_is_a_config_error(tmp_path: Path) -> None:
+    """Found beside the --timezone sweep: ZoneInfo raises OSError (name too long)."""
+    from aggregator.errors import ConfigError
+
+    path = tmp_path / "feeds.yaml"
+    export = {"name": "x", "format": "html", "path": "x.html", "schedule": "0 7 * * *"}
+    path.write_text(
+        json.dumps({"feeds": [], "exports": [{**export, "timezone": "x" * 300}]}), "utf-8"
+    )
+    with pytest.raises(ConfigError, match="unknown time zone"):
+        load_config(path)

@@ -335,7 +335,7 @@ class ExportModel(BaseModel):
         if value is not None:
             try:
                 ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: name too long
                 raise ValueError(
                     f"unknown time zone {value!r} (use e.g. UTC, Europe/Berlin)"
                 ) from None
