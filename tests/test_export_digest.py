@@ -13,12 +13,14 @@ from pathlib import Path
 import lxml.html
 import pytest
 from bs4 import BeautifulSoup
+from sqlalchemy import insert
 
 import exportdata
 from aggregator.config import load_config
 from aggregator.export import ExportRequest, build_filter, stream
 from aggregator.store import open_store
 from aggregator.store.queries import Queries
+from aggregator.store.tables import feeds, items, stories
 from exportdata import RAW_TITLE, World
 from test_export import assert_safe_html
 
@@ -90,7 +92,7 @@ def test_digest_ranks_by_sources_and_escapes(world: World) -> None:
         "Gamma Tech",
     ]
     # then by time, newest first
-    times = [str(s.select("time")[0]["datetime"]) for s in stories[1:]]
+    times = [str(s.select("time.seen")[0]["datetime"]) for s in stories[1:]]
     assert times == sorted(times, reverse=True)
     # hostile strings are text, never markup
     titles = [s.h2.get_text() for s in stories if s.h2 is not None]
@@ -140,3 +142,109 @@ def test_digest_in_headless_chromium(world: World) -> None:
         assert result.returncode == 0, result.stderr[-2000:]
         assert shot.exists() and shot.stat().st_size > 10_000
         assert png_size(shot) == (width, height)
+
+
+def test_digest_shows_published_dates_and_first_seen_when_apart(world: World) -> None:
+    doc = BeautifulSoup(digest(world), "lxml")
+    harbour = doc.select("li.story")[0]
+    # the feeds say 1 June 10:00; the aggregator saw them today: both are shown
+    published = harbour.select("time.published")
+    assert [t["datetime"] for t in published] == ["2026-06-01T10:00:00+00:00"]
+    assert "1 Jun 2026, 10:00 UTC" in published[0].get_text()
+    assert "first seen" in harbour.select_one(".meta").get_text()
+    assert not doc.select(".summary")  # 9 stories: no summary
+
+
+def long_store(folder: Path) -> str:
+    """60 stories from four feeds: story n has n % 4 + 1 sources; story 0 was published
+    as it was first seen, story 1 two days before, story 2 has no date."""
+    url = f"sqlite:///{folder / 'long.db'}"
+    store = open_store(url)
+    store.upgrade()
+    seen = datetime.now(UTC) - timedelta(hours=3)
+    names = ["Alpha", "Beta", "Gamma", "Delta"]
+    with store.engine.begin() as conn:
+        conn.execute(
+            insert(feeds),
+            [
+                {"id": i + 1, "url": f"http://example.org/{n}.xml", "name": n, "created_at": seen}
+                for i, n in enumerate(names)
+            ],
+        )
+        conn.execute(
+            insert(stories),
+            [
+                {
+                    "id": n + 1,
+                    "title": f"Story {n}",
+                    "url": f"http://example.org/s/{n}",
+                    "item_count": n % 4 + 1,
+                    "first_seen_at": seen + timedelta(seconds=n),
+                    "last_seen_at": seen + timedelta(seconds=n),
+                }
+                for n in range(60)
+            ],
+        )
+        published = {0: seen + timedelta(minutes=20), 1: seen - timedelta(days=2), 2: None}
+        conn.execute(
+            insert(items),
+            [
+                {
+                    "feed_id": f + 1,
+                    "entry_key": f"{n}-{f}",
+                    "url": f"http://example.org/{names[f]}/{n}",
+                    "title": f"Story {n}",
+                    "text": f"Text of story {n}.",
+                    "content_hash": "x",
+                    "story_id": n + 1,
+                    "published_at": published.get(n, seen - timedelta(minutes=30)),
+                    "first_seen_at": seen + timedelta(seconds=n),
+                    "updated_at": seen + timedelta(seconds=n),
+                }
+                for n in range(60)
+                for f in range(n % 4 + 1)
+            ],
+        )
+    store.close()
+    return url
+
+
+def test_a_long_digest_starts_with_a_summary(tmp_path: Path) -> None:
+    url = long_store(tmp_path)
+    store = open_store(url)
+    try:
+        now = datetime.now(UTC)
+        page = "".join(stream(Queries(store), ExportRequest(format="html"), now=now))
+        short = "".join(
+            stream(
+                Queries(store),
+                ExportRequest(format="html", filter=build_filter(now=now, limit=50)),
+                now=now,
+            )
+        )
+    finally:
+        store.close()
+    doc = BeautifulSoup(page, "lxml")
+    summary = doc.select_one("section.summary")
+    assert summary is not None
+    text = " ".join(summary.get_text(" ").split())
+    # 60 stories; items: 15 stories each of 1, 2, 3 and 4 sources
+    assert "60 stories from 150 items in 4 feeds." in text
+    assert "Top sources: Alpha (60), Beta (45), Gamma (30), Delta (15)." in text
+    carried = summary.select("ol li a")
+    assert [a.get_text() for a in carried] == [f"Story {n}" for n in (59, 55, 51, 47, 43)]
+    for link in carried:  # each points at its story further down
+        assert doc.select_one(str(link["href"])) is not None
+    assert "(4 sources)" in summary.select("ol li")[0].get_text()
+    # summary first, then the ranked list
+    assert page.index('class="summary"') < page.index('<li class="story"')
+    assert len(doc.select("li.story")) == 60
+    # dates: published only when first seen is close; both when far; first seen alone
+    by_title = {s.h2.get_text(): s for s in doc.select("li.story") if s.h2 is not None}
+    assert by_title["Story 0"].select("time.published") and not by_title["Story 0"].select(
+        "time.seen"
+    )
+    assert by_title["Story 1"].select("time.published") and by_title["Story 1"].select("time.seen")
+    assert not by_title["Story 2"].select("time.published")
+    assert "first seen" in by_title["Story 2"].select_one(".meta").get_text()
+    assert "section" not in short.split("<main>")[1].split("<ol>")[0]  # 50: no summary

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
-import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from typing import Any
 import feedparser
 import httpx
 import pytest
-import uvicorn
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -22,31 +20,13 @@ import exportdata
 from aggregator.config import Config, load_config
 from aggregator.metrics import Metrics
 from aggregator.scheduler import Daemon
-from aggregator.server import bind, create_app
+from aggregator.server import create_app
 from aggregator.store import open_store
+from appserver import running
 from exportdata import World
 from httpserver import FixtureServer
 
 world = exportdata.world
-
-
-@contextmanager
-def running(app: Any) -> Iterator[str]:
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        for _ in range(500):
-            if server.started:
-                break
-            thread.join(0.01)
-        assert server.started
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
 
 
 class Clock:
@@ -87,7 +67,7 @@ def test_export_endpoints(served: tuple[str, Clock]) -> None:
     assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert "default-src 'none'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
-    assert page.text.count('<li class="story">') == 9
+    assert page.text.count('<li class="story"') == 9
     rows = get(base, "/export/jsonl", search="quantum", limit="1").text.splitlines()
     assert len(rows) == 1 and "Quantum" in json.loads(rows[0])["title"]
     assert get(base, "/export/csv", tag="tech").text.count("\r\n") == 4  # header + 3
@@ -291,3 +271,245 @@ async def until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("timed out waiting")
         await asyncio.sleep(0.05)
+
+
+# ---- bad parameters: a 400 naming the problem, never a 500/503 or a cut body (#21) ----
+
+OUT_OF_RANGE = [
+    ("since", "99999999999999d", "reaches back"),
+    ("since", "9999-12-31T23:59:59-14:00", "out of range"),
+    ("until", "0001-01-01T00:00:00+01:00", "out of range"),
+    ("until", "9" * 400 + "d", "reaches back"),  # a float infinity
+]
+
+
+@pytest.mark.parametrize("path", ["/export/atom", "/export/html", "/stories", "/items"])
+def test_dates_out_of_range_are_a_400_and_the_connection_lives(
+    served: tuple[str, Clock], path: str
+) -> None:
+    with httpx.Client(base_url=served[0], timeout=30) as client:
+        for name, value, words in OUT_OF_RANGE:
+            response = client.get(path, params={name: value})
+            assert response.status_code == 400, (name, value, response.text)
+            assert words in response.json()["error"]
+        # the same keep-alive connection still answers
+        assert client.get(path, params={"since": "7d"}).status_code == 200
+
+
+def cursor_of(value: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+
+BAD_CURSORS = [
+    cursor_of(["2026-06-01T00:00:00+00:00", 2**70]),  # bigint out of range
+    cursor_of(["2026-06-01T00:00:00+00:00", -1]),
+    cursor_of(["2026-06-01T00:00:00+00:00", True]),
+    cursor_of(["2026-06-01T00:00:00+00:00", 1.5]),
+    cursor_of(["2026-06-01T00:00:00+00:00", "7"]),
+    cursor_of([20260601, 7]),
+    cursor_of({"a": 1, "b": 2}),
+    cursor_of("ab"),
+    cursor_of(["9999-12-31T23:59:59-14:00", 7]),  # overflows when made UTC
+    cursor_of(["0001-01-01T00:00:00+01:00", 7]),
+    cursor_of(["2026-06-01T00:00:00", 7]),  # no offset
+    cursor_of([[[[[[[[[[[["deep"]]]]]]]]]]], 7]),
+    cursor_of([None, None]),
+    cursor_of(1e400),
+    "W" * 5000,
+    base64.urlsafe_b64encode(b"[" * 5000).decode(),  # RecursionError, were it decoded
+    "\u00e9t\u00e9",
+]
+
+
+@pytest.mark.parametrize("path", ["/stories", "/items"])
+def test_bad_cursors_are_a_400(served: tuple[str, Clock], path: str) -> None:
+    with httpx.Client(base_url=served[0], timeout=30) as client:
+        for cursor in BAD_CURSORS:
+            response = client.get(path, params={"cursor": cursor})
+            assert response.status_code == 400, (cursor[:80], response.text)
+            assert "invalid cursor" in response.json()["error"]
+
+
+def test_limits_are_checked_before_the_first_byte(served: tuple[str, Clock]) -> None:
+    base = served[0]
+    for value in ("9223372036854775808", "0", "-1", "1e3", "9" * 5000):
+        response = get(base, "/export/jsonl", limit=value)
+        assert response.status_code == 400, value
+        assert "limit must be a whole number" in response.json()["error"]
+    largest = get(base, "/export/jsonl", limit=str(2**63 - 1))
+    assert largest.status_code == 200
+    assert len(largest.text.splitlines()) == 11  # complete: every item, nothing cut
+    assert get(base, "/items", limit=str(2**63 - 1)).status_code == 200  # clamped to 500
+
+
+@pytest.mark.parametrize("fmt", ["atom", "rss", "json", "jsonl", "csv", "html"])
+def test_nul_in_a_search_is_a_400(served: tuple[str, Clock], fmt: str) -> None:
+    response = get(served[0], f"/export/{fmt}", search="a\x00b")
+    assert response.status_code == 400
+    assert "NUL" in response.json()["error"]
+    assert get(served[0], "/items", q="harbour\x00").status_code == 400
+
+
+@pytest.mark.parametrize("path", ["/export/atom", "/stories", "/items"])
+def test_an_unknown_feed_name_is_a_400_everywhere(served: tuple[str, Clock], path: str) -> None:
+    response = get(served[0], path, feed="No Such Feed")
+    assert response.status_code == 400
+    assert "no feed named 'No Such Feed'" in response.json()["error"]
+    assert get(served[0], path, feed="Alpha Times").status_code == 200
+
+
+def test_a_hostile_title_parameter_is_cleaned(served: tuple[str, Clock]) -> None:
+    response = get(served[0], "/export/atom", title="News\x00\x01 <b>today</b>")
+    assert response.status_code == 200
+    feed = feedparser.parse(response.content)
+    assert not feed.bozo and feed.feed.title == "News <b>today</b>"
+
+
+def test_links_come_from_public_url_when_set(world: World) -> None:
+    base_config = load_config(world.config_path)
+    public = Config(
+        path=base_config.path,
+        settings=base_config.settings.model_copy(
+            update={"public_url": "https://news.example.org/agg/"}
+        ),
+        feeds=base_config.feeds,
+    )
+    store = open_store(world.db_url)
+    try:
+        for config, expected in ((public, "https://news.example.org/agg"), (base_config, None)):
+            with running(create_app(store, lambda c=config: c)) as base:
+                response = httpx.get(
+                    base + "/export/atom",
+                    params={"tag": "tech"},
+                    headers={"Host": "evil.example"},
+                    timeout=30,
+                )
+                feed = feedparser.parse(response.content)
+                links = {link.rel: link.href for link in feed.feed.links}
+                doc = httpx.get(base + "/export/json", headers={"Host": "evil.example"}).json()
+            if expected is None:  # the Host header's fallback (documented risk)
+                assert links["alternate"] == "http://evil.example/"
+                assert links["self"] == "http://evil.example/export/atom?tag=tech"
+            else:
+                assert links["alternate"] == expected + "/"
+                assert links["self"] == expected + "/export/atom?tag=tech"
+                assert doc["home_page_url"] == expected + "/"
+                assert doc["feed_url"] == expected + "/export/json"
+    finally:
+        store.close()
+
+
+def test_public_url_must_be_an_http_url(tmp_path: Path) -> None:
+    from aggregator.errors import ConfigError
+
+    path = tmp_path / "feeds.yaml"
+    path.write_text(
+        yaml.safe_dump({"settings": {"public_url": "javascript:alert(1)"}, "feeds": []}), "utf-8"
+    )
+    with pytest.raises(ConfigError, match="public_url"):
+        load_config(path)
+
+
+# ---- feed formats can be polled cheaply (#22) ------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["atom", "rss", "json"])
+def test_a_second_poll_costs_no_body(served: tuple[str, Clock], fmt: str) -> None:
+    base = served[0]
+    url = f"{base}/export/{fmt}?tag=news"
+    first = httpx.get(url, timeout=30)
+    assert first.status_code == 200 and len(first.content) > 1000
+    etag, modified = first.headers["etag"], first.headers["last-modified"]
+    assert etag.startswith('W/"') and first.headers["cache-control"] == "public, max-age=60"
+    # the validators a feed reader sends back (feedparser and reader send both)
+    again = httpx.get(url, headers={"If-None-Match": etag, "If-Modified-Since": modified})
+    assert again.status_code == 304 and again.num_bytes_downloaded == 0
+    assert again.headers["etag"] == etag
+    by_date = httpx.get(url, headers={"If-Modified-Since": modified})
+    assert by_date.status_code == 304 and by_date.content == b""
+    # another query is another document
+    other = httpx.get(f"{base}/export/{fmt}?tag=tech", headers={"If-None-Match": etag})
+    assert other.status_code == 200 and other.headers["etag"] != etag
+    stale = httpx.get(url, headers={"If-None-Match": 'W/"0123"', "If-Modified-Since": modified})
+    assert stale.status_code == 200  # If-None-Match decides when it is there
+    garbage = httpx.get(url, headers={"If-Modified-Since": "yesterday-ish"})
+    assert garbage.status_code == 200
+    items = f"{base}/export/{fmt}?per_item=1&search=harbour"
+    etag = httpx.get(items, timeout=30).headers["etag"]
+    assert httpx.get(items, headers={"If-None-Match": etag}).status_code == 304
+
+
+def test_feedparser_polls_with_the_validators(served: tuple[str, Clock]) -> None:
+    url = served[0] + "/export/atom"
+    first = feedparser.parse(url)
+    assert first.status == 200 and len(first.entries) == 9 and not first.bozo
+    second = feedparser.parse(url, etag=first.etag, modified=first.modified)
+    assert second.status == 304 and second.entries == []
+
+
+def test_the_validator_follows_story_changes(tmp_path: Path) -> None:
+    server = FixtureServer().start()
+    try:
+        exportdata._feeds(server, round2=False)
+        config_path = write_world_config(tmp_path, server)
+        config = load_config(config_path)
+        from ingest import run_once
+
+        run_once(config_path, config.database_url)
+        store = open_store(config.database_url)
+        try:
+            with running(create_app(store, lambda: config)) as base:
+                first = httpx.get(base + "/export/rss", timeout=30)
+                etag = first.headers["etag"]
+                exportdata._feeds(server, round2=True)  # two new stories
+                run_once(config_path, config.database_url)
+                second = httpx.get(base + "/export/rss", headers={"If-None-Match": etag})
+                assert second.status_code == 200 and second.headers["etag"] != etag
+                assert second.text.count("<item>") == first.text.count("<item>") + 2
+                third = httpx.get(
+                    base + "/export/rss", headers={"If-None-Match": second.headers["etag"]}
+                )
+                assert third.status_code == 304
+        finally:
+            store.close()
+    finally:
+        server.stop()
+
+
+def write_world_config(folder: Path, server: FixtureServer, **settings: Any) -> Path:
+    path = folder / "feeds.yaml"
+    raw = {
+        "settings": {
+            "allow_private_networks": ["127.0.0.0/8"],
+            "per_host_delay": "0s",
+            "workers": 1,
+            "full_text": False,
+            "database_url": f"sqlite:///{folder / 'agg.db'}",
+            **settings,
+        },
+        "feeds": [
+            {"url": server.url(p), "name": p.strip("/")}
+            for p in ("/alpha.xml", "/beta.xml", "/gamma.xml")
+        ],
+    }
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def test_feed_formats_have_a_default_limit(world: World) -> None:
+    base_config = load_config(world.config_path)
+    small = Config(
+        path=base_config.path,
+        settings=base_config.settings.model_copy(update={"feed_export_limit": 3}),
+        feeds=base_config.feeds,
+    )
+    store = open_store(world.db_url)
+    try:
+        with running(create_app(store, lambda: small)) as base:
+            for fmt in ("atom", "rss"):
+                assert len(feedparser.parse(get(base, f"/export/{fmt}").content).entries) == 3
+            assert len(get(base, "/export/json").json()["items"]) == 3
+            assert len(get(base, "/export/json", limit="5").json()["items"]) == 5
+            assert len(get(base, "/export/jsonl").text.splitlines()) == 11  # dumps: no default
+    finally:
+        store.close()

@@ -4,7 +4,7 @@ entry of the same feed, or contradicted by the content); NULL when it was, or wh
 item was stored before this revision. ``aggregator stories explain`` shows it.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-06
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 

@@ -114,6 +114,9 @@ class Settings(BaseModel):
     dedup_window: Duration = 14 * 86400.0
     health_max_age: Duration = 7200.0
     http: HttpSettings | None = None
+    # where the HTTP face is reached from outside (export links); else the Host header
+    public_url: str | None = None
+    feed_export_limit: int = Field(100, ge=1)  # Atom/RSS/JSON Feed entries without a limit
 
     @field_validator("allow_private_networks", mode="before")
     @classmethod
@@ -129,7 +132,7 @@ class Settings(BaseModel):
                 raise ValueError(f"{net!r} is not a CIDR network ({exc})") from None
         return tuple(str(n) for n in value)
 
-    @field_validator("contact_url")
+    @field_validator("contact_url", "public_url")
     @classmethod
     def _contact(cls, value: str | None) -> str | None:
         return None if value is None else _check_http_url(value)
@@ -332,7 +335,7 @@ class ExportModel(BaseModel):
         if value is not None:
             try:
                 ZoneInfo(value)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: name too long
                 raise ValueError(
                     f"unknown time zone {value!r} (use e.g. UTC, Europe/Berlin)"
                 ) from None

@@ -17,10 +17,13 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
+import itertools
 import json
 import socket
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 import uvicorn
@@ -34,18 +37,21 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from . import export
-from .config import Config
+from .config import VERSION, Config
 from .errors import AggregatorError, StoreError
 from .export.digest import CONTENT_SECURITY_POLICY
 from .export.model import entry_from_story
 from .export.rows import row
+from .export.when import in_range
 from .metrics import Metrics
 from .store import Store
-from .store.queries import Cursor, ExportFilter, Queries, StoryRecord
+from .store.queries import ChangeValidator, Cursor, ExportFilter, Queries, StoryRecord
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# feed formats: shared caches may keep an answer a minute; after that, revalidate (ETag)
+CACHE_CONTROL = "public, max-age=60"
 
 
 def utcnow() -> datetime:
@@ -57,22 +63,27 @@ class BadRequest(ValueError):
 
 
 # ---- query parameters ----------------------------------------------------------------
+# Every parameter is checked before the first byte of an answer is sent: a bad one is a
+# 400 naming it, never a 500 or a 200 cut short.
+
+MAX_ID = 2**63 - 1  # ids are signed 64-bit on every backend
+MAX_CURSOR_LENGTH = 200  # an encoded cursor is about 60 characters
 
 
 def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _int(request: Request, name: str, default: int | None) -> int | None:
-    value = request.query_params.get(name)
+def _limit(request: Request, default: int | None) -> int | None:
+    value = request.query_params.get("limit")
     if value is None or value == "":
         return default
     try:
         number = int(value)
     except ValueError:
-        raise BadRequest(f"{name} must be a whole number, not {value!r}") from None
-    if number < 1:
-        raise BadRequest(f"{name} must be at least 1")
+        raise BadRequest(f"limit must be a whole number, not {value[:100]!r}") from None
+    if not 1 <= number <= export.MAX_LIMIT:
+        raise BadRequest(f"limit must be a whole number from 1 to {export.MAX_LIMIT}")
     return number
 
 
@@ -83,8 +94,8 @@ def _filter(request: Request, now: datetime, *, limit: int | None) -> ExportFilt
             now=now,
             since=q.get("since") or None,
             until=q.get("until") or None,
-            feeds=q.getlist("feed"),
-            tags=q.getlist("tag"),
+            feeds=[v for v in q.getlist("feed") if v],
+            tags=[v for v in q.getlist("tag") if v],
             search=q.get("search") or q.get("q") or None,
             limit=limit,
         )
@@ -98,15 +109,58 @@ def encode_cursor(cursor: Cursor) -> str:
 
 
 def decode_cursor(value: str) -> Cursor:
+    """A cursor made by ``encode_cursor``; anything else is a BadRequest."""
+    bad = BadRequest("invalid cursor (pass back a next_cursor value unchanged)")
+    if len(value) > MAX_CURSOR_LENGTH:
+        raise bad
     try:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        when, ident = json.loads(raw)
+        data = json.loads(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)))
+    except (ValueError, binascii.Error, RecursionError):
+        raise bad from None
+    if not isinstance(data, list) or len(data) != 2:
+        raise bad
+    when, ident = data
+    if not isinstance(when, str) or type(ident) is not int or not 1 <= ident <= MAX_ID:
+        raise bad
+    try:
         moment = datetime.fromisoformat(when)
-        if moment.tzinfo is None or not isinstance(ident, int):
-            raise ValueError
-        return Cursor(moment, ident)
-    except (ValueError, TypeError, binascii.Error, json.JSONDecodeError):
-        raise BadRequest("invalid cursor") from None
+    except ValueError:
+        raise bad from None
+    if moment.tzinfo is None or not in_range(moment):
+        raise bad
+    return Cursor(moment.astimezone(UTC), ident)
+
+
+def _links(request: Request, public_url: str | None) -> tuple[str, str]:
+    """(the site link, this document's URL) for an export: from ``settings.public_url``
+    when set, else from the request (its Host header: see docs/exports.md)."""
+    if not public_url:
+        return str(request.base_url), str(request.url)
+    base = public_url.rstrip("/")
+    query = request.url.query
+    return base + "/", base + request.url.path + (f"?{query}" if query else "")
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    """If-None-Match uses the weak comparison (RFC 9110, 13.1.2)."""
+    if header.strip() == "*":
+        return True
+    opaque = etag.removeprefix("W/")
+    return any(tag.strip().removeprefix("W/") == opaque for tag in header.split(","))
+
+
+def _not_modified_since(header: str, last_changed: datetime) -> bool:
+    try:
+        since = parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError):
+        return False  # a date we cannot read: send the whole document
+    if since.tzinfo is None:
+        since = since.replace(tzinfo=UTC)
+    return last_changed.replace(microsecond=0) <= since
+
+
+def _http_date(value: datetime) -> str:
+    return format_datetime(value.astimezone(UTC), usegmt=True)
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -191,46 +245,79 @@ def create_app(
     db_registry = CollectorRegistry(auto_describe=False)
     db_registry.register(DatabaseCollector(queries, clock))
 
+    async def check_feeds(f: ExportFilter) -> Response | None:
+        """A 400 for a feed name that matches no feed (the same on every endpoint)."""
+        if not f.feeds:
+            return None
+        try:
+            unknown = await run_in_threadpool(queries.unknown_feeds, f.feeds)
+        except StoreError as exc:
+            return _error(503, str(exc))
+        if unknown:
+            return _error(400, f"no feed named {', '.join(map(repr, unknown))}")
+        return None
+
     async def export_endpoint(request: Request) -> Response:
         name = request.path_params["format"]
         fmt = export.FORMATS.get(name)
         if fmt is None:
             return _error(404, f"unknown format {name!r} (one of {', '.join(export.FORMATS)})")
         now = clock()
+        cfg = config()
         try:
-            f = _filter(request, now, limit=_int(request, "limit", None))
+            f = _filter(request, now, limit=_limit(request, None))
         except BadRequest as exc:
             return _error(400, str(exc))
-        if f.feeds:
-            unknown = await run_in_threadpool(queries.unknown_feeds, f.feeds)
-            if unknown:
-                return _error(400, f"no feed named {', '.join(map(repr, unknown))}")
+        if (problem := await check_feeds(f)) is not None:
+            return problem
+        link, feed_url = _links(request, cfg.settings.public_url)
         req = export.ExportRequest(
             format=name,
             filter=f,
             per_item=_flag(request.query_params.get("per_item")),
             title=request.query_params.get("title") or None,
-            link=str(request.base_url),
-            feed_url=str(request.url),
+            link=link,
+            feed_url=feed_url,
         )
-        cfg = config()
-        chunks = export.stream(queries, req, now=now, feeds=cfg.feeds)
+        feed_limit = cfg.settings.feed_export_limit
         headers = {"X-Content-Type-Options": "nosniff"}
         if name == "html":
             headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+        if name in export.FEED_FORMATS:
+            try:
+                validator = await run_in_threadpool(
+                    queries.change_validator,
+                    export.with_defaults(req, now, feed_limit=feed_limit).filter,
+                    per_item=req.per_item,
+                )
+            except StoreError as exc:
+                return _error(503, str(exc))
+            headers.update(_validators(req, validator))
+            if _not_modified(request, headers["ETag"], validator.last_changed):
+                return Response(status_code=304, headers=headers)
+        chunks = export.stream(queries, req, now=now, feeds=cfg.feeds, feed_limit=feed_limit)
+        try:  # the head and the first rows: a failing query is still a clean error
+            first = await run_in_threadpool(_take, chunks, 2)
+        except StoreError as exc:
+            return _error(503, str(exc))
+        except ValueError as exc:
+            return _error(400, str(exc))
+        body = itertools.chain(first, chunks)
         return StreamingResponse(
-            iterate_in_threadpool(_encode(chunks)), media_type=fmt.media_type, headers=headers
+            iterate_in_threadpool(_encode(body)), media_type=fmt.media_type, headers=headers
         )
 
     async def page(request: Request, kind: str) -> Response:
         now = clock()
         try:
-            limit = min(_int(request, "limit", DEFAULT_PAGE) or DEFAULT_PAGE, MAX_PAGE)
+            limit = min(_limit(request, DEFAULT_PAGE) or DEFAULT_PAGE, MAX_PAGE)
             f = _filter(request, now, limit=limit + 1)
             raw_cursor = request.query_params.get("cursor")
             after = decode_cursor(raw_cursor) if raw_cursor else None
         except BadRequest as exc:
             return _error(400, str(exc))
+        if (problem := await check_feeds(f)) is not None:
+            return problem
 
         def load() -> tuple[list[dict[str, Any]], Cursor | None]:
             if kind == "stories":
@@ -310,6 +397,37 @@ def create_app(
 def _encode(chunks: Iterator[str]) -> Iterator[bytes]:
     for chunk in chunks:
         yield chunk.encode("utf-8")
+
+
+def _take(chunks: Iterator[str], count: int) -> list[str]:
+    return list(itertools.islice(chunks, count))
+
+
+def _validators(req: export.ExportRequest, validator: ChangeValidator) -> dict[str, str]:
+    """ETag, Last-Modified and Cache-Control of a feed export. The ETag is weak: the
+    document says when it was generated, so two answers with one ETag can differ in that
+    line; everything else it shows is in the digest (rows, feed names, the request)."""
+    key = json.dumps(
+        [VERSION, validator.digest, req.format, req.per_item, req.title, req.link, req.feed_url]
+    )
+    headers = {
+        "ETag": f'W/"{hashlib.sha256(key.encode()).hexdigest()[:32]}"',
+        "Cache-Control": CACHE_CONTROL,
+    }
+    if validator.last_changed is not None:
+        headers["Last-Modified"] = _http_date(validator.last_changed)
+    return headers
+
+
+def _not_modified(request: Request, etag: str, last_changed: datetime | None) -> bool:
+    """If-None-Match decides when present; else If-Modified-Since (RFC 9110, 13.2.2)."""
+    match = request.headers.get("if-none-match")
+    if match is not None:
+        return _etag_matches(match, etag)
+    since = request.headers.get("if-modified-since")
+    if since is None or last_changed is None:
+        return False
+    return _not_modified_since(since, last_changed)
 
 
 # ---- running it ----------------------------------------------------------------------------

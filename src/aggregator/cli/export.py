@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -25,6 +27,8 @@ from ..errors import ConfigError, StoreError
 from ..store import Store, open_store
 from ..store.queries import Queries
 from .common import ConfigOpt, DatabaseOpt, app, fail
+
+MAX_LIMIT = 2**63 - 1  # export.MAX_LIMIT (the formats load for the export command only)
 
 # The read-only commands (export, serve) work without a feeds.yaml (only the database
 # is needed) and never migrate the database.
@@ -76,7 +80,14 @@ def export_command(
     search: Annotated[
         str | None, typer.Option(help='full-text search: words, "phrases", -excluded')
     ] = None,
-    limit: Annotated[int | None, typer.Option(min=1, help="at most this many entries")] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=MAX_LIMIT,
+            help="at most this many entries (atom, rss, json: settings.feed_export_limit, 100)",
+        ),
+    ] = None,
     per_item: Annotated[
         bool, typer.Option("--per-item", help="one entry per item instead of per story")
     ] = False,
@@ -86,7 +97,10 @@ def export_command(
     ] = None,
     title: Annotated[str | None, typer.Option(help="the feed or page title")] = None,
     link: Annotated[
-        str | None, typer.Option(help="the site URL the feed points to (default: localhost)")
+        str | None,
+        typer.Option(
+            help="the site URL the feed points to (default: settings.public_url, else localhost)"
+        ),
     ] = None,
     timezone: Annotated[
         str | None, typer.Option(help="time zone of the digest's times (default: UTC)")
@@ -96,14 +110,17 @@ def export_command(
 ) -> None:
     """Export stories (or items) as atom, rss, json, jsonl, csv, html or opml."""
     from .. import export  # the formats (feedgen, lxml, …) load for this command only
+    from ..export.clean import safe_url
 
     name = fmt.strip().lower()
     if name not in export.FORMATS:
         raise fail(f"unknown format {fmt!r} (one of {', '.join(export.FORMATS)})")
     try:
         tz = ZoneInfo(timezone) if timezone else UTC
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long
         raise fail(f"unknown time zone {timezone!r}") from None
+    if link is not None and safe_url(link) != link.strip():
+        raise fail(f"--link must be an http(s) URL with a host, not {link!r}")
     now = datetime.now(UTC)
     try:
         request = export.ExportRequest(
@@ -125,6 +142,8 @@ def export_command(
     except ValueError as exc:
         raise fail(str(exc)) from None
     cfg = load_for_reading(config, database)
+    if link is None and cfg.settings.public_url:
+        request = replace(request, link=cfg.settings.public_url)
     store = open_for_reading(cfg, needs_database=name != "opml")
     try:
         queries = Queries(store) if store is not None else None
@@ -132,7 +151,16 @@ def export_command(
             unknown = queries.unknown_feeds(request.filter.feeds)
             if unknown:
                 raise fail(f"no feed named {', '.join(map(repr, unknown))} in the database")
-        chunks = export.stream(queries, request, now=now, feeds=cfg.feeds)
+        chunks = export.stream(
+            queries,
+            request,
+            now=now,
+            feeds=cfg.feeds,
+            feed_limit=cfg.settings.feed_export_limit,
+        )
+        # the head and the first rows before anything is written: a failing query
+        # leaves no half document behind on stdout
+        chunks = itertools.chain(list(itertools.islice(chunks, 2)), chunks)
         if output is not None:
             export.write_atomic(output, chunks)
         else:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from ..config import parse_duration
 from ..errors import StoreError
 from ..store.fingerprints import StoryRow
 from .common import ConfigOpt, DatabaseOpt, app, console, fail, fmt_ts, load_or_exit, open_or_exit
@@ -53,9 +52,14 @@ def stories_list(
         str, typer.Option("--since", help="stories first seen within this duration (24h, 7d)")
     ] = "24h",
     min_sources: Annotated[
-        int, typer.Option("--min-sources", min=1, help="only stories from this many feeds")
+        int,
+        typer.Option(
+            "--min-sources", min=1, max=2**63 - 1, help="only stories from this many feeds"
+        ),
     ] = 2,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=2**63 - 1, help="at most this many")
+    ] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines, one story each")] = False,
     config: ConfigOpt = None,
     database: DatabaseOpt = None,
@@ -63,16 +67,16 @@ def stories_list(
     """List recent stories with their sources (``stories explain ID`` for one story)."""
     if ctx.invoked_subcommand is not None:
         return
+    from ..export.when import duration_before  # one guard for every since/until
+
     try:
-        window = parse_duration(since)
+        cutoff = duration_before(datetime.now(UTC), since)
     except ValueError as exc:
         raise fail(f"--since: {exc}") from None
     cfg = load_or_exit(config, database)
     store = open_or_exit(cfg, migrate=True)
     try:
-        rows = store.list_stories(
-            datetime.now(UTC) - timedelta(seconds=window), min_sources=min_sources, limit=limit
-        )
+        rows = store.list_stories(cutoff, min_sources=min_sources, limit=limit)
     finally:
         store.close()
     if as_json:
@@ -190,11 +194,12 @@ def stories_rebuild(
     """Re-decide the stories of stored items under the current dedup rules (safe while
     the daemon runs: short transactions of --batch items)."""
     from .. import dedup  # numpy with it: only for this command
+    from ..export.when import duration_before
 
     start = None
     if since is not None:
         try:
-            start = datetime.now(UTC) - timedelta(seconds=parse_duration(since))
+            start = duration_before(datetime.now(UTC), since)
         except ValueError as exc:
             raise fail(f"--since: {exc}") from None
     cfg = load_or_exit(config, database)

@@ -4,19 +4,25 @@ atomically. See docs/exports.md."""
 
 from .atomic import write_atomic
 from .run import (
+    DEFAULT_FEED_LIMIT,
+    FEED_FORMATS,
     FORMATS,
+    MAX_LIMIT,
     ExportRequest,
     Format,
     build_filter,
-    parse_when,
     request_for,
     run_scheduled,
     stream,
-    with_default_window,
+    with_defaults,
 )
+from .when import parse_when
 
 __all__ = [
+    "DEFAULT_FEED_LIMIT",
+    "FEED_FORMATS",
     "FORMATS",
+    "MAX_LIMIT",
     "ExportRequest",
     "Format",
     "build_filter",
@@ -24,6 +30,6 @@ __all__ = [
     "request_for",
     "run_scheduled",
     "stream",
-    "with_default_window",
+    "with_defaults",
     "write_atomic",
 ]

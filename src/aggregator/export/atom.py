@@ -28,6 +28,8 @@ def _head(meta: FeedMeta) -> tuple[str, str]:
     if meta.feed_url:
         fg.link(href=meta.feed_url, rel="self")
     fg.generator("aggregator", version=VERSION)
+    # RFC 4287 4.1.1: a feed names an author unless every entry does (many have none)
+    fg.author(name="aggregator")
     document: bytes = fg.atom_str(pretty=False)
     text = document.decode("utf-8")
     end = text.rindex("</feed>")

@@ -6,13 +6,21 @@ then by time. Every feed-provided string is escaped; links are http(s) only.
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Iterator
-from datetime import datetime, tzinfo
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta, tzinfo
 from urllib.parse import urlsplit
 
+from ..store.queries import ExportSummary
+from .clean import clean_line
 from .model import Entry, FeedMeta
 
 MEDIA_TYPE = "text/html; charset=utf-8"
+# First seen is shown beside the published date when the two are further apart than
+# this (a late or back-dated story); polling every 30 min makes smaller gaps normal.
+SEEN_GAP = timedelta(hours=2)
+SUMMARY_AFTER = 50  # a digest of more stories than this starts with a summary
+TOP = 5  # top sources, and most-carried stories, in that summary
 # Sent as a header by the server and repeated in the page: nothing but inline CSS runs.
 CONTENT_SECURITY_POLICY = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'"
 
@@ -43,6 +51,10 @@ border-radius:999px;padding:0 .55rem;margin-right:.35rem}
 .sources a{color:var(--accent);text-decoration:none}
 .sources a:hover{text-decoration:underline}
 .empty{color:var(--muted);font-style:italic}
+.summary{background:var(--card);border:1px solid var(--line);border-radius:12px;
+padding:.9rem 1.25rem;margin:0 0 1.4rem;font-size:.92rem}
+.summary p{margin:0 0 .4rem}.summary ol{list-style:decimal;padding-left:1.3rem;margin:0}
+.summary a{color:var(--accent)}
 footer{color:var(--muted);font-size:.8rem;margin-top:2rem;text-align:center}
 @media (max-width:520px){body{font-size:16px}.wrap{padding:1.4rem .8rem 2rem}
 h1{font-size:1.55rem}.story{padding:.85rem .95rem;border-radius:10px}
@@ -59,8 +71,25 @@ def _when(value: datetime, tz: tzinfo) -> str:
     return f"{local.day} {local:%b %Y}, {local:%H:%M} {local.tzname() or ''}".strip()
 
 
-def _time(value: datetime, tz: tzinfo) -> str:
-    return f'<time datetime="{_e(value.isoformat())}">{_e(_when(value, tz))}</time>'
+def _time(value: datetime, tz: tzinfo, kind: str = "") -> str:
+    css = f' class="{kind}"' if kind else ""
+    return f'<time{css} datetime="{_e(value.isoformat())}">{_e(_when(value, tz))}</time>'
+
+
+def _dates(entry: Entry, tz: tzinfo) -> str:
+    """The published date; first seen too when it differs meaningfully (or alone when
+    the feed gave no date)."""
+    seen = _time(entry.first_seen_at, tz, "seen")
+    if entry.published is None:
+        return f"first seen {seen}"
+    published = _time(entry.published, tz, "published")
+    if abs(entry.first_seen_at - entry.published) <= SEEN_GAP:
+        return published
+    return f"{published} · first seen {seen}"
+
+
+def _anchor(entry: Entry) -> str:
+    return f"story-{entry.story_id}" if entry.kind == "story" else f"item-{entry.item_id}"
 
 
 def _period(meta: FeedMeta) -> str:
@@ -91,9 +120,9 @@ def story_html(entry: Entry, tz: tzinfo) -> str:
     host = urlsplit(entry.url).hostname if entry.url else None
     site = f' · <span class="site">{_e(host.removeprefix("www."))}</span>' if host else ""
     parts = [
-        '<li class="story">',
+        f'<li class="story" id="{_anchor(entry)}">',
         f"<h2>{title}</h2>",
-        f'<p class="meta">{badge}{_time(entry.first_seen_at, tz)}{site}</p>',
+        f'<p class="meta">{badge}{_dates(entry, tz)}{site}</p>',
     ]
     if entry.teaser:
         parts.append(f'<p class="teaser">{_e(entry.teaser)}</p>')
@@ -102,7 +131,40 @@ def story_html(entry: Entry, tz: tzinfo) -> str:
     return "".join(parts)
 
 
-def render(entries: Iterable[Entry], meta: FeedMeta) -> Iterator[str]:
+def summary_html(summary: ExportSummary, carried: list[Entry]) -> str:
+    """Counts, the top sources and the stories carried by the most sources."""
+    noun = "stories" if not carried or carried[0].kind == "story" else "items"
+    parts = [
+        '<section class="summary">',
+        f"<p><strong>{summary.entries} {noun}</strong> from {summary.items} "
+        f"item{'s' if summary.items != 1 else ''} in {summary.feeds} "
+        f"feed{'s' if summary.feeds != 1 else ''}.</p>",
+    ]
+    if summary.top_feeds:
+        top = ", ".join(
+            f"{_e(clean_line(n) or '(unnamed feed)')} ({c})" for n, c in summary.top_feeds
+        )
+        parts.append(f"<p>Top sources: {top}.</p>")
+    widest = [e for e in carried if e.source_count > 1]
+    if widest:
+        parts.append("<p>Carried by the most sources:</p><ol>")
+        parts.extend(
+            f'<li><a href="#{_anchor(e)}">{_e(e.title)}</a> ({e.source_count} sources)</li>'
+            for e in widest
+        )
+        parts.append("</ol>")
+    parts.append("</section>\n")
+    return "".join(parts)
+
+
+def render(
+    entries: Iterable[Entry],
+    meta: FeedMeta,
+    summary: Callable[[], ExportSummary] | None = None,
+) -> Iterator[str]:
+    """The page. ``summary`` (counts over the whole listing, asked once) puts a summary
+    at the top of a digest of more than ``SUMMARY_AFTER`` stories; the entries come
+    ranked by sources, so the first few are the most carried ones."""
     yield (
         '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -112,10 +174,17 @@ def render(entries: Iterable[Entry], meta: FeedMeta) -> Iterator[str]:
         f"<title>{_e(meta.title)}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n"
         '<div class="wrap">\n<header>\n'
         f"<h1>{_e(meta.title)}</h1>\n"
-        f'<p class="period">{_period(meta)}</p>\n</header>\n<main>\n<ol>\n'
+        f'<p class="period">{_period(meta)}</p>\n</header>\n<main>\n'
     )
+    stream = iter(entries)
+    counts = summary() if summary is not None else None
+    if counts is not None and counts.entries > SUMMARY_AFTER:
+        first = list(itertools.islice(stream, TOP))
+        yield summary_html(counts, first)
+        stream = itertools.chain(first, stream)
+    yield "<ol>\n"
     count = 0
-    for entry in entries:
+    for entry in stream:
         count += 1
         yield story_html(entry, meta.tz)
     yield "</ol>\n"

@@ -6,6 +6,7 @@ daemon's scheduled exports, and ``GET /export/{format}``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -13,15 +14,20 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from ..config import Config, ExportModel, parse_duration
+from ..config import Config, ExportModel
 from ..records import FeedSpec
 from ..store.queries import ExportFilter, Queries
 from . import atom, csvdump, digest, jsonfeed, jsonl, opml, rss
 from .atomic import write_atomic
+from .clean import clean_line
 from .model import FeedMeta, entries_from_items, entries_from_stories
+from .when import parse_when
 
 DIGEST_WINDOW = timedelta(hours=24)
 DEFAULT_LINK = "http://localhost/"
+FEED_FORMATS = ("atom", "rss", "json")  # polled by feed readers: a default limit, validators
+DEFAULT_FEED_LIMIT = 100  # newest entries in a feed format unless a limit is given
+MAX_LIMIT = 2**63 - 1  # the largest limit SQL (a signed 64-bit LIMIT) can take
 
 Kind = Literal["entries", "rows", "feeds"]
 
@@ -56,24 +62,16 @@ class ExportRequest:
     tz: tzinfo = UTC
 
 
-def parse_when(value: str, now: datetime) -> datetime:
-    """``24h``/``7d``/``90m`` (that long before ``now``) or an ISO 8601 date or
-    timestamp (UTC when it has no offset)."""
-    text = value.strip()
-    try:
-        return now - timedelta(seconds=parse_duration(text))
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"{value!r} is neither a duration (e.g. 24h, 7d) nor an ISO 8601 timestamp "
-            "(e.g. 2026-06-01 or 2026-06-01T07:00:00Z)"
-        ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC)
+def _no_nul(name: str, values: Sequence[str]) -> None:
+    """Text a database can take: no NUL (PostgreSQL refuses it), valid Unicode (a lone
+    surrogate, from undecodable bytes in argv, cannot be encoded)."""
+    for value in values:
+        if "\x00" in value:
+            raise ValueError(f"{name} must not contain a NUL character: {value!r}")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{name} is not valid UTF-8 text: {value!r}") from None
 
 
 def build_filter(
@@ -86,9 +84,13 @@ def build_filter(
     search: str | None = None,
     limit: int | None = None,
 ) -> ExportFilter:
-    """Filters from user input (raises ValueError naming the bad value)."""
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1, not {limit}")
+    """Filters from user input (raises ValueError naming the bad value): every value is
+    checked here, before anything is written or sent."""
+    if limit is not None and not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {limit}")
+    _no_nul("search", [search or ""])
+    _no_nul("feed", feeds)
+    _no_nul("tag", tags)
     return ExportFilter(
         since=parse_when(since, now) if since else None,
         until=parse_when(until, now) if until else None,
@@ -99,18 +101,23 @@ def build_filter(
     )
 
 
-def with_default_window(request: ExportRequest, now: datetime) -> ExportRequest:
-    """The HTML digest covers the last 24 h unless a period is given."""
+def with_defaults(
+    request: ExportRequest, now: datetime, *, feed_limit: int = DEFAULT_FEED_LIMIT
+) -> ExportRequest:
+    """The HTML digest covers the last 24 h unless a period is given; the feed formats
+    (Atom, RSS, JSON Feed) carry the newest ``feed_limit`` entries unless a limit is."""
     f = request.filter
-    if request.format != "html" or f.since is not None:
-        return request
-    end = f.until or now
-    return replace(request, filter=replace(f, since=end - DIGEST_WINDOW))
+    if request.format == "html" and f.since is None:
+        end = f.until or now
+        return replace(request, filter=replace(f, since=end - DIGEST_WINDOW))
+    if request.format in FEED_FORMATS and f.limit is None:
+        return replace(request, filter=replace(f, limit=feed_limit))
+    return request
 
 
 def _title(request: ExportRequest, now: datetime) -> str:
-    if request.title:
-        return request.title
+    if clean_line(request.title):
+        return clean_line(request.title)
     if request.format == "html":
         day = (request.filter.until or now).astimezone(request.tz)
         return f"Digest · {day.day} {day:%B %Y}"
@@ -125,12 +132,13 @@ def stream(
     *,
     now: datetime,
     feeds: Sequence[FeedSpec] = (),
+    feed_limit: int = DEFAULT_FEED_LIMIT,
 ) -> Iterator[str]:
     """The export as text chunks, produced as the rows arrive."""
     fmt = FORMATS.get(request.format)
     if fmt is None:
         raise ValueError(f"unknown format {request.format!r} (one of {', '.join(FORMATS)})")
-    request = with_default_window(request, now)
+    request = with_defaults(request, now, feed_limit=feed_limit)
     f = request.filter
     meta = FeedMeta(
         title=_title(request, now),
@@ -149,17 +157,15 @@ def stream(
     if fmt.kind == "rows":
         rows = queries.iter_items(f)
         return jsonl.render(rows) if fmt.name == "jsonl" else csvdump.render(rows)
-    renderer = {
-        "atom": atom.render,
-        "rss": rss.render,
-        "json": jsonfeed.render,
-        "html": digest.render,
-    }[fmt.name]
     if request.per_item:
         entries = entries_from_items(queries.iter_items(f, newest_first=True))
     else:
         order: Literal["recent", "sources"] = "sources" if fmt.name == "html" else "recent"
         entries = entries_from_stories(queries.iter_stories(f, order=order))
+    if fmt.name == "html":
+        counts = functools.partial(queries.summary, f, per_item=request.per_item)
+        return digest.render(entries, meta, counts)
+    renderer = {"atom": atom.render, "rss": rss.render, "json": jsonfeed.render}[fmt.name]
     return renderer(entries, meta)
 
 
@@ -187,4 +193,13 @@ def run_scheduled(queries: Queries, config: Config, export: ExportModel, now: da
     """Write one configured export atomically; returns the bytes written. A relative
     ``path`` is relative to the working directory, like the default database."""
     request = request_for(export, now)
-    return write_atomic(Path(export.path), stream(queries, request, now=now, feeds=config.feeds))
+    if request.link is None and config.settings.public_url:
+        request = replace(request, link=config.settings.public_url)
+    chunks = stream(
+        queries,
+        request,
+        now=now,
+        feeds=config.feeds,
+        feed_limit=config.settings.feed_export_limit,
+    )
+    return write_atomic(Path(export.path), chunks)

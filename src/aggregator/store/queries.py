@@ -17,6 +17,7 @@ its source count and sources list are always complete.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -71,6 +72,24 @@ class Cursor:
 
     first_seen_at: datetime
     id: int
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What a listing holds: entries (stories or items), items, feeds, the top feeds."""
+
+    entries: int
+    items: int
+    feeds: int
+    top_feeds: tuple[tuple[str, int], ...]  # (feed name, title or URL; entries it carried)
+
+
+@dataclass(frozen=True)
+class ChangeValidator:
+    """A digest of what an export would list, and the newest change among it."""
+
+    digest: str
+    last_changed: datetime | None
 
 
 @dataclass(frozen=True)
@@ -374,46 +393,7 @@ class Queries:
             raise StoreError(f"cannot read items: {_short(exc)}") from None
 
     # ---- stories -------------------------------------------------------------------
-    def _stories_query(
-        self, f: ExportFilter, *, order: StoryOrder, after: Cursor | None
-    ) -> Select[Any]:
-        inner = items.alias("i2")
-        source_count = (
-            select(func.count(distinct(inner.c.feed_id)))
-            .where(inner.c.story_id == stories.c.id)
-            .scalar_subquery()
-            .label("source_count")
-        )
-        item_count = (
-            select(func.count())
-            .where(inner.c.story_id == stories.c.id)
-            .scalar_subquery()
-            .label("item_count")
-        )
-        first_item = (
-            select(func.min(inner.c.id)).where(inner.c.story_id == stories.c.id).scalar_subquery()
-        )
-        rep = items.alias("rep")
-        columns = [
-            stories.c.id.label("s_id"),
-            stories.c.title.label("s_title"),
-            stories.c.url.label("s_url"),
-            stories.c.canonical_url.label("s_canonical_url"),
-            stories.c.first_seen_at.label("s_first_seen_at"),
-            stories.c.last_seen_at.label("s_last_seen_at"),
-            source_count,
-            item_count,
-            *(c.label("r_" + c.name) for c in rep.c if c.name in _REP_NAMES),
-            feeds.c.name.label("feed_name"),
-            feeds.c.url.label("feed_url"),
-            feeds.c.title.label("feed_title"),
-            feeds.c.tags.label("feed_tags"),
-        ]
-        # the representative chosen by deduplication (migration 0003), else the first item
-        representative = func.coalesce(stories.c.representative_item_id, first_item)
-        query = select(*columns).select_from(
-            stories.join(rep, rep.c.id == representative).join(feeds, feeds.c.id == rep.c.feed_id)
-        )
+    def _story_conditions(self, f: ExportFilter, after: Cursor | None) -> list[ColumnElement[bool]]:
         conds: list[ColumnElement[bool]] = []
         if f.since is not None:
             conds.append(stories.c.first_seen_at >= f.since)
@@ -433,6 +413,57 @@ class Queries:
                     and_(stories.c.first_seen_at == after.first_seen_at, stories.c.id < after.id),
                 )
             )
+        return conds
+
+    @staticmethod
+    def _representative(rep: Any) -> ColumnElement[bool]:
+        """Join condition: ``rep`` is the story's representative (chosen by deduplication,
+        migration 0003), else its first item."""
+        inner = items.alias("i1")
+        first_item = (
+            select(func.min(inner.c.id)).where(inner.c.story_id == stories.c.id).scalar_subquery()
+        )
+        condition: ColumnElement[bool] = rep.c.id == func.coalesce(
+            stories.c.representative_item_id, first_item
+        )
+        return condition
+
+    def _stories_query(
+        self, f: ExportFilter, *, order: StoryOrder, after: Cursor | None
+    ) -> Select[Any]:
+        inner = items.alias("i2")
+        source_count = (
+            select(func.count(distinct(inner.c.feed_id)))
+            .where(inner.c.story_id == stories.c.id)
+            .scalar_subquery()
+            .label("source_count")
+        )
+        item_count = (
+            select(func.count())
+            .where(inner.c.story_id == stories.c.id)
+            .scalar_subquery()
+            .label("item_count")
+        )
+        rep = items.alias("rep")
+        columns = [
+            stories.c.id.label("s_id"),
+            stories.c.title.label("s_title"),
+            stories.c.url.label("s_url"),
+            stories.c.canonical_url.label("s_canonical_url"),
+            stories.c.first_seen_at.label("s_first_seen_at"),
+            stories.c.last_seen_at.label("s_last_seen_at"),
+            source_count,
+            item_count,
+            *(c.label("r_" + c.name) for c in rep.c if c.name in _REP_NAMES),
+            feeds.c.name.label("feed_name"),
+            feeds.c.url.label("feed_url"),
+            feeds.c.title.label("feed_title"),
+            feeds.c.tags.label("feed_tags"),
+        ]
+        query = select(*columns).select_from(
+            stories.join(rep, self._representative(rep)).join(feeds, feeds.c.id == rep.c.feed_id)
+        )
+        conds = self._story_conditions(f, after)
         if conds:
             query = query.where(*conds)
         if order == "sources":
@@ -471,6 +502,91 @@ class Queries:
                         )
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot read stories: {_short(exc)}") from None
+
+    # ---- the digest's summary ---------------------------------------------------------
+    def summary(
+        self, f: ExportFilter, *, per_item: bool, order: StoryOrder = "sources", top: int = 5
+    ) -> ExportSummary:
+        """Counts over what a listing of ``f`` shows (its limit included): entries,
+        items, feeds, and the ``top`` feeds that carried the most entries."""
+        if per_item:
+            listed = self._items_query(f, newest_first=True, after=None)
+            ids = listed.with_only_columns(items.c.id).subquery()
+            key = items.c.id
+        else:
+            listed = self._stories_query(f, order=order, after=None)
+            ids = listed.with_only_columns(stories.c.id).subquery()
+            key = items.c.story_id
+        members = key.in_(select(ids.c.id))
+        label = func.coalesce(feeds.c.name, feeds.c.title, feeds.c.url)
+        carried = func.count(distinct(key))
+        try:
+            with self.engine.connect() as conn:
+                entries = conn.execute(select(func.count()).select_from(ids)).scalar_one()
+                item_count, feed_count = conn.execute(
+                    select(func.count(), func.count(distinct(items.c.feed_id))).where(members)
+                ).one()
+                by_feed = conn.execute(
+                    select(label, carried)
+                    .select_from(items.join(feeds, feeds.c.id == items.c.feed_id))
+                    .where(members)
+                    .group_by(feeds.c.id, label)
+                    .order_by(carried.desc(), label)
+                    .limit(top)
+                ).all()
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read stories: {_short(exc)}") from None
+        return ExportSummary(
+            entries=int(entries),
+            items=int(item_count),
+            feeds=int(feed_count),
+            top_feeds=tuple((str(name), int(count)) for name, count in by_feed),
+        )
+
+    # ---- change validators (ETag / Last-Modified) ------------------------------------
+    def change_validator(self, f: ExportFilter, *, per_item: bool) -> ChangeValidator:
+        """What an export of ``f`` (newest first) would show, reduced to a digest: the
+        stories (or items) it would list with their change times, and the feeds' names.
+        Reads ids and times only (no text), so a feed reader's poll that ends in a 304
+        costs one light query."""
+        digest = hashlib.sha256()
+        newest: datetime | None = None
+        if per_item:
+            query = select(items.c.id, items.c.updated_at).select_from(items)
+            conds = self._item_conditions(f, dates=True)
+            order = (items.c.first_seen_at.desc(), items.c.id.desc())
+        else:
+            changed = (
+                select(func.max(items.c.updated_at))
+                .where(items.c.story_id == stories.c.id)
+                .scalar_subquery()
+            )
+            rep = items.alias("rep")
+            query = select(
+                stories.c.id, stories.c.last_seen_at, stories.c.item_count, changed.label("c")
+            ).select_from(stories.join(rep, self._representative(rep)))
+            conds = self._story_conditions(f, None)
+            order = (stories.c.first_seen_at.desc(), stories.c.id.desc())
+        query = query.where(*conds).order_by(*order)
+        if f.limit is not None:
+            query = query.limit(f.limit)
+        try:
+            with self.engine.connect() as conn:
+                for row in conn.execution_options(yield_per=BATCH).execute(query):
+                    digest.update(repr(tuple(row)).encode())
+                    for value in row[1:]:
+                        if isinstance(value, datetime) and (newest is None or value > newest):
+                            newest = value
+                labels = conn.execute(
+                    select(
+                        feeds.c.id, feeds.c.name, feeds.c.title, feeds.c.url, feeds.c.tags
+                    ).order_by(feeds.c.id)
+                )
+                for label in labels:
+                    digest.update(repr(tuple(label)).encode())
+        except SQLAlchemyError as exc:
+            raise StoreError(f"cannot read stories: {_short(exc)}") from None
+        return ChangeValidator(digest.hexdigest()[:32], newest)
 
     def _sources(self, conn: Any, story_ids: list[int]) -> dict[int, list[SourceRecord]]:
         found: dict[int, list[SourceRecord]] = {}
