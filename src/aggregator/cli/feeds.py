@@ -222,9 +222,12 @@ def feeds_import(
 @feeds_app.command("export")
 def feeds_export(
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="write here (default: stdout)")
+        Path | None,
+        typer.Option("--output", "-o", metavar="PATH", help="write here (default: stdout)"),
     ] = None,
-    title: Annotated[str, typer.Option(help="the list's title")] = "aggregator subscriptions",
+    title: Annotated[
+        str, typer.Option(metavar="TEXT", help="the list's title")
+    ] = "aggregator subscriptions",
     config: ConfigOpt = None,
 ) -> None:
     """Write the configured sources as an OPML 2.0 subscription list."""

@@ -48,12 +48,18 @@ def _story_json(story: StoryRow) -> dict[str, object]:
 def stories_list(
     ctx: typer.Context,
     since: Annotated[
-        str, typer.Option("--since", help="stories first seen within this duration (24h, 7d)")
+        str,
+        typer.Option(
+            "--since", metavar="DURATION", help="stories first seen within this duration (24h, 7d)"
+        ),
     ] = "24h",
     min_sources: Annotated[
-        int, typer.Option("--min-sources", min=1, help="only stories from this many feeds")
+        int,
+        typer.Option("--min-sources", min=1, metavar="N", help="only stories from this many feeds"),
     ] = 2,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="at most this many")] = 100,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, metavar="N", help="at most this many")
+    ] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines, one story each")] = False,
     config: ConfigOpt = None,
     database: DatabaseOpt = None,
