@@ -286,7 +286,7 @@ def test_missing_file_says_where_it_looked_and_how_to_point_elsewhere(tmp_path: 
     assert str(tmp_path / "nope.yaml") in message and "given by --config" in message
     assert "--config PATH" in message and "AGGREGATOR_CONFIG" in message
     env = {"AGGREGATOR_CONFIG": str(tmp_path / "env.yaml")}
-    with pytest.raises(ConfigError, match="env.yaml, given by AGGREGATOR_CONFIG"):
+    with pytest.raises(ConfigError, match=r"env\.yaml, given by AGGREGATOR_CONFIG"):
         load_config(None, environ=env)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -98,5 +98,11 @@ def open_url_or_exit(url: str) -> Store:
         raise fail(str(exc), 3) from None
 
 
+def as_utc(value: datetime) -> datetime:
+    """A stored time in UTC (naive times are UTC already)."""
+    return value.astimezone(UTC) if value.tzinfo is not None else value
+
+
 def fmt_ts(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+    """A stored time as operators read it: UTC, and marked so."""
+    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else ""

@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 import yaml
-from rich.table import Table
 
 from ..config import DEFAULT_CONFIG, ENV_CONFIG, parse_config
 from ..errors import ConfigError, ParseError
@@ -28,6 +27,7 @@ from .common import (
     load_or_exit,
     open_or_exit,
 )
+from .tables import print_table
 
 
 @feeds_app.command("list")
@@ -39,9 +39,10 @@ def feeds_list(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
         rows = store.list_feeds()
     finally:
         store.close()
-    table = Table(show_header=True)
-    for column in (
+    now = datetime.now(UTC)
+    columns = (
         "id",
+        "name",
         "url",
         "state",
         "items",
@@ -50,15 +51,13 @@ def feeds_list(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
         "errors",
         "next check",
         "last error",
-    ):
-        table.add_column(column, overflow="fold")
-    now = datetime.now(UTC)
-    for row in rows:
-        state = feed_state(now, row)
-        table.add_row(
+    )
+    table = [
+        (
             str(row.id),
+            row.name or "",
             row.url,
-            state,
+            feed_state(now, row),
             str(row.item_count),
             fmt_ts(row.last_polled_at),
             str(row.last_status or ""),
@@ -66,7 +65,9 @@ def feeds_list(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
             fmt_ts(row.next_check_at),
             row.disabled_reason or row.last_error or "",
         )
-    console.print(table)
+        for row in rows
+    ]
+    print_table(console, columns, table, right=("id", "items", "errors"))
 
 
 @feeds_app.command("enable")
