@@ -392,6 +392,7 @@ class Daemon:
         self._tick_lock = asyncio.Lock()
         self._refill_pending = False
         self._background: set[asyncio.Task[None]] = set()
+        self._tick_started = 0.0  # when the running (or last) tick took the lock
         self._skipped_ticks = 0  # ticks skipped since the last "tick still running" line
         self._skip_logged_at: float | None = None
 
@@ -407,6 +408,7 @@ class Daemon:
         if self.stop_event.is_set() or self.runner is None or self._tick_lock.locked():
             return
         async with self._tick_lock:
+            self._tick_started = time.monotonic()
             await self._tick()
 
     def _refill(self) -> None:
@@ -610,9 +612,11 @@ class Daemon:
 
     async def scheduled_tick(self) -> None:
         """The tick job: a tick, unless one (this job's last run, or one started when a
-        poll finished) is still running."""
-        if self._tick_lock.locked() and not self.stop_event.is_set():
-            self._tick_skipped()
+        poll finished) is still running; said when that one has run a tick period."""
+        if self._tick_lock.locked():
+            overrun = time.monotonic() - self._tick_started >= self.config.settings.tick
+            if overrun and not self.stop_event.is_set():
+                self._tick_skipped()
             return
         await self.tick()
 
