@@ -45,8 +45,9 @@ def test_run_once_default_database_and_summary(server: FixtureServer, tmp_path: 
     out = result.stdout
     assert "feeds polled" in out and "new items" in out and "failed" in out
     assert "HTTP 404" in out  # the failing feed is named with its error
-    # JSON log lines when stdout is not a terminal
-    polls = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    # standard output carries the summary only; the log is JSON lines on standard error
+    assert not any(line.startswith("{") for line in out.splitlines())
+    polls = [json.loads(line) for line in result.stderr.splitlines()]
     assert any(p.get("event") == "poll" and p.get("new_items") == 1 for p in polls)
 
 
@@ -144,5 +145,6 @@ def test_daemon_polls_and_stops_cleanly_on_sigterm(server: FixtureServer, tmp_pa
         if proc.poll() is None:
             proc.kill()
     assert count(db, "SELECT count(*) FROM items") == 1
-    events = [json.loads(line).get("event") for line in out.splitlines() if line.startswith("{")]
+    assert out == ""  # the log is on standard error
+    events = [json.loads(line).get("event") for line in err.splitlines()]
     assert "started" in events and "poll" in events and "stopped" in events

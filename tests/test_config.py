@@ -193,3 +193,130 @@ def test_a_date_that_does_not_exist_is_a_config_error_with_its_place(tmp_path: P
     assert str(caught.value) == (
         f"{path}: invalid YAML at line 3, column 9: '2026-02-30': day is out of range for month"
     )
+
+
+def problems_of(tmp_path: Path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    return str(info.value)
+
+
+def test_a_schema_error_names_its_line_and_the_nearest_key(tmp_path: Path) -> None:
+    message = problems_of(
+        tmp_path,
+        "settings:\n  concurrency: 4\nfeeds:\n  - url: https://a.example/f\n"
+        "    name: A\n    intreval: 5m\n",
+    )
+    assert message == (
+        f"{tmp_path / 'feeds.yaml'}, line 6: feed #1 (https://a.example/f), field 'intreval': "
+        "unknown key (did you mean 'interval'?)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("settings:\n  timeoutt: 5s\n", "line 2: field 'settings.timeoutt': unknown key (did "),
+        ("feed:\n  - url: https://a.example/f\n", "line 1: field 'feed': unknown key (did you "),
+        (
+            "feeds:\n  - url: https://a.example/f\n    concurrency: 3\n",
+            "line 3: feed #1 (https://a.example/f), field 'concurrency': unknown key "
+            "('concurrency' is a setting: it goes under settings:)",
+        ),
+        (
+            "settings:\n  http: {host: 127.0.0.1, prot: 80}\n",
+            "line 2: field 'settings.http.prot': unknown key (did you mean 'port'?)",
+        ),
+        (
+            "feeds:\n- url: https://a.example/f\n- name: no url\n  tags: [x]\n",
+            "line 3: feed #2, field 'url': Field required",
+        ),
+        (
+            "feeds:\n  - url: https://a.example/f\n    interval:\n      soon\n",
+            "line 3: feed #1 (https://a.example/f), field 'interval': 'soon' is not a duration",
+        ),
+    ],
+)
+def test_schema_errors_have_lines(tmp_path: Path, text: str, expected: str) -> None:
+    message = problems_of(tmp_path, text)
+    assert message.startswith(str(tmp_path / "feeds.yaml")), message
+    assert expected.split(": ", 1)[1] in message, message
+    assert f"feeds.yaml, {expected.split(': ', 1)[0]}: " in message, message
+
+
+def test_every_problem_is_listed_in_file_order(tmp_path: Path) -> None:
+    message = problems_of(
+        tmp_path,
+        "settings:\n  timeoutt: 5s\nfeeds:\n  - url: https://a.example/f\n    interval: soon\n"
+        "  - url: ftp://b.example/x\n    colour: red\n",
+    )
+    assert "more problem" not in message
+    assert message.splitlines() == [
+        f"{tmp_path / 'feeds.yaml'}: 4 problems:",
+        "  line 2: field 'settings.timeoutt': unknown key (did you mean 'timeout'?)",
+        "  line 5: feed #1 (https://a.example/f), field 'interval': 'soon' is not a duration "
+        "(use e.g. 30s, 15m, 2h, 1d)",
+        "  line 6: feed #2 (ftp://b.example/x), field 'url': 'ftp://b.example/x' is not an "
+        "http(s) URL with a host",
+        "  line 7: feed #2 (ftp://b.example/x), field 'colour': unknown key "
+        "(known keys: url, name, tags, interval, full_text, enabled, type, selectors)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "feeds:\n\t- url: https://a.example/f\n",
+        "feeds:\n  - url: https://a.example/f\n\t  name: A\n",
+        "settings:\n  concurrency: 4\n\tfull_text: no\n",
+    ],
+)
+def test_a_tab_says_use_spaces_with_its_line(tmp_path: Path, text: str) -> None:
+    message = problems_of(tmp_path, text)
+    line = next(n for n, row in enumerate(text.splitlines(), 1) if "\t" in row)
+    assert message.startswith(f"{tmp_path / 'feeds.yaml'}: invalid YAML at line {line}, ")
+    assert message.endswith("a tab character; YAML indents with spaces only: use spaces")
+
+
+def test_missing_file_says_where_it_looked_and_how_to_point_elsewhere(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as flag:
+        load_config(tmp_path / "nope.yaml", environ={})
+    message = str(flag.value)
+    assert str(tmp_path / "nope.yaml") in message and "given by --config" in message
+    assert "--config PATH" in message and "AGGREGATOR_CONFIG" in message
+    env = {"AGGREGATOR_CONFIG": str(tmp_path / "env.yaml")}
+    with pytest.raises(ConfigError, match=r"env\.yaml, given by AGGREGATOR_CONFIG"):
+        load_config(None, environ=env)
+
+
+def test_one_feed_under_several_spellings_and_repeated_names(tmp_path: Path) -> None:
+    message = problems_of(
+        tmp_path,
+        "feeds:\n"
+        "  - url: https://a.example/feed.xml\n    name: A\n"
+        "  - url: https://a.example/feed.xml/\n"
+        "  - url: HTTP://www.A.example/feed.xml\n"
+        "  - url: https://b.example/rss\n    name: A\n"
+        "  - url: https://a.example/feed.xml?page=2\n",
+    )
+    assert message.splitlines()[1:] == [
+        "  line 4: feed #2 (https://a.example/feed.xml/), field 'url': duplicate of feed #1 "
+        "(https://a.example/feed.xml, line 2), spelled differently",
+        "  line 5: feed #3 (HTTP://www.A.example/feed.xml), field 'url': duplicate of feed #1 "
+        "(https://a.example/feed.xml, line 2), spelled differently",
+        "  line 7: feed #4 (https://b.example/rss), field 'name': duplicate name 'A': also the "
+        "name of feed #1 (https://a.example/feed.xml, line 2)",
+    ]
+
+
+def test_repeated_export_names_name_both(tmp_path: Path) -> None:
+    message = problems_of(
+        tmp_path,
+        "exports:\n"
+        "  - {name: daily, format: atom, path: a.xml, schedule: '0 7 * * *'}\n"
+        "  - {name: daily, format: rss, path: b.xml, schedule: '0 8 * * *'}\n",
+    )
+    assert message.endswith(
+        "feeds.yaml, line 3: export #2 (daily), field 'name': duplicate of export #1 (daily, line 2)"
+    )

@@ -355,5 +355,6 @@ def test_hostile_matrix(farm: dict[str, object], tmp_path: Path) -> None:
     assert held.requests == []
     assert main.hits("/410.xml") == []
     assert main.hits("/good.xml")
-    polls = [json.loads(line) for line in again.stdout.splitlines() if line.startswith("{")]
+    polls = [json.loads(line) for line in again.stderr.splitlines() if line.startswith("{")]
+    assert any(p.get("feed") == good for p in polls)  # the log (standard error) was read
     assert all(p.get("feed") not in (routes["503"], routes["429"], routes["410"]) for p in polls)

@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from . import configcheck
 from .errors import ConfigError
 from .records import FeedSpec, HtmlSelectors
 
@@ -388,35 +389,6 @@ class Config:
         return self.settings.database_url
 
 
-def _location(path: Path | str, loc: tuple[int | str, ...], raw: Any) -> str:
-    where = str(path)
-    if len(loc) >= 2 and loc[0] == "feeds" and isinstance(loc[1], int):
-        index = loc[1]
-        url = None
-        if isinstance(raw, dict):
-            feeds = raw.get("feeds")
-            if isinstance(feeds, list) and index < len(feeds) and isinstance(feeds[index], dict):
-                url = feeds[index].get("url")
-        feed = f"feed #{index + 1}" + (f" ({url})" if url else "")
-        field = ".".join(str(p) for p in loc[2:]) or "(entry)"
-        return f"{where}: {feed}, field '{field}'"
-    if len(loc) >= 2 and loc[0] == "exports" and isinstance(loc[1], int):
-        index = loc[1]
-        name = None
-        if isinstance(raw, dict):
-            exports = raw.get("exports")
-            if (
-                isinstance(exports, list)
-                and index < len(exports)
-                and isinstance(exports[index], dict)
-            ):
-                name = exports[index].get("name")
-        export = f"export #{index + 1}" + (f" ({name})" if name else "")
-        field = ".".join(str(p) for p in loc[2:]) or "(entry)"
-        return f"{where}: {export}, field '{field}'"
-    return f"{where}: field '{'.'.join(str(p) for p in loc)}'"
-
-
 def _feed_spec(model: FeedModel, settings: Settings) -> FeedSpec:
     selectors = None
     if model.selectors is not None:
@@ -433,8 +405,9 @@ def _feed_spec(model: FeedModel, settings: Settings) -> FeedSpec:
     )
 
 
-def parse_config(raw: Any, path: Path | str = "<config>") -> Config:
-    """Validate already-loaded YAML data."""
+def parse_config(raw: Any, path: Path | str = "<config>", text: str | None = None) -> Config:
+    """Validate already-loaded YAML data; ``text``, the document it was loaded from, gives
+    the problems their line numbers. Every problem is reported at once (``configcheck``)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -446,38 +419,12 @@ def parse_config(raw: Any, path: Path | str = "<config>") -> Config:
     try:
         model = ConfigModel.model_validate(raw)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = tuple(first["loc"])
-        message = first["msg"]
-        if message.startswith("Value error, "):
-            message = message[len("Value error, ") :]
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        more = len(exc.errors()) - 1
-        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-        raise ConfigError(f"{_location(path, loc, raw)}: {message}{suffix}") from None
-    seen: dict[str, int] = {}
-    for index, feed in enumerate(model.feeds):
-        key = feed.url
-        if key in seen:
-            raise ConfigError(
-                f"{path}: feed #{index + 1} ({feed.url}), field 'url': duplicate of feed "
-                f"#{seen[key] + 1}"
-            )
-        seen[key] = index
-        if feed.selectors is not None and feed.type != "html":
-            raise ConfigError(
-                f"{path}: feed #{index + 1} ({feed.url}), field 'selectors': only allowed "
-                "with type: html"
-            )
-    export_names: dict[str, int] = {}
-    for index, export in enumerate(model.exports):
-        if export.name in export_names:
-            raise ConfigError(
-                f"{path}: export #{index + 1} ({export.name}), field 'name': duplicate of "
-                f"export #{export_names[export.name] + 1}"
-            )
-        export_names[export.name] = index
+        problems = configcheck.schema_problems(exc, raw, ConfigModel, Settings)
+        problems += configcheck.cross_problems(raw)
+        raise configcheck.config_error(path, problems, raw, text) from None
+    problems = configcheck.cross_problems(raw)
+    if problems:
+        raise configcheck.config_error(path, problems, raw, text)
     specs = tuple(_feed_spec(f, model.settings) for f in model.feeds)
     return Config(
         path=Path(path) if isinstance(path, str) else path,
@@ -585,19 +532,24 @@ def load_config(
     try:
         text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{file}: config file not found") from None
+        given = (
+            "given by --config"
+            if path
+            else (f"given by {ENV_CONFIG}" if env.get(ENV_CONFIG) else "the default path")
+        )
+        raise ConfigError(
+            f"{file}: config file not found (looked for {file.absolute()}, {given}); "
+            f"name the file with --config PATH or the {ENV_CONFIG} environment variable"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{file}: cannot read the config file ({exc})") from None
     try:
         raw = _load_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{file}: invalid YAML{where}: {problem}") from None
+        raise configcheck.yaml_error(file, text, exc) from None
     except ValueError as exc:  # a value PyYAML recognised but could not build: 2026-02-30
         raise ConfigError(f"{file}: invalid YAML: {exc}") from None
-    config = parse_config(raw, file)
+    config = parse_config(raw, file, text)
     url = database_url or env.get(ENV_DATABASE_URL)
     if url:
         config = Config(

@@ -20,7 +20,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 from aggregator.errors import ConfigError
-from aggregator.records import Subscription
+from aggregator.records import Subscription, url_key
 
 _KEY = re.compile(r"^[\w.-]+\s*:(\s|$)")
 
@@ -32,17 +32,6 @@ class AddReport:
     added: list[Subscription] = field(default_factory=list)
     duplicates: list[tuple[Subscription, str]] = field(default_factory=list)  # (sub, existing)
     invalid: list[tuple[Subscription, str]] = field(default_factory=list)  # (sub, why)
-
-
-def url_key(url: str) -> str:
-    """The identity of a feed URL for duplicate checks."""
-    parts = urlsplit(url.strip())
-    host = (parts.hostname or "").lower()
-    host = host[4:] if host.startswith("www.") else host
-    port = f":{parts.port}" if parts.port and parts.port not in (80, 443) else ""
-    path = parts.path.rstrip("/") or ""
-    query = f"?{parts.query}" if parts.query else ""
-    return f"{host}{port}{path}{query}"
 
 
 def _layout(text: str) -> tuple[int, int]:

@@ -2,7 +2,10 @@
 
 One ``Metrics`` object per process holds its own registry (tests make as many as they
 like). The daemon feeds it from the poll outcomes, the fetches and the scheduled
-exports; the server adds gauges read from the database at scrape time.
+exports; the server adds gauges read from the database at scrape time. Every metric and
+every value of its labels is listed in docs/operations.md ("Metrics"), and
+tests/test_metrics_docs.py compares that list with a real scrape: a new label value
+goes into both.
 """
 
 from __future__ import annotations

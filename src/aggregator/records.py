@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
+from urllib.parse import urlsplit
 
 SourceType = Literal["feed", "html"]
 # "css selector@attribute": the attribute name after the last "@" (outside brackets/quotes)
@@ -350,3 +351,20 @@ class Subscription:
     url: str
     title: str | None = None
     tags: tuple[str, ...] = ()
+
+
+def url_key(url: str) -> str:
+    """The identity of a feed URL for duplicate checks (``feeds.yaml`` and ``feeds
+    import``): without scheme, ``www.``, default port, trailing slash and case of the host,
+    so ``HTTP://www.a.example/feed.xml/`` and ``https://a.example/feed.xml`` are one feed."""
+    parts = urlsplit(url.strip())
+    host = (parts.hostname or "").lower()
+    host = host[4:] if host.startswith("www.") else host
+    try:
+        port = parts.port
+    except ValueError:  # not a number: keep it as written, the URL check reports it
+        port = None
+    port_text = f":{port}" if port and port not in (80, 443) else ""
+    path = parts.path.rstrip("/") or ""
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{host}{port_text}{path}{query}"

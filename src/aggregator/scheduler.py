@@ -34,6 +34,7 @@ from .pipeline import FetchPort, Pipeline, PipelineSettings
 from .records import FeedSpec, FeedState, FetchResult, PollOutcome
 from .store import Store
 from .store.queries import Queries
+from .store.schedule import poll_schedule
 
 if TYPE_CHECKING:
     # imported where used: a one-shot run needs neither APScheduler nor prometheus_client,
@@ -391,6 +392,9 @@ class Daemon:
         self._tick_lock = asyncio.Lock()
         self._refill_pending = False
         self._background: set[asyncio.Task[None]] = set()
+        self._tick_started = 0.0  # when the running (or last) tick took the lock
+        self._skipped_ticks = 0  # ticks skipped since the last "tick still running" line
+        self._skip_logged_at: float | None = None
 
     def _config_mtime(self) -> float | None:
         if self.config_path is None:
@@ -404,6 +408,7 @@ class Daemon:
         if self.stop_event.is_set() or self.runner is None or self._tick_lock.locked():
             return
         async with self._tick_lock:
+            self._tick_started = time.monotonic()
             await self._tick()
 
     def _refill(self) -> None:
@@ -515,7 +520,7 @@ class Daemon:
         scheduler = AsyncIOScheduler(timezone=UTC, event_loop=loop)
         self.scheduler = scheduler
         scheduler.add_job(
-            self.tick,
+            self.scheduled_tick,
             IntervalTrigger(seconds=self.config.settings.tick),
             id="tick",
             max_instances=1,
@@ -539,16 +544,14 @@ class Daemon:
             next_run_time=utcnow() + timedelta(seconds=PRUNE_DELAY),
         )
         self.schedule_exports(scheduler)
+        from apscheduler.events import EVENT_JOB_MAX_INSTANCES
+
+        scheduler.add_listener(self._run_skipped, EVENT_JOB_MAX_INSTANCES)
         scheduler.start()
         renewer = asyncio.create_task(self.runner.keep_leases())
         try:
             self.http = await self._start_http()
-            log.info(
-                "daemon started: %d feeds, database %s",
-                len(self.config.feeds),
-                self.store.engine.url.render_as_string(hide_password=True),
-                extra={"event": "started"},
-            )
+            await self._log_started()
             await self.stop_event.wait()
         finally:
             scheduler.shutdown(wait=False)
@@ -559,6 +562,94 @@ class Daemon:
             await self.runner.release()
             await self.runner.close()
             log.info("daemon stopped", extra={"event": "stopped"})
+
+    async def _log_started(self) -> None:
+        """The start line: the feeds and where their schedule stands (after a restart:
+        how many are due at once, in backoff, held; when the next poll is)."""
+        database = self.store.engine.url.render_as_string(hide_password=True)
+        now = utcnow()
+        try:
+            plan = await asyncio.to_thread(poll_schedule, self.store, now)
+        except StoreError:
+            plan = None
+        if plan is None:
+            log.info(
+                "daemon started: %d feeds, database %s",
+                len(self.config.feeds),
+                database,
+                extra={"event": "started"},
+            )
+            return
+        if plan.due:
+            next_poll = "polling the due feeds now"
+        elif plan.next_poll_at is not None:
+            wait = max(0, round((plan.next_poll_at - now).total_seconds()))
+            next_poll = f"next poll at {plan.next_poll_at:%Y-%m-%d %H:%M:%S} UTC (in {wait} s)"
+        else:
+            next_poll = "nothing to poll"
+        log.info(
+            "daemon started: %d feeds: %d due, %d in backoff, %d held by Retry-After, "
+            "%d retired, %d waiting; %s; database %s",
+            len(self.config.feeds),
+            plan.due,
+            plan.backoff,
+            plan.held,
+            plan.retired,
+            plan.waiting,
+            next_poll,
+            database,
+            extra={
+                "event": "started",
+                "feeds": len(self.config.feeds),
+                "due": plan.due,
+                "backoff": plan.backoff,
+                "held": plan.held,
+                "retired": plan.retired,
+                "waiting": plan.waiting,
+                "next_poll_at": plan.next_poll_at.isoformat() if plan.next_poll_at else None,
+            },
+        )
+
+    async def scheduled_tick(self) -> None:
+        """The tick job: a tick, unless one (this job's last run, or one started when a
+        poll finished) is still running; said when that one has run a tick period."""
+        if self._tick_lock.locked():
+            overrun = time.monotonic() - self._tick_started >= self.config.settings.tick
+            if overrun and not self.stop_event.is_set():
+                self._tick_skipped()
+            return
+        await self.tick()
+
+    def _run_skipped(self, event: Any) -> None:
+        """APScheduler did not start a job because its last run is still going (it would
+        log "maximum number of running instances reached"; logs.py drops that line)."""
+        if event.job_id == "tick":
+            self._tick_skipped()
+            return
+        log.info(
+            "job %s is still running; its next run was skipped",
+            event.job_id,
+            extra={"event": "job_still_running", "job": event.job_id},
+        )
+
+    def _tick_skipped(self) -> None:
+        """A tick came while the last one is still running: said once a minute at most."""
+        self._skipped_ticks += 1
+        now = time.monotonic()
+        if self._skip_logged_at is not None and now - self._skip_logged_at < 60:
+            return
+        log.info(
+            "a tick is still running; %d polls in flight (%d ticks skipped)",
+            len(self.inflight),
+            self._skipped_ticks,
+            extra={
+                "event": "tick_still_running",
+                "inflight": len(self.inflight),
+                "skipped": self._skipped_ticks,
+            },
+        )
+        self._skip_logged_at = now
+        self._skipped_ticks = 0
 
     async def prune_dedup(self) -> int | None:
         """Drop the dedup index rows older than ``dedup_window`` (they can never be

@@ -13,16 +13,34 @@ import sys
 from ..errors import AggregatorError
 from . import export, feeds, run, serve, sources, stories  # noqa: F401  (registers the commands)
 from .common import app, err
+from .root import StdoutClosed, silence_stdout, stdout_closed
 
 __all__ = ["app", "main"]
 
 
 def main() -> None:
     try:
-        app()
+        app()  # ends with SystemExit
+    except SystemExit:
+        _flush_stdout()
+        raise
+    except StdoutClosed:  # ``aggregator export | head -1``: the reader had enough
+        silence_stdout()
+        sys.exit(0)
     except AggregatorError as exc:
         err.print(f"error: {exc}", highlight=False, markup=False)
         sys.exit(2)
     except KeyboardInterrupt:
         logging.getLogger("aggregator").warning("interrupted")
         sys.exit(130)
+
+
+def _flush_stdout() -> None:
+    """What is still buffered goes out now: a reader that went away meanwhile shows here,
+    not as a traceback from the interpreter's flush at exit."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        if not stdout_closed():
+            raise
+        silence_stdout()

@@ -2,32 +2,57 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from ..config import Config, load_config
+from ..config import VERSION, Config, load_config
 from ..errors import ConfigError, StoreError
 from ..store import Store, open_store
+from .root import PipeConsole, RootGroup
 
 app = typer.Typer(
-    help="Feed ingester and aggregator daemon.", no_args_is_help=True, add_completion=False
+    cls=RootGroup,
+    help="Feed ingester and aggregator daemon.",
+    no_args_is_help=True,
+    add_completion=False,
 )
 db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 feeds_app = typer.Typer(help="Inspect and manage feeds.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(feeds_app, name="feeds")
 
-console = Console()
-err = Console(stderr=True)
+console = PipeConsole()
+err = PipeConsole(stderr=True)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"aggregator {VERSION}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Feed ingester and aggregator daemon."""
+
 
 ConfigOpt = Annotated[
     Path | None,
     typer.Option(
-        "--config", "-c", help="feeds.yaml (default: $AGGREGATOR_CONFIG or config/feeds.yaml)"
+        "--config",
+        "-c",
+        metavar="PATH",
+        help="feeds.yaml (default: $AGGREGATOR_CONFIG or config/feeds.yaml)",
     ),
 ]
 DatabaseOpt = Annotated[
@@ -35,10 +60,13 @@ DatabaseOpt = Annotated[
     typer.Option(
         "--database",
         "-d",
+        metavar="URL",
         help="database URL (default: $AGGREGATOR_DATABASE_URL, the config, or sqlite:///data/aggregator.db)",
     ),
 ]
-LogLevelOpt = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING, ERROR")]
+LogLevelOpt = Annotated[
+    str, typer.Option("--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR")
+]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -70,5 +98,11 @@ def open_url_or_exit(url: str) -> Store:
         raise fail(str(exc), 3) from None
 
 
+def as_utc(value: datetime) -> datetime:
+    """A stored time in UTC (naive times are UTC already)."""
+    return value.astimezone(UTC) if value.tzinfo is not None else value
+
+
 def fmt_ts(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else ""
+    """A stored time as operators read it: UTC, and marked so."""
+    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S UTC") if value is not None else ""

@@ -170,6 +170,8 @@ def export_command(
             out.flush()
     except StoreError as exc:
         raise fail(f"{exc} (is the database migrated? run `aggregator db upgrade`)", 3) from None
+    except BrokenPipeError:
+        raise  # stdout's reader went away: the root command ends quietly (cli.root)
     except OSError as exc:
         raise fail(f"cannot write {output or 'stdout'}: {exc}") from None
     finally:

@@ -5,17 +5,18 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import yaml
-from rich.table import Table
 
 from ..config import DEFAULT_CONFIG, ENV_CONFIG, parse_config
 from ..errors import ConfigError, ParseError
-from ..records import feed_state
+from ..records import Subscription, feed_state
 from .common import (
     ConfigOpt,
     DatabaseOpt,
@@ -26,6 +27,7 @@ from .common import (
     load_or_exit,
     open_or_exit,
 )
+from .tables import print_table
 
 
 @feeds_app.command("list")
@@ -37,9 +39,10 @@ def feeds_list(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
         rows = store.list_feeds()
     finally:
         store.close()
-    table = Table(show_header=True)
-    for column in (
+    now = datetime.now(UTC)
+    columns = (
         "id",
+        "name",
         "url",
         "state",
         "items",
@@ -48,15 +51,13 @@ def feeds_list(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
         "errors",
         "next check",
         "last error",
-    ):
-        table.add_column(column, overflow="fold")
-    now = datetime.now(UTC)
-    for row in rows:
-        state = feed_state(now, row)
-        table.add_row(
+    )
+    table = [
+        (
             str(row.id),
+            row.name or "",
             row.url,
-            state,
+            feed_state(now, row),
             str(row.item_count),
             fmt_ts(row.last_polled_at),
             str(row.last_status or ""),
@@ -64,7 +65,9 @@ def feeds_list(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
             fmt_ts(row.next_check_at),
             row.disabled_reason or row.last_error or "",
         )
-    console.print(table)
+        for row in rows
+    ]
+    print_table(console, columns, table, right=("id", "items", "errors"))
 
 
 @feeds_app.command("enable")
@@ -103,6 +106,43 @@ def _write_atomically(path: Path, text: str) -> None:
         raise
 
 
+def _names_in(text: str) -> set[str]:
+    """The feed names a feeds.yaml text already uses (none when it does not load)."""
+    try:
+        data = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        return set()
+    feeds = data.get("feeds") if isinstance(data, dict) else None
+    return {
+        entry["name"].strip()
+        for entry in (feeds if isinstance(feeds, list) else [])
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str)
+    }
+
+
+def _unique_names(
+    subscriptions: Sequence[Subscription], new_ones: set[int], taken: set[str]
+) -> tuple[list[Subscription], dict[str, str]]:
+    """The subscriptions, those to be added (``id`` in ``new_ones``) with titles that are
+    not yet feed names: a repeated title gets " (2)", " (3)", … Returns them and, by URL,
+    the titles that were changed. ``taken`` grows with the names given."""
+    result = []
+    renamed: dict[str, str] = {}
+    for sub in subscriptions:
+        title = sub.title.strip() if sub.title else None
+        if title and id(sub) in new_ones:
+            name, n = title, 1
+            while name in taken:
+                n += 1
+                name = f"{title} ({n})"
+            taken.add(name)
+            if name != title:
+                renamed[sub.url] = title
+                sub = replace(sub, title=name)
+        result.append(sub)
+    return result, renamed
+
+
 @feeds_app.command("import")
 def feeds_import(
     file: Annotated[Path, typer.Argument(help="an OPML subscription list", exists=True)],
@@ -131,13 +171,23 @@ def feeds_import(
     except (OSError, UnicodeDecodeError) as exc:
         raise fail(f"{path}: cannot read the config file ({exc})") from None
     try:
-        new_text, report = add_subscriptions(text, subscriptions.feeds, path=str(path))
+        # feed names are unique in feeds.yaml: what would be added gets a free name
+        wanted = [*subscriptions.feeds, *(subscriptions.pages if html_pages else [])]
+        _, trial = add_subscriptions(text, wanted, path=str(path))
+        new_ones = {id(sub) for sub in trial.added}
+        taken = _names_in(text)
+        feeds, renamed = _unique_names(subscriptions.feeds, new_ones, taken)
+        pages, renamed_pages = _unique_names(
+            subscriptions.pages if html_pages else [], new_ones, taken
+        )
+        renamed.update(renamed_pages)
+        new_text, report = add_subscriptions(text, feeds, path=str(path))
         page_report = None
-        if html_pages and subscriptions.pages:
+        if pages:
             new_text, page_report = add_subscriptions(
-                new_text, subscriptions.pages, source_type="html", path=str(path)
+                new_text, pages, source_type="html", path=str(path)
             )
-        parse_config(yaml.safe_load(new_text), path)  # never write a file that does not load
+        parse_config(yaml.safe_load(new_text), path, new_text)  # never write one that fails
     except ConfigError as exc:
         raise fail(str(exc)) from None
     added = report.added + (page_report.added if page_report else [])
@@ -153,6 +203,11 @@ def feeds_import(
     )
     for sub in added:
         console.print(f"  + {sub.url}" + (f"  ({sub.title})" if sub.title else ""), highlight=False)
+        if sub.url in renamed:
+            console.print(
+                f"    named {sub.title!r}: {renamed[sub.url]!r} is another feed's name",
+                highlight=False,
+            )
     for sub, existing in duplicates:
         console.print(f"  = {sub.url}  (already there as {existing})", highlight=False)
     for sub, why in invalid:
@@ -168,9 +223,12 @@ def feeds_import(
 @feeds_app.command("export")
 def feeds_export(
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="write here (default: stdout)")
+        Path | None,
+        typer.Option("--output", "-o", metavar="PATH", help="write here (default: stdout)"),
     ] = None,
-    title: Annotated[str, typer.Option(help="the list's title")] = "aggregator subscriptions",
+    title: Annotated[
+        str, typer.Option(metavar="TEXT", help="the list's title")
+    ] = "aggregator subscriptions",
     config: ConfigOpt = None,
 ) -> None:
     """Write the configured sources as an OPML 2.0 subscription list."""

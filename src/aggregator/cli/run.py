@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ..config import DEFAULT_CONFIG, DEFAULT_DATABASE_URL, ENV_DATABASE_URL, Config, load_config
 from ..errors import ConfigError, StoreError
@@ -31,6 +29,7 @@ from .common import (
     open_or_exit,
     open_url_or_exit,
 )
+from .tables import print_table
 
 
 @app.command()
@@ -51,8 +50,9 @@ def run(
     store.start_writer_process()
     try:
         if once:
-            summary = asyncio.run(_run_once(cfg, store, interactive))
-            _print_summary(summary)
+            notices: list[tuple[str, str]] = []
+            summary = asyncio.run(_run_once(cfg, store, interactive, notices))
+            _print_summary(summary, notices)
         else:
             daemon = Daemon(
                 cfg,
@@ -67,9 +67,18 @@ def run(
         store.close()
 
 
-async def _run_once(cfg: Config, store: Store, interactive: bool) -> RunSummary:
+async def _run_once(
+    cfg: Config, store: Store, interactive: bool, notices: list[tuple[str, str]]
+) -> RunSummary:
+    """Poll everything once; ``notices`` gets the feeds that were read but had problems
+    ("feed parsed with problems: …"), for the summary."""
+
+    def note(outcome: PollOutcome) -> None:
+        if outcome.ok and outcome.error:
+            notices.append((outcome.feed_url, outcome.error))
+
     if not interactive:
-        return await run_once(cfg, store)
+        return await run_once(cfg, store, None, note)
     with Progress(
         TextColumn("[bold]polling"),
         BarColumn(),
@@ -86,39 +95,48 @@ async def _run_once(cfg: Config, store: Store, interactive: bool) -> RunSummary:
 
         def done(outcome: PollOutcome) -> None:
             progress.update(task, advance=1, last=outcome.feed_url[-50:])
+            note(outcome)
 
         return await run_once(cfg, store, started, done)
 
 
-def _print_summary(summary: RunSummary) -> None:
-    table = Table(title="aggregator run --once", show_header=True)
-    table.add_column("feeds polled", justify="right")
-    table.add_column("not modified", justify="right")
-    table.add_column("failed", justify="right")
-    table.add_column("skipped (held/retired)", justify="right")
-    table.add_column("new items", justify="right")
-    table.add_column("updated items", justify="right")
-    table.add_column("new stories", justify="right")
-    table.add_column("time", justify="right")
-    table.add_row(
-        str(summary.polled),
-        str(summary.not_modified),
-        str(summary.failed),
-        str(summary.skipped),
-        str(summary.new_items),
-        str(summary.updated_items),
-        str(summary.new_stories),
-        f"{summary.duration:.1f} s",
+def _print_summary(summary: RunSummary, notices: list[tuple[str, str]]) -> None:
+    """The summary on standard output (the log lines go to standard error)."""
+    counts = (
+        ("feeds polled", str(summary.polled)),
+        ("not modified", str(summary.not_modified)),
+        ("failed", str(summary.failed)),
+        ("skipped (held/retired)", str(summary.skipped)),
+        ("read with problems", str(len(notices))),
+        ("new items", str(summary.new_items)),
+        ("updated items", str(summary.updated_items)),
+        ("new stories", str(summary.new_stories)),
+        ("time", f"{summary.duration:.1f} s"),
     )
-    out = Console(width=max(console.width, 120)) if not console.is_terminal else console
-    out.print(table)
+    print_table(
+        console,
+        [name for name, _ in counts],
+        [[value for _, value in counts]],
+        keep=(),
+        right=[name for name, _ in counts],
+        title="aggregator run --once",
+    )
     if summary.failures:
-        failures = Table(title="failed feeds", show_header=True)
-        failures.add_column("feed")
-        failures.add_column("error")
-        for url, error in sorted(summary.failures):
-            failures.add_row(url, error)
-        out.print(failures)
+        print_table(
+            console,
+            ("feed", "error"),
+            sorted(summary.failures),
+            keep=("feed",),
+            title="failed feeds",
+        )
+    if notices:
+        print_table(
+            console,
+            ("feed", "problem"),
+            sorted(notices),
+            keep=("feed",),
+            title="feeds read with problems (their entries were stored)",
+        )
 
 
 @app.command()
@@ -132,12 +150,10 @@ def check(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
         f"full text {'on' if s.full_text else 'off'} · concurrency {s.concurrency} "
         f"({s.per_host_concurrency} per host, {s.per_host_delay:g} s apart)",
         highlight=False,
+        soft_wrap=True,
     )
-    table = Table(show_header=True)
-    for column in ("#", "url", "name", "type", "interval", "full text", "enabled", "tags"):
-        table.add_column(column)
-    for index, feed in enumerate(cfg.feeds, 1):
-        table.add_row(
+    rows = [
+        (
             str(index),
             feed.url,
             feed.name or "",
@@ -147,7 +163,10 @@ def check(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
             "yes" if feed.enabled else "no",
             ", ".join(feed.tags),
         )
-    console.print(table)
+        for index, feed in enumerate(cfg.feeds, 1)
+    ]
+    columns = ("#", "url", "name", "type", "interval", "full text", "enabled", "tags")
+    print_table(console, columns, rows, right=("#",))
 
 
 @db_app.command("upgrade")

@@ -104,7 +104,9 @@ def _summary_start(summary: str | None) -> str:
     return text if len(text) <= SUMMARY_CHARS else text[: SUMMARY_CHARS - 1].rstrip() + "…"
 
 
-SelectorOpt = Annotated[str | None, typer.Option(help="CSS selector (with @attr for attributes)")]
+SelectorOpt = Annotated[
+    str | None, typer.Option(metavar="CSS", help="CSS selector (with @attr for attributes)")
+]
 
 
 @app.command()
@@ -112,17 +114,26 @@ def preview(
     url: Annotated[str, typer.Argument(help="the page or feed to try")],
     source_type: Annotated[
         Literal["feed", "html"] | None,
-        typer.Option("--type", help="feed or html (default: a feed, else the page's stories)"),
+        typer.Option(
+            "--type",
+            metavar="feed|html",
+            help="feed or html (default: a feed, else the page's stories)",
+        ),
     ] = None,
-    item: Annotated[str | None, typer.Option(help="CSS selector of one story block")] = None,
+    item: Annotated[
+        str | None, typer.Option(metavar="CSS", help="CSS selector of one story block")
+    ] = None,
     title: SelectorOpt = None,
     link: SelectorOpt = None,
     summary: SelectorOpt = None,
     date: SelectorOpt = None,
     link_pattern: Annotated[
-        str | None, typer.Option("--link-pattern", help="regex story links must match")
+        str | None,
+        typer.Option("--link-pattern", metavar="REGEX", help="regex story links must match"),
     ] = None,
-    limit: Annotated[int, typer.Option(help="show at most this many entries", min=1)] = 50,
+    limit: Annotated[
+        int, typer.Option(metavar="N", help="show at most this many entries", min=1)
+    ] = 50,
     config: ConfigOpt = None,
 ) -> None:
     """Fetch a source once and show what would be ingested (the store is not touched)."""

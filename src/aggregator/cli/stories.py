@@ -12,7 +12,18 @@ from rich.table import Table
 
 from ..errors import StoreError
 from ..store.fingerprints import StoryRow
-from .common import ConfigOpt, DatabaseOpt, app, console, fail, fmt_ts, load_or_exit, open_or_exit
+from .common import (
+    ConfigOpt,
+    DatabaseOpt,
+    app,
+    console,
+    fail,
+    fmt_ts,
+    load_or_exit,
+    open_or_exit,
+)
+from .root import PipeConsole
+from .tables import WHOLE_LINES, print_table
 
 stories_app = typer.Typer(
     help="Stories: copies of one article from several sources, merged.",
@@ -49,18 +60,29 @@ def _story_json(story: StoryRow) -> dict[str, object]:
 def stories_list(
     ctx: typer.Context,
     since: Annotated[
-        str, typer.Option("--since", help="stories first seen within this duration (24h, 7d)")
+        str,
+        typer.Option(
+            "--since", metavar="DURATION", help="stories first seen within this duration (24h, 7d)"
+        ),
     ] = "24h",
     min_sources: Annotated[
         int,
         typer.Option(
-            "--min-sources", min=1, max=2**63 - 1, help="only stories from this many feeds"
+            "--min-sources",
+            min=1,
+            max=2**63 - 1,
+            metavar="N",
+            help="only stories from this many feeds",
         ),
     ] = 2,
     limit: Annotated[
-        int, typer.Option("--limit", min=1, max=2**63 - 1, help="at most this many")
+        int, typer.Option("--limit", min=1, max=2**63 - 1, metavar="N", help="at most this many")
     ] = 100,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines, one story each")] = False,
+    details: Annotated[
+        bool,
+        typer.Option("--details", help="a table per story: every source, and why it was merged"),
+    ] = False,
     config: ConfigOpt = None,
     database: DatabaseOpt = None,
 ) -> None:
@@ -86,20 +108,60 @@ def stories_list(
     if not rows:
         console.print(f"no story with {min_sources}+ sources first seen in the last {since}")
         return
+    if not details:
+        _print_compact(rows)
+        return
     for story in rows:
-        table = Table(
+        print_table(
+            console,
+            ("item", "feed", "title", "url", "first seen", "why"),
+            [
+                (
+                    str(s.item_id),
+                    s.feed,
+                    s.title or "",
+                    s.url or "",
+                    fmt_ts(s.first_seen_at),
+                    f"{s.reason} {s.score:.2f}" if s.reason and s.score is not None else "",
+                )
+                for s in story.sources
+            ],
+            right=("item",),
             title=f"story {story.id}: {story.title or '(untitled)'}",
-            title_justify="left",
-            show_header=True,
         )
-        for column in ("item", "feed", "title", "url", "first seen", "why"):
-            table.add_column(column, overflow="fold")
-        for s in story.sources:
-            why = f"{s.reason} {s.score:.2f}" if s.reason and s.score is not None else ""
-            table.add_row(
-                str(s.item_id), s.feed, s.title or "", s.url or "", fmt_ts(s.first_seen_at), why
-            )
-        console.print(table)
+
+
+def _print_compact(rows: list[StoryRow]) -> None:
+    """One line per story: id, how many feeds, when first seen, title, the feeds. On a
+    terminal the title and the feeds are cut to the line; into a pipe, lines are whole."""
+    table = Table(box=None, show_header=True, header_style="bold", pad_edge=False)
+    table.add_column("story", justify="right", no_wrap=True)
+    table.add_column("feeds", justify="right", no_wrap=True)
+    table.add_column("first seen (UTC)", no_wrap=True)
+    table.add_column("title", no_wrap=True, overflow="ellipsis", ratio=3)
+    table.add_column("from", no_wrap=True, overflow="ellipsis", ratio=2)
+    for story in rows:
+        feeds = list(dict.fromkeys(s.feed for s in story.sources))
+        first_seen = (
+            story.first_seen_at.astimezone(UTC)
+            if story.first_seen_at.tzinfo
+            else story.first_seen_at
+        )
+        table.add_row(
+            str(story.id),
+            str(len(feeds)),
+            f"{first_seen:%Y-%m-%d %H:%M}",
+            story.title or "(untitled)",
+            ", ".join(feeds),
+        )
+    out = console
+    if console.is_terminal:
+        table.expand = True  # the title and the feeds share what the line has left
+    else:  # whole lines, however long
+        for column in table.columns:
+            column.ratio = None
+        out = PipeConsole(width=WHOLE_LINES)
+    out.print(table, highlight=False, markup=False)
 
 
 @stories_app.command("explain")
