@@ -110,7 +110,11 @@ def prepare_document(
                 content_hash=_entry_hash(entry),
             )
         )
-    return Prepared(feed=replace(feed, entries=()), entries=tuple(clean))
+    return Prepared(
+        feed=replace(feed, entries=()),
+        entries=tuple(clean),
+        cut=max(0, len(feed.entries) - limit),
+    )
 
 
 def extract_page(body: bytes, url: str) -> ArticlePage | str:
