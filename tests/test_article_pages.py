@@ -4,6 +4,7 @@ SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from http.server import BaseHTTPRequestHandler
@@ -12,10 +13,11 @@ from pathlib import Path
 import pytest
 from prometheus_client import generate_latest
 
+from aggregator import pages
 from aggregator.config import Settings
 from aggregator.metrics import Metrics
 from aggregator.pages import PAGE_PENDING
-from aggregator.records import PollOutcome
+from aggregator.records import Article, ArticlePage, FetchResult, PollOutcome
 from builders import article_page, rss
 from conftest import write_config
 from httpserver import FixtureServer
@@ -217,3 +219,64 @@ def test_cut_entries_are_said_in_the_log_feeds_list_and_metrics(
     metrics.observe_poll(PollOutcome(feed, 200, ok=True, new_items=10, entries_cut=2))
     text = generate_latest(metrics.registry).decode()
     assert "aggregator_entries_cut_total 2.0" in text
+
+
+# --------------------------------------------------------------------------- pages.fetch_pages
+
+
+class FakePages:
+    """A fetch component serving article pages from memory; links under /hang/ never answer."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    async def fetch(
+        self,
+        url: str,
+        *,
+        etag: str | None = None,
+        last_modified: str | None = None,
+        page: bool = False,
+    ) -> FetchResult:
+        self.calls.append(url)
+        if "/hang/" in url:
+            await asyncio.sleep(3600)
+        return FetchResult(url, url, 200, {"content-type": "text/html"}, url.encode())
+
+
+def fake_article(body: bytes, url: str) -> ArticlePage:
+    return ArticlePage(Article(url=url, text=body.decode()), None)
+
+
+def test_fetch_pages_once_each_and_cut_at_the_budget() -> None:
+    fetcher = FakePages()
+    links = ["https://a.example/1", "https://a.example/1", "https://a.example/hang/2"] * 3
+
+    async def extract(batch: list[tuple[bytes, str]]) -> list[ArticlePage | str]:
+        return [fake_article(body, url) for body, url in batch]
+
+    got = asyncio.run(pages.fetch_pages(fetcher, links, 0.5, extract))
+    assert sorted(fetcher.calls) == ["https://a.example/1", "https://a.example/hang/2"]
+    assert list(got.extracted) == ["https://a.example/1"]
+    assert got.cut == ["https://a.example/hang/2"] and got.requested == 2
+
+
+def test_a_busy_pool_slows_a_poll_down_but_does_not_cut_its_pages() -> None:
+    """The budget counts fetching, not the time every held place waits for the pool:
+    64 instant pages whose extraction takes 8 x 0.25 s fit a 0.5 s budget."""
+    fetcher = FakePages()
+    links = [f"https://a.example/{i}" for i in range(2 * pages.HELD_PAGES)]
+
+    async def go() -> pages.Pages:
+        one_worker = asyncio.Lock()  # a pool of one process: batches one after the other
+
+        async def slow_extract(batch: list[tuple[bytes, str]]) -> list[ArticlePage | str]:
+            async with one_worker:
+                await asyncio.sleep(0.25)
+            return [fake_article(body, url) for body, url in batch]
+
+        return await pages.fetch_pages(fetcher, links, 0.5, slow_extract)
+
+    got = asyncio.run(go())
+    assert got.cut == []
+    assert len(got.extracted) == len(links)

@@ -20,7 +20,8 @@ the feed is updated as usual).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -68,12 +69,18 @@ class Pages:
 async def fetch_pages(
     fetcher: PageFetcher, links: Sequence[str], budget: float, extract: Extract
 ) -> Pages:
-    """Fetch and extract each distinct link once, fetching within ``budget`` seconds."""
+    """Fetch and extract each distinct link once, fetching within ``budget`` seconds.
+
+    The budget counts the time the fetches take, not the time they stand still because
+    every held place is taken by a page waiting for the process pool: a busy pool slows
+    the poll down, it does not cut its pages."""
     distinct = list(dict.fromkeys(links))
     result = Pages(requested=len(distinct))
     if not distinct:
         return result
+    loop = asyncio.get_running_loop()
     held = asyncio.Semaphore(HELD_PAGES)
+    stall = _StallClock(loop.time)
     batch: list[FetchResult] = []
     jobs: list[asyncio.Task[None]] = []
     fetched: set[str] = set()
@@ -96,9 +103,11 @@ async def fetch_pages(
             batch.clear()
 
     async def fetch(link: str) -> None:
-        await held.acquire()
+        with stall.waiting():
+            await held.acquire()
         try:
-            page = await fetcher.fetch(link, page=True)
+            with stall.fetching():
+                page = await fetcher.fetch(link, page=True)
         except FetchError as exc:
             held.release()
             fetched.add(link)
@@ -117,11 +126,19 @@ async def fetch_pages(
             flush()
 
     fetches = [asyncio.create_task(fetch(link)) for link in distinct]
+    started = loop.time()
+    pending: set[asyncio.Task[None]] = set(fetches)
     try:
-        done, pending = await asyncio.wait(fetches, timeout=budget if budget > 0 else None)
+        while pending:
+            timeout = None
+            if budget > 0:
+                timeout = started + budget + stall.total() - loop.time()
+                if timeout <= 0:
+                    break  # the budget is spent
+            _done, pending = await asyncio.wait(pending, timeout=timeout)
     finally:
         for task in fetches:
-            task.cancel()  # the budget is spent (a no-op for the finished ones)
+            task.cancel()  # (a no-op for the finished ones)
     if pending:
         await asyncio.wait(pending)  # let the cancellations land
     flush()
@@ -131,7 +148,51 @@ async def fetch_pages(
     finally:
         for job in jobs:
             job.cancel()
-    for task in [*done, *jobs]:
-        task.result()  # a bug (or a broken pool) propagates; FetchErrors were handled
+    for task in [*fetches, *jobs]:
+        if not task.cancelled():
+            task.result()  # a bug (or a broken pool) propagates; FetchErrors were handled
     result.cut = [link for link in distinct if link not in fetched]
     return result
+
+
+class _StallClock:
+    """How long a poll's fetches stood still: some wait for a held place, none fetches."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._waiting = 0
+        self._fetching = 0
+        self._since: float | None = None
+        self._total = 0.0
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        self._waiting += 1
+        self._update()
+        try:
+            yield
+        finally:
+            self._waiting -= 1
+            self._update()
+
+    @contextlib.contextmanager
+    def fetching(self) -> Iterator[None]:
+        self._fetching += 1
+        self._update()
+        try:
+            yield
+        finally:
+            self._fetching -= 1
+            self._update()
+
+    def total(self) -> float:
+        ongoing = self._clock() - self._since if self._since is not None else 0.0
+        return self._total + ongoing
+
+    def _update(self) -> None:
+        stalled = self._waiting > 0 and self._fetching == 0
+        if stalled and self._since is None:
+            self._since = self._clock()
+        elif not stalled and self._since is not None:
+            self._total += self._clock() - self._since
+            self._since = None
