@@ -59,6 +59,7 @@ def utcnow() -> datetime:
 
 
 def log_crash(state: FeedState, exc: BaseException) -> None:
+    """A bug that got past a poll's own error boundary: critical, with its traceback."""
     log.critical(
         "poll of %s crashed (a bug): %s: %s",
         state.url,
@@ -219,16 +220,9 @@ class Runner:
         try:
             async with self._slots:
                 outcome = await self.pipeline.poll(spec, state, utcnow())
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logged as critical, with its traceback
             # the pipeline records a bug on its feed; this is a bug in that recording
-            log.critical(
-                "poll of %s crashed (a bug): %s: %s",
-                state.url,
-                type(exc).__name__,
-                exc,
-                exc_info=True,
-                extra={"event": "poll_crashed", "feed": state.url, "feed_id": state.id},
-            )
+            log_crash(state, exc)
             outcome = PollOutcome(state.url, None, ok=False, error=crash_sentence(exc))
         finally:
             self.active.discard(state.id)
