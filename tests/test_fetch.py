@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import ipaddress
+import socket
+import threading
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 
 import pytest
 
 from aggregator.errors import BlockedAddress, FetchError, FetchTimeout, TooLarge, TooManyRedirects
 from aggregator.fetch import Fetcher, FetchLimits, is_blocked_address
 from aggregator.records import FetchResult
+from conftest import write_config
 from httpserver import FixtureServer
+from ingest import rows, run_once
 
 LOOPBACK = ("127.0.0.0/8",)
 
@@ -253,3 +259,155 @@ def test_gzip_file_without_content_encoding_is_decompressed_within_the_limit(
     server.add("/bomb.gz", gzip.compress(b"\0" * 3_000_000), content_type="application/gzip")
     with pytest.raises(TooLarge, match="once decompressed"):
         fetch(server.url("/bomb.gz"), max_body_bytes=1_000_000)
+
+
+# --------------------------------------------------------------------------- every address
+
+
+class Resolver:
+    """A resolver for tests: fixed answers per host name, and a count of the lookups."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        self.answers = answers
+        self.lookups: list[str] = []
+
+    async def __call__(self, host: str, port: int) -> list[str]:
+        self.lookups.append(host)
+        return self.answers[host]
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
+def test_every_checked_address_is_tried_in_order(server: FixtureServer, transport: str) -> None:
+    """The first address refuses the connection (nothing listens on 127.0.0.2); the next
+    one (127.0.0.1) answers. Only the first used to be tried."""
+    server.add("/feed.xml", "<rss/>")
+    resolver = Resolver({"feeds.test": ["127.0.0.2", "127.0.0.1"]})
+
+    async def go() -> FetchResult:
+        limits = FetchLimits(
+            user_agent="ua-test/3", allow_private_networks=LOOPBACK, transport=transport
+        )
+        async with Fetcher(limits, resolver=resolver) as f:
+            return await f.fetch(f"http://feeds.test:{server.port}/feed.xml")
+
+    result = asyncio.run(go())
+    assert result.status == 200 and result.body == b"<rss/>"
+    assert server.hits("/feed.xml")[0].headers["host"] == f"feeds.test:{server.port}"
+
+
+def test_an_address_that_fails_the_guard_is_never_tried(server: FixtureServer) -> None:
+    server.add("/feed.xml", "<rss/>")
+    # 127.0.0.1 is allowed, 10.0.0.1 is not: the host is refused before any connection
+    resolver = Resolver({"mixed.test": ["10.0.0.1", "127.0.0.1"]})
+
+    async def go() -> None:
+        limits = FetchLimits(user_agent="ua-test/3", allow_private_networks=("127.0.0.1/32",))
+        async with Fetcher(limits, resolver=resolver) as f:
+            await f.fetch(f"http://mixed.test:{server.port}/feed.xml")
+
+    with pytest.raises(BlockedAddress, match=r"10\.0\.0\.1"):
+        asyncio.run(go())
+    assert server.requests == []
+
+
+def test_a_host_no_address_of_which_connects_holds_its_pages_not_its_feeds() -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens on this port, on any 127.x address
+    resolver = Resolver({"down.test": ["127.0.0.2", "127.0.0.1"]})
+
+    async def go() -> list[str]:
+        limits = FetchLimits(user_agent="ua-test/3", allow_private_networks=LOOPBACK)
+        errors: list[str] = []
+        async with Fetcher(limits, resolver=resolver) as f:
+            for page in (True, True, False):
+                try:
+                    await f.fetch(f"http://down.test:{port}/x", page=page)
+                except FetchError as exc:
+                    errors.append(str(exc))
+        return errors
+
+    first, held, feed = asyncio.run(go())
+    assert "127.0.0.2" in first and "127.0.0.1" in first  # every address was tried
+    assert "accepted no connection on an earlier request" in held
+    assert "127.0.0.1" in feed  # a feed document is still requested
+    assert resolver.lookups == ["down.test", "down.test"]  # the held page looked up nothing
+
+
+# --------------------------------------------------------------------------- slow paths
+
+
+def _hang(release: threading.Event) -> object:
+    def hang(handler: BaseHTTPRequestHandler) -> None:
+        release.wait(30)  # answers nothing until the test ends
+
+    return hang
+
+
+@pytest.mark.parametrize("kind", ["read", "total"])
+def test_one_slow_path_does_not_hold_the_host(server: FixtureServer, kind: str) -> None:
+    """A read timeout (or the total timeout) on one path says nothing about the host:
+    the next page on the same host:port is requested. It used to fail with 'timed out on
+    an earlier request; not retried for 300 s'."""
+    release = threading.Event()
+    server.add("/hang.html", handler=_hang(release))  # type: ignore[arg-type]
+    server.add("/ok.html", "<html><body><p>fine</p></body></html>", content_type="text/html")
+    timeouts = {"read": {"read_timeout": 0.5}, "total": {"total_timeout": 0.5}}[kind]
+
+    async def go() -> FetchResult:
+        limits = FetchLimits(
+            user_agent="ua-test/3",
+            allow_private_networks=LOOPBACK,
+            per_host_delay=0.0,
+            **timeouts,  # type: ignore[arg-type]
+        )
+        async with Fetcher(limits) as f:
+            with pytest.raises(FetchTimeout):
+                await f.fetch(server.url("/hang.html"), page=True)
+            return await f.fetch(server.url("/ok.html"), page=True)
+
+    try:
+        assert asyncio.run(go()).status == 200
+    finally:
+        release.set()
+    assert len(server.hits("/ok.html")) == 1
+
+
+class FullBacklog:
+    """A listening socket whose accept queue is full: connections to it time out."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.fillers = []
+        for _ in range(3):
+            filler = socket.socket()
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect(("127.0.0.1", self.port))
+            self.fillers.append(filler)
+
+    def close(self) -> None:
+        for filler in self.fillers:
+            filler.close()
+        self.sock.close()
+
+
+def test_run_once_tries_every_feed_of_a_host_that_does_not_connect(tmp_path: Path) -> None:
+    """Connect timeouts mark a host, but `run --once` still requests each of its feeds
+    (they used to fail with 'not retried for 300 s' without a request)."""
+    backlog = FullBacklog()
+    try:
+        feeds = [{"url": f"http://127.0.0.1:{backlog.port}/feed-{i}.xml"} for i in range(3)]
+        # one poll at a time: each feed starts after the host was marked
+        cfg = write_config(tmp_path / "feeds.yaml", feeds, connect_timeout="1s", concurrency=1)
+        db_url = f"sqlite:///{tmp_path / 'once.db'}"
+        summary = run_once(cfg, db_url)
+    finally:
+        backlog.close()
+    assert (summary.polled, summary.failed) == (3, 3)
+    errors = [e for (e,) in rows(db_url, "SELECT last_error FROM feeds")]
+    assert all("connect timeout" in str(e).lower() for e in errors), errors

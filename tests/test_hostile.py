@@ -358,3 +358,119 @@ def test_hostile_matrix(farm: dict[str, object], tmp_path: Path) -> None:
     polls = [json.loads(line) for line in again.stderr.splitlines() if line.startswith("{")]
     assert any(p.get("feed") == good for p in polls)  # the log (standard error) was read
     assert all(p.get("feed") not in (routes["503"], routes["429"], routes["410"]) for p in polls)
+
+
+HOSTILE_DATE = "9999-12-31T23:59:59-14:00"  # valid ISO 8601; year 10000 in UTC
+HOSTILE_HTTP_DATE = "Fri, 31 Dec 9999 23:59:59 -1400"
+
+
+@pytest.mark.slow
+def test_hostile_dates_fault(server: FixtureServer, tmp_path: Path) -> None:
+    """Issue 21's fault test: one `run --once` over feeds carrying hostile dates (a JSON
+    Feed date, Expires, Retry-After, an article page's date) beside a good feed. It used to
+    exit 1 with an OverflowError traceback, and lose the good feed."""
+    good_page = server.add("/good.html", article_page("Good story", 1), content_type="text/html")
+    good = server.add(
+        "/good.xml", rss("good", [{"title": "Good story", "link": good_page, "guid": "g"}])
+    )
+    json_feed = server.add(
+        "/dates.json",
+        json.dumps(
+            {
+                "version": "https://jsonfeed.org/version/1.1",
+                "title": "hostile JSON Feed",
+                "items": [
+                    {
+                        "id": "far",
+                        "title": "From the far future",
+                        "content_text": "Text.",
+                        "date_published": HOSTILE_DATE,
+                    }
+                ],
+            }
+        ),
+        content_type="application/feed+json",
+    )
+    expires = server.add(
+        "/expires.xml",
+        rss("expires", [{"title": "Expires", "link": server.url("/nopage-e"), "guid": "e"}]),
+        headers={"Expires": HOSTILE_HTTP_DATE},
+    )
+    retry_after = server.add(
+        "/retry-after.xml", status=503, body="busy", headers={"Retry-After": HOSTILE_HTTP_DATE}
+    )
+    page = article_page("Page from the far future", 2).replace(
+        "<head>", f'<head><meta property="article:published_time" content="{HOSTILE_DATE}">'
+    )
+    far_page = server.add("/far.html", page, content_type="text/html")
+    page_date = server.add(
+        "/page-date.xml",
+        rss("page date", [{"title": "Page from the far future", "link": far_page, "guid": "p"}]),
+    )
+    feeds = {
+        "good": good,
+        "json": json_feed,
+        "expires": expires,
+        "retry-after": retry_after,
+        "page-date": page_date,
+    }
+    cfg = tmp_path / "feeds.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "settings": {"allow_private_networks": ["127.0.0.1/32"], "per_host_delay": "0s"},
+                "feeds": [{"url": url, "name": name} for name, url in feeds.items()],
+            }
+        )
+    )
+    db = tmp_path / "dates.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
+    env["COLUMNS"] = "250"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "aggregator",
+            "run",
+            "--once",
+            "--config",
+            str(cfg),
+            "--database",
+            f"sqlite:///{db}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert "OverflowError" not in result.stdout + result.stderr
+
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        state = {r.url: r for r in conn.execute(text("SELECT * FROM feeds"))}
+        items = {
+            r.feed_url: r
+            for r in conn.execute(
+                text("SELECT i.*, f.url AS feed_url FROM items i JOIN feeds f ON f.id = i.feed_id")
+            )
+        }
+    engine.dispose()
+    # the good feed is stored, untouched by the others
+    assert items[good].text_source == "article"
+    assert state[good].error_count == 0 and state[good].last_error is None
+    # the bad ones are recorded: their items stored without the hostile date, the date
+    # named on the feed
+    assert items[json_feed].published_at is None
+    assert f"date_published '{HOSTILE_DATE}' is out of range" in state[json_feed].last_error
+    assert items[expires].title == "Expires"
+    assert "Expires header" in state[expires].last_error
+    assert items[page_date].text_source == "article"
+    assert items[page_date].published_at is None
+    assert "article:published_time" in state[page_date].last_error
+    # the 503 is a failure, held for the 7-day cap
+    held = state[retry_after]
+    assert held.error_count == 1 and "503" in held.last_error
+    assert "Retry-After header" in held.last_error
+    assert held.hold_until is not None

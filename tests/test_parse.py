@@ -530,3 +530,45 @@ def test_feed_served_as_text_html_still_parses_with_a_problem() -> None:
     assert len(feed.entries) == 20
     assert feed.problem is not None
     assert "XML content type" in feed.problem
+
+
+# --------------------------------------------------------------------------- hostile dates
+HOSTILE = "9999-12-31T23:59:59-14:00"  # a valid ISO date whose UTC time is in year 10000
+
+
+def test_json_feed_date_out_of_range_is_dropped_and_noted() -> None:
+    body = (
+        '{"version": "https://jsonfeed.org/version/1.1", "title": "t", "items": ['
+        f'{{"id": "1", "title": "far", "content_text": "x", "date_published": "{HOSTILE}",'
+        ' "date_modified": "0001-01-01T00:00:00+01:00"},'
+        '{"id": "2", "title": "fine", "content_text": "y",'
+        ' "date_published": "2026-06-01T10:00:00+02:00"}]}'
+    ).encode()
+    feed = parse_feed(body, {"content-type": "application/feed+json"}, BASE)
+    far, fine = feed.entries
+    assert far.published is None and far.updated is None
+    assert fine.published == datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+    assert feed.problem is not None
+    assert f"date_published '{HOSTILE}' is out of range; ignored" in feed.problem
+    assert "1 more" in feed.problem  # the date_modified of the same entry
+
+
+@pytest.mark.parametrize(
+    "date",
+    [
+        HOSTILE,  # feedparser gives year 10000
+        "0001-01-01T00:00:00+01:00",  # feedparser gives year 0
+        "0100-01-01T00:00:00Z",  # a real date, but not a publication date
+    ],
+)
+def test_xml_entry_date_out_of_range_is_dropped_and_noted(date: str) -> None:
+    feed = parse(
+        rss(
+            item("far", guid="1", date=date)
+            + item("fine", guid="2", date="Mon, 01 Jun 2026 10:00:00 GMT")
+        )
+    )
+    far, fine = feed.entries
+    assert far.published is None
+    assert fine.published == datetime(2026, 6, 1, 10, 0, tzinfo=UTC)
+    assert feed.problem == f"entry published date '{date}' is out of range; ignored"

@@ -131,3 +131,41 @@ def test_skip_hours_and_days_push_the_next_poll() -> None:
         2026, 6, 2, 1, 0, tzinfo=UTC
     )
     assert policy.respect_skips(monday_9, tuple(range(24)), ()) == monday_9
+
+
+HOSTILE_HTTP = "Fri, 31 Dec 9999 23:59:59 -1400"  # year 10000 in UTC
+
+
+def test_hostile_http_dates_are_clamped_and_noted() -> None:
+    notes: list[str] = []
+    # Retry-After far away: the 7-day cap, not an OverflowError
+    assert policy.retry_after(HOSTILE_HTTP, None, NOW, notes) == NOW + timedelta(days=7)
+    assert policy.retry_after(HOSTILE_HTTP, HOSTILE_HTTP, NOW) == NOW + timedelta(days=7)
+    assert notes == [f"Retry-After header '{HOSTILE_HTTP}' is out of range; taken as 9000-01-01"]
+    # a Date header out of range is not believed: the delay counts from now
+    notes.clear()
+    until = "Mon, 01 Jun 2026 13:00:00 GMT"
+    assert policy.retry_after(until, HOSTILE_HTTP, NOW, notes) == NOW + timedelta(hours=1)
+    assert notes == [f"Date header '{HOSTILE_HTTP}' is out of range; ignored"]
+    # Expires far away: a long lifetime (adaptive_interval caps it at max_interval)
+    notes.clear()
+    lifetime = policy.cache_lifetime({"expires": HOSTILE_HTTP}, NOW, notes)
+    assert lifetime is not None and lifetime > 100 * 365 * 86400
+    assert notes and "Expires header" in notes[0]
+    assert policy.cache_lifetime({"expires": "Mon, 01 Jan 0001 00:00:00 GMT"}, NOW) is not None
+
+
+def test_header_numbers_are_ascii_digits_only() -> None:
+    # "²".isdigit() is true, float("²") raises
+    assert policy.retry_after("²", None, NOW) is None
+    assert policy.cache_lifetime({"cache-control": "max-age=²"}, NOW) is None
+
+
+def test_date_arithmetic_never_overflows() -> None:
+    # now + a huge delay (an interval, a Retry-After, a backoff) stays a date
+    far = policy.next_check(NOW, 1e300, 0.5)
+    assert far.year == 9000
+    assert policy.next_check_after_error(NOW, 1e300, 3, 0.5) == NOW + timedelta(
+        seconds=policy.MAX_BACKOFF
+    )
+    assert policy.retry_after("9" * 40, None, NOW) == NOW + timedelta(days=7)

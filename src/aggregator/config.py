@@ -104,7 +104,8 @@ class Settings(BaseModel):
     max_redirects: int = Field(5, ge=0, le=20)
     http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
     ca_bundle: str | None = None  # PEM file of extra CAs trusted for https, beside the usual roots
-    max_entries_per_feed: int = Field(500, ge=1)
+    max_entries_per_feed: int = Field(10_000, ge=1)
+    article_budget: Duration = 60.0  # a poll's time for fetching article pages; 0 = no limit
     allow_private_networks: tuple[str, ...] = ()
     workers: int | None = Field(None, ge=1, le=64)
     tick: Duration = 5.0

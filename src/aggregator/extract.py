@@ -16,7 +16,7 @@ from __future__ import annotations
 import codecs
 import re
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any, Final
 from urllib.parse import urljoin, urlsplit
 
@@ -29,6 +29,7 @@ from trafilatura.htmlprocessing import convert_to_html
 from trafilatura.settings import Document
 from trafilatura.utils import decode_file, load_html
 
+from aggregator import dates
 from aggregator.errors import ExtractError
 from aggregator.records import Article
 
@@ -205,7 +206,8 @@ def extract_article(
         raise ExtractError("no article text found on the page")
     canonical = _canonical_url(tree, url)
     language = _language(tree)
-    published_meta = _meta_published(tree)
+    notes: list[str] = []
+    published_meta = _meta_published(tree, notes)
     doc = trafilatura.bare_extraction(
         tree,
         url=url,
@@ -246,6 +248,7 @@ def extract_article(
         language=language or _clean(doc.language),
         image=_absolute_http(doc.image, url),
         canonical_url=canonical,
+        notes=tuple(notes),
     )
 
 
@@ -453,8 +456,9 @@ _PUBLISHED_KEYS: Final = frozenset(
 )
 
 
-def _meta_published(tree: Any) -> datetime | None:
-    """A full, tz-aware timestamp from the page's meta tags, if it gives one."""
+def _meta_published(tree: Any, notes: list[str]) -> datetime | None:
+    """A full, tz-aware timestamp from the page's meta tags, if it gives one (through the
+    date guard: a value out of range is dropped and noted)."""
     for meta in tree.iter("meta"):
         key = (meta.get("property") or meta.get("name") or meta.get("itemprop") or "").lower()
         if key.strip() in _PUBLISHED_KEYS:
@@ -464,7 +468,7 @@ def _meta_published(tree: Any) -> datetime | None:
             except ValueError:
                 continue
             if parsed.tzinfo is not None:
-                return parsed.astimezone(UTC)
+                return dates.parse_date(parsed, key.strip(), notes, shown=value)
     return None
 
 
@@ -476,9 +480,12 @@ def _published(value: str | None, meta: datetime | None) -> datetime | None:
         day = date.fromisoformat(value.strip()[:10])
     except ValueError:
         return meta
+    midnight = dates.parse_date(day, "page date")
+    if midnight is None:
+        return meta
     if meta is not None and abs((meta.date() - day).days) <= 1:
         return meta
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return midnight
 
 
 def _authors(value: str | None) -> str | None:

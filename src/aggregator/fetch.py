@@ -8,8 +8,17 @@ minimum delay between two requests to one host.
 Address guard: before connecting, the host name is resolved once, every address is
 checked against the blocked ranges (loopback, private, link-local, CGNAT, multicast,
 reserved, unspecified; IPv4 and IPv6, IPv4-mapped IPv6 included) unless it lies in
-``allow_private_networks``, and the request goes to the checked address (Host header
-and TLS SNI keep the name), so no second lookup can swap it.
+``allow_private_networks``, and the request goes to the checked addresses (Host header
+and TLS SNI keep the name), so no second lookup can swap them. The addresses are tried
+in the resolver's order, the next one only when connecting to the previous one failed
+(refused, unreachable, connect timeout: nothing was sent yet); each but the last gets
+at most ``fallback_connect_timeout``.
+
+Unresponsive hosts: when no address of a host accepts a connection, the host is marked
+for ``unresponsive_hold`` seconds, during which its *article pages* are not requested (a
+dead host costs one connect timeout per poll, not one per article). Feed documents are
+always requested. A slow response (read or total timeout) marks nothing: one slow path
+says nothing about the host's other paths.
 """
 
 from __future__ import annotations
@@ -63,7 +72,9 @@ class FetchLimits:
     per_host_concurrency: int = 2
     per_host_delay: float = 1.0
     allow_private_networks: tuple[str, ...] = ()
-    unresponsive_hold: float = 300.0  # a server that timed out is not retried for this long
+    # a host that accepted no connection: its article pages are not requested this long
+    unresponsive_hold: float = 300.0
+    fallback_connect_timeout: float = 2.0  # connect timeout of an address that has a next one
     ca_bundle: str | None = None  # extra trusted CAs (PEM file) for https
     transport: str = "aiohttp"  # "aiohttp" (aiohttp's client, several times less CPU) or "httpx"
 
@@ -292,8 +303,9 @@ class Fetcher:
         finally:
             gate.users -= 1
 
-    async def check_address(self, url: str) -> tuple[str, str]:
-        """Resolve the URL's host once and check it; return (host, checked address)."""
+    async def check_address(self, url: str) -> tuple[str, list[str]]:
+        """Resolve the URL's host once and check every address; return (host, the checked
+        addresses in the resolver's order). One blocked address refuses the host."""
         parts = urlsplit(url)
         host = parts.hostname
         if parts.scheme not in ("http", "https") or not host:
@@ -304,15 +316,16 @@ class Fetcher:
         except ValueError:
             literal = None
         if literal is not None:
-            addresses = [str(literal)]
+            found = [str(literal)]
         else:
             try:
-                addresses = await self._resolver(host, port)
+                found = await self._resolver(host, port)
             except (OSError, UnicodeError) as exc:
                 raise FetchError(f"cannot resolve host {host}: {exc}", url=url) from None
-            if not addresses:
+            if not found:
                 raise FetchError(f"cannot resolve host {host}: no addresses", url=url)
-        for text in addresses:
+        checked: list[str] = []
+        for text in found:
             address = ipaddress.ip_address(text.split("%", 1)[0])
             if is_blocked_address(address, self._allowed):
                 raise BlockedAddress(
@@ -320,7 +333,9 @@ class Fetcher:
                     "reserved address not in allow_private_networks",
                     url=url,
                 )
-        return host, addresses[0].split("%", 1)[0]
+            if str(address) not in checked:
+                checked.append(str(address))
+        return host, checked
 
     async def fetch(
         self,
@@ -346,8 +361,8 @@ class Fetcher:
             del self._unresponsive[netloc]
             return
         raise FetchTimeout(
-            f"{netloc} timed out on an earlier request; not retried for "
-            f"{self.limits.unresponsive_hold:g} s",
+            f"{netloc} accepted no connection on an earlier request; its article pages are "
+            f"not requested for {self.limits.unresponsive_hold:g} s",
             url=url,
         )
 
@@ -368,8 +383,9 @@ class Fetcher:
         deadline: float | None = None
         delay = self.limits.per_host_delay if page else 0.0
         while True:
-            self._check_responsive(current)
-            host, address = await self.check_address(current)
+            if page:  # a feed document is always requested (see the module docstring)
+                self._check_responsive(current)
+            host, addresses = await self.check_address(current)
             async with self._slot(host, delay):
                 # the total timeout runs from the first byte sent, not while queueing
                 # behind the per-host limits
@@ -377,11 +393,10 @@ class Fetcher:
                     deadline = asyncio.get_running_loop().time() + self.limits.total_timeout
                 try:
                     async with asyncio.timeout_at(deadline):
-                        status, resp_headers, body = await self._request(
-                            current, host, address, headers
+                        status, resp_headers, body = await self._request_any(
+                            current, host, addresses, headers
                         )
                 except TimeoutError:
-                    self._mark_unresponsive(current)
                     raise FetchTimeout(
                         f"no complete response within {self.limits.total_timeout:g} s "
                         "(total timeout)",
@@ -419,8 +434,36 @@ class Fetcher:
                 redirected=hops > 0,
             )
 
+    async def _request_any(
+        self, url: str, host: str, addresses: list[str], headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        """The request, to the first of the checked addresses that accepts a connection
+        (the next address only when connecting failed: nothing was sent). When none does,
+        the host is marked unresponsive and the failure names every address tried."""
+        failures: list[tuple[str, FetchError]] = []
+        for index, address in enumerate(addresses):
+            last = index == len(addresses) - 1
+            connect_timeout = self.limits.connect_timeout
+            if not last:
+                connect_timeout = min(connect_timeout, self.limits.fallback_connect_timeout)
+            try:
+                return await self._request(url, host, address, headers, connect_timeout)
+            except _ConnectFailed as failed:
+                failures.append((address, failed.error))
+        self._mark_unresponsive(url)
+        error = failures[-1][1]
+        if len(failures) > 1:
+            tried = "; ".join(f"{address}: {e}" for address, e in failures)
+            error = type(error)(f"no address of {host} accepted a connection ({tried})", url=url)
+        raise error
+
     async def _request(
-        self, url: str, host: str, address: str, headers: dict[str, str]
+        self,
+        url: str,
+        host: str,
+        address: str,
+        headers: dict[str, str],
+        connect_timeout: float,
     ) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(url)
         ip_host = f"[{address}]" if ":" in address else address
@@ -430,8 +473,10 @@ class Fetcher:
         if ":" in host and parts.port is None:
             host_header = f"[{host}]"
         if self._aiohttp is not None:
-            return await self._aiohttp_request(url, target, host, host_header, headers)
-        extensions: dict[str, object] = {"timeout": self._timeout}
+            return await self._aiohttp_request(
+                url, target, host, host_header, headers, connect_timeout
+            )
+        extensions: dict[str, object] = {"timeout": {**self._timeout, "connect": connect_timeout}}
         if parts.scheme == "https":
             extensions["sni_hostname"] = host
         request = httpx.Request(
@@ -452,10 +497,19 @@ class Fetcher:
             finally:
                 await response.aclose()
         except httpx.HTTPError as exc:
-            raise self._translate(exc, url, host) from None
+            error = self._translate(exc, url, host)
+            if isinstance(exc, httpx.ConnectTimeout | httpx.ConnectError) and not _tls_failure(exc):
+                raise _ConnectFailed(error) from None
+            raise error from None
 
     async def _aiohttp_request(
-        self, url: str, target: str, host: str, host_header: str, headers: dict[str, str]
+        self,
+        url: str,
+        target: str,
+        host: str,
+        host_header: str,
+        headers: dict[str, str],
+        connect_timeout: float,
     ) -> tuple[int, dict[str, str], bytes]:
         """``_request`` on aiohttp's session: its default Accept-Encoding names the
         encodings it decodes, and it decodes as the body streams in, so the limit counts
@@ -466,12 +520,20 @@ class Fetcher:
             **headers,
             "Host": host_header,
         }
+        timeout = self._aiohttp.timeout
+        if connect_timeout != timeout.sock_connect:
+            timeout = aiohttp.ClientTimeout(
+                total=timeout.total,
+                sock_connect=connect_timeout,
+                sock_read=timeout.sock_read,
+                connect=timeout.connect,
+            )
         try:
             async with self._aiohttp.session().get(
                 target,
                 headers=request_headers,
                 allow_redirects=False,
-                timeout=self._aiohttp.timeout,
+                timeout=timeout,
                 server_hostname=host if target.startswith("https:") else None,
             ) as response:
                 status = response.status
@@ -485,7 +547,12 @@ class Fetcher:
                         f"{resp_headers[key]}, {value}" if key in resp_headers else value
                     )
         except aiohttp.ClientError as exc:
-            raise self._translate_aiohttp(exc, url, host) from None
+            error = self._translate_aiohttp(exc, url, host)
+            if isinstance(
+                exc, aiohttp.ConnectionTimeoutError | aiohttp.ClientConnectorError
+            ) and not isinstance(exc, aiohttp.ClientSSLError):
+                raise _ConnectFailed(error) from None
+            raise error from None
         return status, resp_headers, body
 
     def _translate_aiohttp(self, exc: aiohttp.ClientError, url: str, host: str) -> FetchError:
@@ -497,16 +564,11 @@ class Fetcher:
         elif isinstance(exc, aiohttp.ServerTimeoutError):
             kind = "network"
         if kind is not None:
-            return self._timed_out(kind, url, host)
+            return FetchTimeout(f"{kind} timeout talking to {host}", url=url)
         message = str(exc) or type(exc).__name__
         if isinstance(exc, aiohttp.ClientPayloadError) and "decode" in message.lower():
             return FetchError(f"cannot decode the response body: {message}", url=url)
         return FetchError(f"connection to {host} failed: {message}", url=url)
-
-    def _timed_out(self, kind: str, url: str, host: str) -> FetchTimeout:
-        if kind in ("connect", "read"):
-            self._mark_unresponsive(url)
-        return FetchTimeout(f"{kind} timeout talking to {host}", url=url)
 
     def _translate(self, exc: httpx.HTTPError, url: str, host: str) -> FetchError:
         """One FetchError per failure, named for what really happened."""
@@ -519,10 +581,31 @@ class Fetcher:
                 httpx.PoolTimeout: "pool",
             }.get(type(exc), "network")
         if kind is not None:
-            return self._timed_out(kind, url, host)
+            return FetchTimeout(f"{kind} timeout talking to {host}", url=url)
         if isinstance(exc, httpx.DecodingError):
             return FetchError(f"cannot decode the response body: {exc}", url=url)
         if isinstance(exc, httpx.RemoteProtocolError):
             return FetchError(f"protocol error from {host}: {exc}", url=url)
         message = str(exc) or type(exc).__name__
         return FetchError(f"connection to {host} failed: {message}", url=url)
+
+
+class _ConnectFailed(Exception):
+    """Connecting to one address failed before anything was sent: try the next one."""
+
+    def __init__(self, error: FetchError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """A TLS handshake failure (httpx reports it as a ConnectError): a certificate
+    problem is the host's answer, not an address that cannot be reached."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, ssl.SSLError):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False

@@ -42,7 +42,7 @@ import html
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -50,6 +50,7 @@ import dateparser
 from bs4 import BeautifulSoup, Tag
 from bs4.element import NavigableString
 
+from aggregator import dates
 from aggregator.errors import ParseError
 from aggregator.records import HtmlSelectors, ParsedEntry, ParsedFeed
 
@@ -256,6 +257,7 @@ def parse_listing(
         link=page.url,
         entries=tuple(entries),
         key_level="link",
+        problem=dates.summary(page.notes),
     )
 
 
@@ -298,6 +300,7 @@ class _Page:
         self.url = base_url
         self.base = urljoin(base_url, href.strip()) if href else base_url
         self.pattern = re.compile(selectors.link_pattern) if selectors.link_pattern else None
+        self.notes: list[str] = []  # dates out of range, for the document's problem line
         self.host = _site(urlsplit(base_url).hostname or "")
         self.page_key = _page_key(base_url)
         html_tag = soup.find("html")
@@ -533,7 +536,9 @@ class _Page:
             teaser = self._teaser(element, main)
             summary = _element_html(teaser) if teaser is not None else None
         if sel.date:
-            published = self._parse_date(self._select_value(element, sel.date, default_attr=None))
+            published = self._parse_date(
+                self._select_value(element, sel.date, default_attr=None), self.notes
+            )
         else:
             published = self._find_date(element)
         return _Draft(
@@ -689,7 +694,10 @@ class _Page:
                 return value
         return None
 
-    def _parse_date(self, value: str | None) -> datetime | None:
+    def _parse_date(self, value: str | None, notes: list[str] | None = None) -> datetime | None:
+        """ISO 8601, else dateparser (absolute dates only), through the date guard; only
+        years 1990 to 2200 are believed (the heuristics try many texts). Out-of-range
+        values are noted in ``notes`` (given for the date an explicit selector picks)."""
         text = _clean(value)
         if not text or len(text) > 80 or not any(c.isdigit() for c in text):
             return None
@@ -703,11 +711,10 @@ class _Page:
                 )
             except (ValueError, OverflowError, TypeError, LookupError):
                 parsed = None
-        if parsed is None or not 1990 <= parsed.year <= 2200:
+        guarded = dates.parse_date(parsed, "listing date", notes, shown=text)
+        if guarded is None or not 1990 <= guarded.year <= 2200:
             return None
-        if parsed.tzinfo is None:
-            return parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
+        return guarded
 
     def _image(self, element: Tag) -> str | None:
         for img in _find_all(element, "img"):

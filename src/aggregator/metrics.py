@@ -43,6 +43,11 @@ class Metrics:
         self.items_merged = Counter(
             "aggregator_items_merged", "Items merged into an existing story.", registry=r
         )
+        self.entries_cut = Counter(
+            "aggregator_entries_cut",
+            "Entries of fetched documents past max_entries_per_feed, not stored.",
+            registry=r,
+        )
         self.fetch_seconds = Histogram(
             "aggregator_fetch_duration_seconds",
             "HTTP fetch latency (feeds and article pages).",
@@ -88,6 +93,7 @@ class Metrics:
         self.items_updated.inc(outcome.updated_items)
         self.stories_created.inc(outcome.new_stories)
         self.items_merged.inc(outcome.merged_items)
+        self.entries_cut.inc(outcome.entries_cut)
 
     def observe_fetch(self, result: FetchResult, *, page: bool) -> None:
         kind = "page" if page else "feed"

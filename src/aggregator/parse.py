@@ -30,14 +30,14 @@ import re
 import xml.sax
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import feedparser
 
+from aggregator import dates
 from aggregator.errors import ParseError
 from aggregator.records import FeedHints, ParsedEntry, ParsedFeed
 
@@ -142,20 +142,21 @@ def _parse_xml(body: bytes, headers: Mapping[str, str], base_url: str) -> Parsed
             reason = _bozo_sentence(bozo_exc) if bozo_exc else "no RSS, RDF or Atom root element"
             raise ParseError(f"not a feed: {reason}")
 
-    parsed = [_xml_entry(e, base_url) for e in raw_entries]
+    notes: list[str] = []
+    parsed = [_xml_entry(e, base_url, notes) for e in raw_entries]
     entries, level = _assign_keys([d for d in parsed if not d.is_empty])
     return ParsedFeed(
         kind=version or "unknown",
         title=title,
         link=_http_url(_text(dict.get(feed, "link")), base_url),
         entries=entries,
-        problem=_bozo_sentence(bozo_exc) if bozo_exc is not None else None,
+        problem=_problems(_bozo_sentence(bozo_exc) if bozo_exc is not None else None, notes),
         hints=_hints(feed, body),
         key_level=level,
     )
 
 
-def _xml_entry(entry: dict[str, Any], base_url: str) -> _Draft:
+def _xml_entry(entry: dict[str, Any], base_url: str, notes: list[str]) -> _Draft:
     details = [
         (_html_value(dict.get(c, "value"), dict.get(c, "type")), dict.get(c, "base"))
         for c in (dict.get(entry, "content") or [])
@@ -174,8 +175,8 @@ def _xml_entry(entry: dict[str, Any], base_url: str) -> _Draft:
         link=_http_url(_text(dict.get(entry, "link")), base_url),
         title=_plain_title(dict.get(entry, "title"), dict.get(entry, "title_detail")),
         author=author,
-        published=_from_struct(dict.get(entry, "published_parsed")),
-        updated=_from_struct(dict.get(entry, "updated_parsed")),
+        published=_xml_date(entry, "published", notes),
+        updated=_xml_date(entry, "updated", notes),
         summary=summary,
         content=content,
         image=_xml_image(entry, base_url),
@@ -276,9 +277,10 @@ def _parse_json(body: bytes, base_url: str) -> ParsedFeed:
         items = []
         problem = "the JSON Feed has no items array"
     drafts = []
+    notes: list[str] = []
     for item in items:
         if isinstance(item, dict):
-            drafts.append(_json_entry(item, base))
+            drafts.append(_json_entry(item, base, notes))
         else:
             problem = "the JSON Feed has items that are not objects; they were skipped"
     entries, level = _assign_keys([d for d in drafts if not d.is_empty])
@@ -287,12 +289,12 @@ def _parse_json(body: bytes, base_url: str) -> ParsedFeed:
         title=_plain_text(_text(doc.get("title"))),
         link=_http_url(home, base_url),
         entries=entries,
-        problem=problem,
+        problem=_problems(problem, notes),
         key_level=level,
     )
 
 
-def _json_entry(item: dict[str, Any], base: str) -> _Draft:
+def _json_entry(item: dict[str, Any], base: str, notes: list[str]) -> _Draft:
     raw_id = item.get("id")
     guid = str(raw_id).strip() if isinstance(raw_id, str | int) and str(raw_id).strip() else None
     content = _text(item.get("content_html"))
@@ -312,8 +314,8 @@ def _json_entry(item: dict[str, Any], base: str) -> _Draft:
         or _http_url(_text(item.get("external_url")), base),
         title=_plain_text(_text(item.get("title"))),
         author=_json_author(item),
-        published=_from_iso(_text(item.get("date_published"))),
-        updated=_from_iso(_text(item.get("date_modified"))),
+        published=dates.parse_date(_text(item.get("date_published")), "date_published", notes),
+        updated=dates.parse_date(_text(item.get("date_modified")), "date_modified", notes),
         summary=summary,
         content=content,
         image=image,
@@ -513,31 +515,23 @@ def _http_url(url: str | None, base: str) -> str | None:
     return absolute if parts.scheme.lower() in _HTTP_SCHEMES and parts.netloc else None
 
 
-def _from_struct(value: object) -> datetime | None:
-    """feedparser's ``*_parsed`` (a UTC struct_time) → tz-aware UTC datetime."""
-    if value is None:
-        return None
-    try:
-        year, month, day, hour, minute, second = (int(v) for v in value[:6])  # type: ignore[index]
-        return datetime(year, month, day, hour, minute, min(second, 59), tzinfo=UTC)
-    except (TypeError, ValueError, OverflowError):
-        return None
+def _xml_date(entry: dict[str, Any], name: str, notes: list[str]) -> datetime | None:
+    """feedparser's ``<name>_parsed`` (a UTC struct_time), through the date guard; a note
+    quotes the date as the feed wrote it."""
+    return dates.parse_date(
+        dict.get(entry, f"{name}_parsed"),
+        f"entry {name} date",
+        notes,
+        shown=_text(dict.get(entry, name)),
+    )
 
 
-def _from_iso(value: str | None) -> datetime | None:
-    if not value or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        try:
-            parsed = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+def _problems(problem: str | None, notes: list[str]) -> str | None:
+    """The document's problem sentence with the notes of its values (dates out of range)."""
+    noted = dates.summary(notes)
+    if problem and noted:
+        return f"{problem}; {noted}"
+    return problem or noted
 
 
 def _positive_float(value: object) -> float | None:

@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
-from . import policy, pooljobs
-from .errors import AggregatorError, FetchError, ParseError, StoreError
+from . import dates, pages, policy, pooljobs
+from .errors import AggregatorError, ParseError, StoreError
 from .records import (
     ArticlePage,
     CleanEntry,
@@ -85,7 +85,6 @@ class StorePort(Protocol):
 
 
 T = TypeVar("T")
-ARTICLE_BATCH = 8  # article pages extracted per pool job
 
 
 def _decide_story(
@@ -103,7 +102,8 @@ class PipelineSettings:
     default_interval: float = 1800.0
     min_interval: float = 600.0
     max_interval: float = 86400.0
-    max_entries_per_feed: int = 500
+    max_entries_per_feed: int = 10_000
+    article_budget: float = 60.0  # seconds a poll spends fetching article pages; 0 = no limit
     dedup_window: float = 14 * 86400.0  # seconds: candidates first seen this recently
     # polls between a fetched document and its commit (parsing, article pages, dedup,
     # waiting for the store): their entries are held in memory meanwhile. ``concurrency``
@@ -163,7 +163,9 @@ class Pipeline:
         return await loop.run_in_executor(self.executor, fn, *args)
 
     async def poll(self, spec: FeedSpec, state: FeedState, now: datetime) -> PollOutcome:
-        """Poll one feed. Expected failures become data; bugs propagate."""
+        """Poll one feed. Expected failures become data; a bug is logged as critical with
+        its traceback and recorded on the feed like a failure (error count, backoff), so
+        one feed's bug never ends a run nor another feed's poll."""
         started = time.monotonic()
         try:
             try:
@@ -172,6 +174,16 @@ class Pipeline:
                 raise
             except AggregatorError as exc:
                 outcome = await self._fail(state, now, None, _sentence(exc), {})
+            except Exception as exc:
+                log.critical(
+                    "poll of %s crashed (a bug): %s: %s",
+                    state.url,
+                    type(exc).__name__,
+                    exc,
+                    exc_info=True,
+                    extra={"event": "poll_crashed", "feed": state.url, "feed_name": spec.name},
+                )
+                outcome = await self._fail(state, now, None, crash_sentence(exc), {})
         except StoreError as exc:
             # nothing of this poll was committed; the lease expires and it is polled again
             outcome = PollOutcome(state.url, None, ok=False, error=f"database error: {exc}")
@@ -195,6 +207,7 @@ class Pipeline:
         interval: float | None = None,
     ) -> PollOutcome:
         errors = state.error_count + 1
+        notes: list[str] = []
         base = interval or state.interval_seconds or self.settings.default_interval
         jitter = self.rng()
         disabled = None
@@ -203,19 +216,21 @@ class Pipeline:
         not_found_since = None
         if status == 410:
             disabled = f"retired: HTTP 410 Gone at {now.strftime('%Y-%m-%d %H:%M UTC')}"
-            next_at = now + timedelta(days=3650)
+            next_at = dates.add(now, timedelta(days=3650).total_seconds())
         elif status == 404:
             not_found_since = state.not_found_since or now
-            next_at = now + timedelta(
-                seconds=policy.not_found_delay(base, errors, not_found_since, now, jitter)
+            next_at = dates.add(
+                now, policy.not_found_delay(base, errors, not_found_since, now, jitter)
             )
         else:
             next_at = policy.next_check_after_error(now, base, errors, jitter)
         if status in (429, 503):
-            hold = policy.retry_after(headers.get("retry-after"), headers.get("date"), now)
+            hold = policy.retry_after(headers.get("retry-after"), headers.get("date"), now, notes)
             if hold is not None:
                 hold_host = (urlsplit(state.url).hostname or "").lower()
                 next_at = max(next_at, hold)
+        if notes:
+            message = f"{message}; {dates.summary(notes)}"
         update = FeedUpdate(
             polled_at=now,
             status=status,
@@ -316,6 +331,17 @@ class Pipeline:
         # parsed: the document's bytes are not held while the poll waits on the store
         result = replace(result, body=b"")
         feed = prepared.feed
+        # what this poll noticed and dropped (dates out of range, entries cut, pages cut):
+        # recorded on the feed (last_error) and logged; the poll is still a success
+        notes = PollNotes()
+        if feed.problem:
+            notes.add(f"feed parsed with problems: {feed.problem}")
+        if prepared.cut:
+            notes.add(
+                f"{prepared.cut} of {prepared.cut + len(prepared.entries)} entries not stored: "
+                f"only the first {self.settings.max_entries_per_feed} are read "
+                "(max_entries_per_feed)"
+            )
         if spec.interval is None:
             hints = feed.hints
             interval = policy.adaptive_interval(
@@ -326,7 +352,7 @@ class Pipeline:
                 hint_seconds=[
                     hints.ttl_seconds,
                     hints.update_period_seconds,
-                    policy.cache_lifetime(result.headers, now),
+                    policy.cache_lifetime(result.headers, now, notes.header_dates),
                 ],
             )
         known = await self._in_store(
@@ -334,14 +360,24 @@ class Pipeline:
         )
         new: list[CleanEntry] = []
         changed: list[tuple[int, CleanEntry]] = []
+        owed: list[tuple[int, CleanEntry, bool]] = []  # stored, page still owed; changed?
         for clean in prepared.entries:
             seen = known.get(clean.entry.key)
             if seen is None:
                 new.append(clean)
+            elif pages.is_owed(seen.content_hash):
+                if spec.full_text and clean.entry.link:
+                    differs = seen.content_hash != pages.owed_hash(clean.content_hash)
+                    owed.append((seen.item_id, clean, differs))
+                else:  # no page wanted any more: the stored hash loses its mark
+                    changed.append((seen.item_id, clean))
             elif seen.content_hash != clean.content_hash:
                 changed.append((seen.item_id, clean))
-        if spec.full_text and new:
-            new = await self._with_articles(state, new)
+        paged = _Paged(new, [], 0, owing=False)
+        if spec.full_text and (new or owed):
+            paged = await self._with_articles(state, new, owed, notes)
+        new = paged.new
+        changed.extend(paged.updates)
         if new:  # text fingerprints for dedup: CPU work, in the pool, one job per poll
             fps = await self._in_pool(pooljobs.fingerprints, [c.text for c in new])
             new = [replace(c, fingerprint=fp) for c, fp in zip(new, fps, strict=True)]
@@ -353,11 +389,13 @@ class Pipeline:
         update = replace(
             base_update,
             next_check_at=next_at,
-            etag=result.etag,
-            last_modified=result.last_modified,
+            # pages owed: no validators, so the next poll gets the document (not a 304)
+            # and sees the entries whose pages it owes
+            etag=None if paged.owing else result.etag,
+            last_modified=None if paged.owing else result.last_modified,
             interval_seconds=interval,
             title=feed.title,
-            error=f"feed parsed with problems: {feed.problem}" if feed.problem else None,
+            error=notes.sentence(),
         )
         saved = await self._write(
             self.store.queue_save_poll,
@@ -374,52 +412,70 @@ class Pipeline:
             status,
             ok=True,
             new_items=saved.new_items,
-            updated_items=saved.updated_items,
+            updated_items=saved.updated_items - paged.cleared,
             new_stories=saved.new_stories,
             merged_items=saved.merged_items,
             error=update.error,
+            entries_cut=prepared.cut,
         )
 
-    async def _with_articles(self, state: FeedState, entries: list[CleanEntry]) -> list[CleanEntry]:
-        """Each entry with the text of its article page, where the page gives a longer one.
-        The pages are fetched at once, then extracted ``ARTICLE_BATCH`` to a pool job."""
+    async def _with_articles(
+        self,
+        state: FeedState,
+        new: list[CleanEntry],
+        owed: list[tuple[int, CleanEntry, bool]],
+        notes: PollNotes,
+    ) -> _Paged:
+        """The new entries with the text of their article pages (where a page gives a
+        longer one), and the stored entries whose page was owed, to update. Each distinct
+        page is fetched once, within the poll's ``article_budget``; an entry whose page
+        was cut keeps the feed's text and is stored as owed (see ``pages``)."""
 
-        async def fetch(clean: CleanEntry) -> FetchResult | None:
-            link = clean.entry.link
-            if not link:
-                return None
-            try:
-                page = await self.fetcher.fetch(link, page=True)
-            except FetchError as exc:
-                _log_article(state, link, _sentence(exc))
-                return None
-            if page.status != 200 or not page.body:
-                _log_article(state, link, f"HTTP {page.status}")
-                return None
-            return page
+        async def extract(batch: list[tuple[bytes, str]]) -> list[ArticlePage | str]:
+            return await self._in_pool(pooljobs.extract_pages, batch)
 
-        pages = await asyncio.gather(*(fetch(c) for c in entries))
-        todo = [(index, page) for index, page in enumerate(pages) if page is not None]
-        batches = [todo[i : i + ARTICLE_BATCH] for i in range(0, len(todo), ARTICLE_BATCH)]
-        done = await asyncio.gather(
-            *(
-                self._in_pool(pooljobs.extract_pages, [(p.body, p.final_url) for _, p in batch])
-                for batch in batches
+        links = [c.entry.link for c in new if c.entry.link]
+        links += [c.entry.link for _, c, _ in owed if c.entry.link]
+        got = await pages.fetch_pages(self.fetcher, links, self.settings.article_budget, extract)
+        for link, problem in got.problems.items():
+            _log_article(state, link, _capital(problem))
+        for link, page in got.extracted.items():
+            for note in page.article.notes:
+                notes.add_page(f"article page {link}: {note}")
+        if got.cut:
+            _log_budget(state, self.settings.article_budget, got)
+            notes.add(
+                f"article budget ({self.settings.article_budget:g} s) spent: {len(got.cut)} of "
+                f"{got.requested} article pages left for the next poll (their entries keep "
+                "the feed's text meanwhile)"
             )
-        )
-        result = list(entries)
-        for batch, extracted_pages in zip(batches, done, strict=True):
-            for (index, _page), extracted in zip(batch, extracted_pages, strict=True):
-                result[index] = self._with_article(state, entries[index], extracted)
-        return result
+        cut = set(got.cut)
+        result: list[CleanEntry] = []
+        for clean in new:
+            link = clean.entry.link or ""
+            if link in got.extracted:
+                clean = self._with_article(clean, got.extracted[link])
+            elif link in cut:
+                clean = replace(clean, content_hash=pages.owed_hash(clean.content_hash))
+            result.append(clean)
+        updates: list[tuple[int, CleanEntry]] = []
+        cleared = 0
+        for item_id, clean, changed in owed:
+            link = clean.entry.link or ""
+            if link in cut:
+                if changed:  # the entry changed in the feed; its page is still owed
+                    owed_clean = replace(clean, content_hash=pages.owed_hash(clean.content_hash))
+                    updates.append((item_id, owed_clean))
+                continue  # unchanged and still owed: the stored row stays as it is
+            if link in got.extracted:
+                clean = self._with_article(clean, got.extracted[link])
+            if clean.article is None and not changed:
+                cleared += 1
+            updates.append((item_id, clean))  # page fetched or failed: owed no more
+        return _Paged(result, updates, cleared, owing=bool(cut))
 
     @staticmethod
-    def _with_article(
-        state: FeedState, clean: CleanEntry, extracted: ArticlePage | str
-    ) -> CleanEntry:
-        if not isinstance(extracted, ArticlePage):
-            _log_article(state, clean.entry.link or "", str(extracted))
-            return clean
+    def _with_article(clean: CleanEntry, extracted: ArticlePage) -> CleanEntry:
         article = extracted.article
         if clean.text and len(article.text) < len(clean.text):
             return clean  # the feed's own text is longer: keep it
@@ -431,8 +487,49 @@ class Pipeline:
         )
 
 
+@dataclass(frozen=True)
+class _Paged:
+    """A poll's entries after their article pages."""
+
+    new: list[CleanEntry]  # new entries, with their pages' text where it is better
+    updates: list[tuple[int, CleanEntry]]  # stored entries whose owed page came (or failed)
+    cleared: int  # of those, the ones written only to lose their owed mark
+    owing: bool  # some pages were cut by the budget: owed to the next poll
+
+
+class PollNotes:
+    """What a successful poll noticed and dropped, for the feed's ``last_error`` and the
+    poll's log line: one sentence, each kind of note said once."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.header_dates: list[str] = []  # HTTP date headers out of range
+        self.page_dates: list[str] = []  # article pages' values out of range
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+
+    def add_page(self, note: str) -> None:
+        self.page_dates.append(note)
+
+    def sentence(self) -> str | None:
+        parts = [
+            *self.lines,
+            *(s for s in (dates.summary(self.header_dates), dates.summary(self.page_dates)) if s),
+        ]
+        return "; ".join(parts) or None
+
+
+def crash_sentence(exc: BaseException) -> str:
+    """What a feed records when its poll crashed on a bug."""
+    return f"internal error (a bug; its traceback is in the log): {type(exc).__name__}: {exc}"
+
+
 def _sentence(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    return _capital(str(exc).strip() or type(exc).__name__)
+
+
+def _capital(text: str) -> str:
     return text[0].upper() + text[1:] if text else text
 
 
@@ -470,6 +567,7 @@ def _log(spec: FeedSpec, outcome: PollOutcome) -> None:
         "merged": outcome.merged_items,
         "duration_ms": round(outcome.duration * 1000),
         "error": outcome.error,
+        "entries_cut": outcome.entries_cut,
     }
     if outcome.ok:
         log.info("polled %s", outcome.feed_url, extra=fields)
@@ -483,4 +581,26 @@ def _log_article(state: FeedState, link: str, problem: str) -> None:
         link,
         problem,
         extra={"event": "article", "feed": state.url, "url": link, "error": problem},
+    )
+
+
+def _log_budget(state: FeedState, budget: float, got: pages.Pages) -> None:
+    shown = got.cut[:5]
+    log.warning(
+        "article budget of %g s spent for %s: %d of %d article pages not fetched "
+        "(kept the feed's text; fetched on the next poll): %s%s",
+        budget,
+        state.url,
+        len(got.cut),
+        got.requested,
+        ", ".join(shown),
+        ", …" if len(got.cut) > len(shown) else "",
+        extra={
+            "event": "article_budget",
+            "feed": state.url,
+            "budget_s": budget,
+            "pages": got.requested,
+            "pages_cut": len(got.cut),
+            "cut_urls": shown,
+        },
     )

@@ -6,10 +6,10 @@ Nothing here reads the clock or a random source: ``now`` and ``jitter`` (a numbe
 
 from __future__ import annotations
 
-import email.utils
 import itertools
 from datetime import UTC, datetime, timedelta
 
+from . import dates
 from .records import DORMANT_DAYS
 
 JITTER = 0.1  # ±10 % of the interval
@@ -24,7 +24,7 @@ def with_jitter(seconds: float, jitter: float) -> float:
 
 def next_check(now: datetime, interval: float, jitter: float) -> datetime:
     """When a feed that was just polled successfully is due again."""
-    return now + timedelta(seconds=with_jitter(interval, jitter))
+    return dates.add(now, with_jitter(interval, jitter))
 
 
 def backoff_delay(interval: float, error_count: int, jitter: float) -> float:
@@ -37,22 +37,35 @@ def backoff_delay(interval: float, error_count: int, jitter: float) -> float:
 def next_check_after_error(
     now: datetime, interval: float, error_count: int, jitter: float
 ) -> datetime:
-    return now + timedelta(seconds=backoff_delay(interval, error_count, jitter))
+    return dates.add(now, backoff_delay(interval, error_count, jitter))
 
 
-def parse_http_date(value: str | None) -> datetime | None:
+def parse_http_date(
+    value: str | None, what: str, notes: list[str] | None = None
+) -> datetime | None:
+    """An HTTP date header (through the date guard: one out of range is taken as the end
+    of the range it passed, and noted)."""
     if not value:
         return None
-    try:
-        parsed = email.utils.parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError):
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    return dates.parse_date(value, what, notes, clamp=True)
 
 
-def retry_after(value: str | None, date_header: str | None, now: datetime) -> datetime | None:
+def _http_seconds(value: str) -> float | None:
+    """Delta-seconds (ASCII digits only: ``"²".isdigit()`` is true but no number)."""
+    value = value.strip()
+    return float(value) if value.isascii() and value.isdigit() else None
+
+
+def _server_now(date_header: str | None, now: datetime, notes: list[str] | None) -> datetime:
+    """The response's Date header, else ``now``; a Date out of range is not believed."""
+    if not date_header:
+        return now
+    return dates.parse_date(date_header, "Date header", notes) or now
+
+
+def retry_after(
+    value: str | None, date_header: str | None, now: datetime, notes: list[str] | None = None
+) -> datetime | None:
     """Until when a Retry-After header asks us to wait (capped at 7 days).
 
     Seconds are relative to ``now``; an HTTP date is taken relative to the response's
@@ -61,18 +74,14 @@ def retry_after(value: str | None, date_header: str | None, now: datetime) -> da
     """
     if not value:
         return None
-    value = value.strip()
-    seconds: float | None = None
-    if value.isdigit():
-        seconds = float(value)
-    else:
-        until = parse_http_date(value)
+    seconds = _http_seconds(value)
+    if seconds is None:
+        until = parse_http_date(value, "Retry-After header", notes)
         if until is None:
             return None
-        reference = parse_http_date(date_header) or now
-        seconds = (until - reference).total_seconds()
+        seconds = (until - _server_now(date_header, now, notes)).total_seconds()
     seconds = max(0.0, min(seconds, MAX_RETRY_AFTER))
-    return now + timedelta(seconds=seconds)
+    return dates.add(now, seconds)
 
 
 def is_due(
@@ -146,16 +155,20 @@ _PERIODS = {
 }
 
 
-def cache_lifetime(headers: dict[str, str], now: datetime) -> float | None:
+def cache_lifetime(
+    headers: dict[str, str], now: datetime, notes: list[str] | None = None
+) -> float | None:
     """Seconds the response says it stays fresh (Cache-Control max-age, else Expires)."""
     control = headers.get("cache-control", "")
     for part in control.split(","):
         name, _, value = part.strip().partition("=")
-        if name.lower() in ("max-age", "s-maxage") and value.strip().isdigit():
-            return float(value.strip())
-    expires = parse_http_date(headers.get("expires"))
+        if name.lower() in ("max-age", "s-maxage"):
+            seconds = _http_seconds(value)
+            if seconds is not None:
+                return seconds
+    expires = parse_http_date(headers.get("expires"), "Expires header", notes)
     if expires is not None:
-        reference = parse_http_date(headers.get("date")) or now
+        reference = _server_now(headers.get("date"), now, notes)
         return max(0.0, (expires - reference).total_seconds())
     return None
 

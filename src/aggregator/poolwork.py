@@ -119,7 +119,11 @@ def prepare_document(
         replace(c, canonical_url=url, url_refusal=refusal)
         for c, (url, refusal) in zip(clean, urls, strict=True)
     ]
-    return Prepared(feed=replace(feed, entries=()), entries=tuple(clean))
+    return Prepared(
+        feed=replace(feed, entries=()),
+        entries=tuple(clean),
+        cut=max(0, len(feed.entries) - limit),
+    )
 
 
 def extract_page(body: bytes, url: str) -> ArticlePage | str:

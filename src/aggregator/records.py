@@ -152,6 +152,7 @@ class Article:
     language: str | None = None
     image: str | None = None
     canonical_url: str | None = None  # rel=canonical / og:url as given by the page
+    notes: tuple[str, ...] = ()  # values of the page we dropped (a date out of range)
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,7 @@ class Prepared:
 
     feed: ParsedFeed
     entries: tuple[CleanEntry, ...]
+    cut: int = 0  # entries of the document past max_entries_per_feed (not read)
 
 
 @dataclass(frozen=True)
@@ -246,6 +248,7 @@ class PollOutcome:
     error: str | None = None
     duration: float = 0.0
     skipped: str | None = None  # why it was not polled (hold, retired)
+    entries_cut: int = 0  # entries of the document past max_entries_per_feed, not stored
 
 
 DORMANT_DAYS = 30  # continuous 404s before a feed is only probed weekly (policy.py)

@@ -30,7 +30,7 @@ from . import pooljobs
 from .config import Config, ExportModel, cron_trigger, load_config
 from .errors import AggregatorError, ConfigError, StoreError
 from .fetch import Fetcher, FetchLimits
-from .pipeline import FetchPort, Pipeline, PipelineSettings
+from .pipeline import FetchPort, Pipeline, PipelineSettings, crash_sentence
 from .records import FeedSpec, FeedState, FetchResult, PollOutcome
 from .store import Store
 from .store.queries import Queries
@@ -57,6 +57,18 @@ RUN_ONCE_CHUNK = 500  # feeds run --once claims at a time (see Runner.run_once)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def log_crash(state: FeedState, exc: BaseException) -> None:
+    """A bug that got past a poll's own error boundary: critical, with its traceback."""
+    log.critical(
+        "poll of %s crashed (a bug): %s: %s",
+        state.url,
+        type(exc).__name__,
+        exc,
+        exc_info=(type(exc), exc, exc.__traceback__),
+        extra={"event": "poll_crashed", "feed": state.url, "feed_id": state.id},
+    )
 
 
 def worker_id() -> str:
@@ -102,6 +114,7 @@ def pipeline_settings(config: Config) -> PipelineSettings:
         min_interval=s.min_interval,
         max_interval=s.max_interval,
         max_entries_per_feed=s.max_entries_per_feed,
+        article_budget=s.article_budget,
         dedup_window=s.dedup_window,
         # enough parsed polls to keep every pool worker and the store writer busy: a
         # place is held until the poll's commit, so the writer's groups come from them
@@ -167,14 +180,20 @@ class Runner:
         store: Store,
         pool: ProcessPoolExecutor | None = None,
         metrics: Metrics | None = None,
+        fetcher: FetchPort | None = None,
     ):
         self.config = config
         self.store = store
         self._own_pool = pool is None
         self.pool = pool or make_pool(pool_size(config))
-        self.fetcher = Fetcher(fetch_limits(config))
+        # ``fetcher``: another fetch component (the caller owns it); else our own Fetcher
+        self._own_fetcher: Fetcher | None = None
+        if fetcher is None:
+            self._own_fetcher = fetcher = Fetcher(fetch_limits(config))
         self.metrics = metrics
-        port: FetchPort = self.fetcher if metrics is None else MeteredFetcher(self.fetcher, metrics)
+        port: FetchPort = fetcher
+        if metrics is not None:
+            port = MeteredFetcher(port, metrics)
         self._store_threads = ThreadPoolExecutor(
             max_workers=config.settings.concurrency + 2, thread_name_prefix="store"
         )
@@ -202,6 +221,10 @@ class Runner:
         try:
             async with self._slots:
                 outcome = await self.pipeline.poll(spec, state, utcnow())
+        except Exception as exc:  # noqa: BLE001 - logged as critical, with its traceback
+            # the pipeline records a bug on its feed; this is a bug in that recording
+            log_crash(state, exc)
+            outcome = PollOutcome(state.url, None, ok=False, error=crash_sentence(exc))
         finally:
             self.active.discard(state.id)
         if self.metrics is not None:
@@ -275,7 +298,8 @@ class Runner:
     async def close(self) -> None:
         self._lease_thread.shutdown(wait=False)
         self._store_threads.shutdown(wait=False)
-        await self.fetcher.aclose()
+        if self._own_fetcher is not None:
+            await self._own_fetcher.aclose()
         if self._own_pool:
             self.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -349,11 +373,13 @@ async def run_once(
     store: Store,
     on_start: Callable[[int], None] | None = None,
     on_done: Callable[[PollOutcome], None] | None = None,
+    *,
+    fetcher: FetchPort | None = None,
 ) -> RunSummary:
     """``aggregator run --once``: make the feeds table match the config, then poll every
     enabled feed once (see ``Runner.run_once``)."""
     await asyncio.to_thread(store.sync_feeds, config.feeds, utcnow())
-    runner = Runner(config, store)
+    runner = Runner(config, store, fetcher=fetcher)
     try:
         return await runner.run_once(on_start, on_done)
     finally:
@@ -371,6 +397,7 @@ class Daemon:
         config_path: Path | None,
         database_override: str | None,
         metrics: Metrics | None = None,
+        fetcher: FetchPort | None = None,
     ) -> None:
         from .metrics import Metrics
 
@@ -395,6 +422,7 @@ class Daemon:
         self._tick_started = 0.0  # when the running (or last) tick took the lock
         self._skipped_ticks = 0  # ticks skipped since the last "tick still running" line
         self._skip_logged_at: float | None = None
+        self._fetcher = fetcher  # another fetch component for the runner (tests); else its own
 
     def _config_mtime(self) -> float | None:
         if self.config_path is None:
@@ -464,11 +492,16 @@ class Daemon:
                 continue
             task = asyncio.create_task(self.runner.poll(state))
             self.inflight[state.id] = task
-            task.add_done_callback(self._forget(state.id))
+            task.add_done_callback(self._forget(state))
 
-    def _forget(self, feed_id: int) -> Callable[[asyncio.Task[PollOutcome | None]], None]:
-        def done(_task: asyncio.Task[PollOutcome | None]) -> None:
-            self.inflight.pop(feed_id, None)
+    def _forget(self, state: FeedState) -> Callable[[asyncio.Task[PollOutcome | None]], None]:
+        def done(task: asyncio.Task[PollOutcome | None]) -> None:
+            self.inflight.pop(state.id, None)
+            # a poll records its own failures and bugs (Pipeline.poll, Runner.poll): an
+            # exception here got past both; it is logged, never dropped, and the daemon
+            # goes on
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                log_crash(state, exc)
             self._refill()
 
         return done
@@ -512,7 +545,7 @@ class Daemon:
                 signal.SIGHUP, lambda: asyncio.ensure_future(self.reload(force=True))
             )
         await asyncio.to_thread(self.store.sync_feeds, self.config.feeds, utcnow())
-        self.runner = Runner(self.config, self.store, metrics=self.metrics)
+        self.runner = Runner(self.config, self.store, metrics=self.metrics, fetcher=self._fetcher)
         await self.runner.reclaim_dead_leases()
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
         from apscheduler.triggers.interval import IntervalTrigger
