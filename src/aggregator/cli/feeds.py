@@ -25,6 +25,7 @@ from .common import (
     fmt_ts,
     load_or_exit,
     open_or_exit,
+    open_read_only_or_exit,
 )
 
 
@@ -32,7 +33,7 @@ from .common import (
 def feeds_list(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
     """Show every feed's state from the database."""
     cfg = load_or_exit(config, database)
-    store = open_or_exit(cfg, migrate=True)
+    store = open_read_only_or_exit(cfg.database_url)
     try:
         rows = store.list_feeds()
     finally:

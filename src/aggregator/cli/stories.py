@@ -11,7 +11,16 @@ from rich.table import Table
 
 from ..config import parse_duration
 from ..store.fingerprints import StoryRow
-from .common import ConfigOpt, DatabaseOpt, app, console, fail, fmt_ts, load_or_exit, open_or_exit
+from .common import (
+    ConfigOpt,
+    DatabaseOpt,
+    app,
+    console,
+    fail,
+    fmt_ts,
+    load_or_exit,
+    open_read_only_or_exit,
+)
 
 stories_app = typer.Typer(
     help="Stories: copies of one article from several sources, merged.",
@@ -66,7 +75,7 @@ def stories_list(
     except ValueError as exc:
         raise fail(f"--since: {exc}") from None
     cfg = load_or_exit(config, database)
-    store = open_or_exit(cfg, migrate=True)
+    store = open_read_only_or_exit(cfg.database_url)
     try:
         rows = store.list_stories(
             datetime.now(UTC) - timedelta(seconds=window), min_sources=min_sources, limit=limit
@@ -104,7 +113,7 @@ def stories_explain(
 ) -> None:
     """Show why a story's items were merged: each item's decision, and story merges."""
     cfg = load_or_exit(config, database)
-    store = open_or_exit(cfg, migrate=True)
+    store = open_read_only_or_exit(cfg.database_url)
     try:
         found = store.explain_story(story_id)
     finally:
