@@ -147,7 +147,8 @@ def no_database(path: Path) -> StoreError:
 def _read_only_uri(path: Path) -> str:
     """How to open ``path`` for reading: ``mode=ro``, or ``immutable=1`` where the file
     cannot change (a read-only mount or folder) and SQLite cannot open it otherwise (a
-    WAL database whose ``-shm`` index is missing there and cannot be created)."""
+    WAL database whose ``-shm`` index is missing there and cannot be created), unless its
+    ``-wal`` holds changes (immutable would not read them: refused with the reason)."""
     if not path.is_file():
         raise no_database(path)
     base = "file:" + quote(str(path), safe="/")
@@ -164,6 +165,15 @@ def _read_only_uri(path: Path) -> str:
             raise StoreError(f"cannot read the database {path}: {exc}") from None
         if not _unchangeable(path):
             raise StoreError(f"cannot read the database {path}: {exc}") from None
+    wal = path.with_name(path.name + "-wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        # immutable would read the file without its log: silently missing what is in it
+        raise StoreError(
+            f"cannot read the database {path}: its write-ahead log {wal.name} holds changes "
+            f"not yet in the file, and SQLite cannot open its index ({path.name}-shm) in this "
+            "read-only place; open it once where it can be written (aggregator db upgrade) "
+            "so that SQLite folds the log in"
+        )
     return base + "?immutable=1"
 
 
