@@ -128,22 +128,26 @@ def setup_feeds(path: Path) -> list[int]:
         store.close()
 
 
-def test_a_full_database_never_loses_a_poll_reported_saved(tmp_path: Path) -> None:
+@pytest.mark.parametrize("room", [400, 600, 1000, 1200])
+def test_a_full_database_never_loses_a_poll_reported_saved(room: int, tmp_path: Path) -> None:
     """SQLite may roll back the WHOLE group transaction on a full disk (the savepoints of
-    the polls before go with it: "no such savepoint"); those polls were reported saved."""
+    the polls before go with it: "no such savepoint"); those polls were reported saved.
+    Where the disk fills decides which statement hits it, hence several sizes (``room``
+    free pages): before the fix, 150, 85, 10 and 480 entries reported saved were lost."""
     path = tmp_path / "full.db"
     feed_ids = setup_feeds(path)
-    pages = rows(path, "PRAGMA page_count")[0][0] + 250  # room for a few rounds, not all
+    pages = rows(path, "PRAGMA page_count")[0][0] + room
     store = Capped(path, pages).store
     try:
         saved, failed = fill(store, feed_ids, rounds=30)
     finally:
         store.close()
     assert failed, "the database never filled up: the test proves nothing"
-    assert all("disk full" in error for error in failed.values()), failed
     stored = {r[0] for r in rows(path, "SELECT entry_key FROM items")}
     assert saved <= stored, f"{len(saved - stored)} entries reported saved are not stored"
     assert stored == saved  # and nothing is stored that was reported failed
+    # each failed poll says why, not "no such savepoint: sa_savepoint_5"
+    assert all(error.startswith("disk full: ") for error in failed.values()), failed
 
 
 def test_failed_polls_are_recorded_and_their_feeds_come_back_soon(tmp_path: Path) -> None:
@@ -363,7 +367,7 @@ def test_a_daemon_whose_disk_fills_loses_nothing_it_logged_saved(
             return [r for r in log_lines(log) if r.get("event") == "poll"]
 
         deadline = time.monotonic() + 240
-        while not any("disk full" in (p.get("error") or "") for p in polls()):
+        while not any("disk" in (p.get("error") or "") for p in polls()):
             assert proc.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the disk never filled up"
             time.sleep(0.5)

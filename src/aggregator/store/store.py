@@ -566,7 +566,8 @@ class Store:
 
     def release_leases(self, owner: str, feed_ids: Sequence[int] | None = None) -> None:
         """Give feeds back (a worker stopping, or polls abandoned) so others take them now."""
-        self.record_failures()
+        with contextlib.suppress(StoreError):  # kept for the next try; release them anyway
+            self.record_failures()
         query = update(feeds).where(feeds.c.lease_owner == owner)
         with self._write_lock, self._tx() as conn:
             if feed_ids is None:
