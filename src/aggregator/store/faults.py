@@ -92,15 +92,23 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
                 todo.append(nested)
 
 
+def _own_cause(error: BaseException) -> str | None:
+    """The storage cause ``error`` itself carries (a driver's error code), if any."""
+    code = getattr(error, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _SQLITE_CAUSES:
+        return _SQLITE_CAUSES[code & 0xFF]
+    sqlstate = getattr(error, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return _PG_CAUSES.get(sqlstate)
+    return None
+
+
 def cause_of(exc: BaseException) -> str | None:
     """ "disk full", "I/O error", "read-only", … when the storage caused ``exc``."""
     for error in _chain(exc):
-        code = getattr(error, "sqlite_errorcode", None)
-        if isinstance(code, int) and code & 0xFF in _SQLITE_CAUSES:
-            return _SQLITE_CAUSES[code & 0xFF]
-        sqlstate = getattr(error, "sqlstate", None)
-        if isinstance(sqlstate, str) and sqlstate in _PG_CAUSES:
-            return _PG_CAUSES[sqlstate]
+        cause = _own_cause(error)
+        if cause is not None:
+            return cause
     return None
 
 
@@ -108,9 +116,7 @@ def _storage_error(exc: BaseException) -> BaseException:
     """The error that names the storage's cause in ``exc``'s chain (a savepoint that is
     gone after SQLite rolled the transaction back hides the disk-full error under it)."""
     for error in _chain(exc):
-        if cause_of(error) is not None and getattr(error, "sqlite_errorcode", None) is not None:
-            return error
-        if getattr(error, "sqlstate", None) in _PG_CAUSES:
+        if _own_cause(error) is not None:
             return error
     return exc
 
