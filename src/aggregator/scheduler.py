@@ -32,7 +32,7 @@ from .errors import AggregatorError, ConfigError, StoreError
 from .fetch import Fetcher, FetchLimits
 from .pipeline import FetchPort, Pipeline, PipelineSettings, crash_sentence
 from .records import FeedSpec, FeedState, FetchResult, PollOutcome
-from .store import Store
+from .store import Store, is_permanent
 from .store.queries import Queries
 from .store.schedule import poll_schedule
 
@@ -416,6 +416,7 @@ class Daemon:
         self.runner: Runner | None = None
         self._db_failures = 0
         self._db_retry_at = 0.0
+        self.fatal: StoreError | None = None  # a permanent database error: run() raises it
         self._tick_lock = asyncio.Lock()
         self._refill_pending = False
         self._background: set[asyncio.Task[None]] = set()
@@ -468,6 +469,13 @@ class Daemon:
         try:
             states = await self.runner.claim(free)
         except StoreError as exc:
+            if is_permanent(exc):  # a read-only database: retrying cannot help
+                log.error(
+                    "stopping: %s", exc, extra={"event": "database_read_only", "error": str(exc)}
+                )
+                self.fatal = exc
+                self.stop_event.set()
+                return
             # the database went away: say so once, retry with backoff, carry on when back
             self._db_failures += 1
             delay = min(60.0, 2.0 ** min(self._db_failures, 6))
@@ -595,6 +603,8 @@ class Daemon:
             await self.runner.release()
             await self.runner.close()
             log.info("daemon stopped", extra={"event": "stopped"})
+        if self.fatal is not None:
+            raise self.fatal  # the command exits with status 3
 
     async def _log_started(self) -> None:
         """The start line: the feeds and where their schedule stands (after a restart:

@@ -82,13 +82,20 @@ def load_or_exit(config: Path | None, database: str | None) -> Config:
 
 
 def open_or_exit(cfg: Config, *, migrate: bool) -> Store:
+    """The database for a command that writes it (exit 3 if it cannot be written);
+    ``migrate``: brought to the current schema first."""
     try:
         store = open_store(cfg.database_url, pool_size=max(5, cfg.settings.concurrency // 2))
-        if migrate:
-            store.upgrade_in_child()
-        return store
     except StoreError as exc:
         raise fail(str(exc), 3) from None
+    try:
+        if migrate:
+            store.upgrade_in_child()
+        store.check_writable()  # a read-only file or mount: say so now, not at each poll
+    except StoreError as exc:
+        store.close()
+        raise fail(str(exc), 3) from None
+    return store
 
 
 def open_url_or_exit(url: str) -> Store:
@@ -101,6 +108,16 @@ def open_url_or_exit(url: str) -> Store:
 def as_utc(value: datetime) -> datetime:
     """A stored time in UTC (naive times are UTC already)."""
     return value.astimezone(UTC) if value.tzinfo is not None else value
+
+
+def open_read_only_or_exit(url: str) -> Store:
+    """The database for a command that only reads it (serve, export, stories, feeds
+    list): it must exist (no empty database is created at a mistyped path) and is opened
+    read-only, so a read-only file or mount works (exit 3 if it cannot be read)."""
+    try:
+        return open_store(url, read_only=True)
+    except StoreError as exc:
+        raise fail(str(exc), 3) from None
 
 
 def fmt_ts(value: datetime | None) -> str:

@@ -24,9 +24,9 @@ from ..config import (
     load_config,
 )
 from ..errors import ConfigError, StoreError
-from ..store import Store, open_store
+from ..store import Store
 from ..store.queries import Queries
-from .common import ConfigOpt, DatabaseOpt, app, fail
+from .common import ConfigOpt, DatabaseOpt, app, fail, open_read_only_or_exit
 
 MAX_LIMIT = 2**63 - 1  # export.MAX_LIMIT (the formats load for the export command only)
 
@@ -50,10 +50,7 @@ def load_for_reading(config: Path | None, database: str | None) -> Config:
 def open_for_reading(cfg: Config, *, needs_database: bool = True) -> Store | None:
     if not needs_database:
         return None
-    try:
-        return open_store(cfg.database_url)
-    except StoreError as exc:
-        raise fail(str(exc), 3) from None
+    return open_read_only_or_exit(cfg.database_url)
 
 
 @app.command("export")

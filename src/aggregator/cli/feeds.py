@@ -26,6 +26,7 @@ from .common import (
     fmt_ts,
     load_or_exit,
     open_or_exit,
+    open_read_only_or_exit,
 )
 from .tables import print_table
 
@@ -34,7 +35,7 @@ from .tables import print_table
 def feeds_list(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
     """Show every feed's state from the database."""
     cfg = load_or_exit(config, database)
-    store = open_or_exit(cfg, migrate=True)
+    store = open_read_only_or_exit(cfg.database_url)
     try:
         rows = store.list_feeds()
     finally:

@@ -21,6 +21,7 @@ from .common import (
     fmt_ts,
     load_or_exit,
     open_or_exit,
+    open_read_only_or_exit,
 )
 from .root import PipeConsole
 from .tables import WHOLE_LINES, print_table
@@ -96,7 +97,7 @@ def stories_list(
     except ValueError as exc:
         raise fail(f"--since: {exc}") from None
     cfg = load_or_exit(config, database)
-    store = open_or_exit(cfg, migrate=True)
+    store = open_read_only_or_exit(cfg.database_url)
     try:
         rows = store.list_stories(cutoff, min_sources=min_sources, limit=limit)
     finally:
@@ -176,7 +177,7 @@ def stories_explain(
     from ..dedup import RULES  # numpy with it: only for this command
 
     cfg = load_or_exit(config, database)
-    store = open_or_exit(cfg, migrate=True)
+    store = open_read_only_or_exit(cfg.database_url)
     try:
         found = store.explain_story(story_id)
     finally:

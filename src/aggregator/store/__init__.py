@@ -1,5 +1,14 @@
 """The SQL store: the only package that imports SQLAlchemy."""
 
-from .store import Store, open_store, redact_url
+from .engine import redact_url
+from .faults import DatabaseReadOnly, StorageFailure, is_permanent
+from .store import Store, open_store
 
-__all__ = ["Store", "open_store", "redact_url"]
+__all__ = [
+    "DatabaseReadOnly",
+    "StorageFailure",
+    "Store",
+    "is_permanent",
+    "open_store",
+    "redact_url",
+]

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
-import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -22,7 +21,6 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
-    create_engine,
     event,
     func,
     insert,
@@ -31,12 +29,9 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import (
-    ArgumentError,
     DBAPIError,
     InterfaceError,
-    NoSuchModuleError,
     OperationalError,
     SQLAlchemyError,
 )
@@ -53,13 +48,24 @@ from ..records import (
     StoryCandidate,
     StoryDecision,
 )
-from . import fingerprints, rebuild
+from . import faults, fingerprints, rebuild
 from . import stories as story_queries
+from .checkpoint import wal_keeper
+from .engine import (  # noqa: F401  (the cache sizes, redact_url: imported from here too)
+    READ_CACHE_KIB,
+    WAL_LIMIT,
+    WRITE_CACHE_KIB,
+    open_engines,
+    probe_write,
+    redact_url,
+    small_cache,
+    sqlite_file,
+)
 from .fingerprints import StoryRow
 from .groupwrite import GroupWriter
 from .stories import StoryExplanation
 from .tables import feeds, items, stories
-from .writerlock import WriterLock, writer_lock_path
+from .writerlock import ReaderGate, WriterLock, writer_lock_path
 from .writerproc import WriterProcess
 
 T = TypeVar("T")
@@ -82,6 +88,7 @@ except StoreError as exc:
     sys.exit(3)
 """
 SYNC_LOCK_ID = 7_246_312  # pg_advisory_xact_lock key for syncing feeds.yaml into the table
+_short = faults.short  # a database error's first line (store.queries uses it too)
 
 
 def _migrations_dir() -> Path:
@@ -155,20 +162,39 @@ class FeedRow:
 class Store:
     """A handle on one database; thread-safe (one engine, short transactions)."""
 
-    def __init__(self, engine: Engine, write_engine: Engine | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        write_engine: Engine | None = None,
+        *,
+        read_only: bool = False,
+        wal_limit: int = WAL_LIMIT,
+        gate: ReaderGate | None = None,
+    ) -> None:
         self.engine = engine  # reads (and writes, unless write_engine is given)
         self._write_engine = write_engine or engine
         self.dialect = engine.dialect.name
+        self.read_only = read_only  # opened for reading only (serve, export, …)
+        writes_sqlite = self.dialect == "sqlite" and not read_only
         # SQLite has one writer: queue this process's threads and the machine's processes
         # here, in turn, rather than on the busy timeout (see writerlock). PostgreSQL takes
         # concurrent writers (row locks, advisory locks).
         self._writer: WriterLock | None = (
-            WriterLock(writer_lock_path(engine.url.database)) if self.dialect == "sqlite" else None
+            WriterLock(writer_lock_path(engine.url.database)) if writes_sqlite else None
         )
         self._write_lock: AbstractContextManager[object] = self._writer or nullcontext()
+        # SQLite file: the write-ahead log is checkpointed once past wal_limit (checkpoint)
+        self._wal = wal_keeper(sqlite_file(engine.url) if writes_sqlite else None, wal_limit)
+        self._gate = gate  # read transactions pass it; closed while the log is emptied
         # SQLite: polls are saved in groups, one transaction each (see groupwrite)
-        self._group = GroupWriter(self._locked_tx, _db_errors) if self.dialect == "sqlite" else None
+        self._group = (
+            GroupWriter(self._locked_tx, _db_errors, after_commit=self.keep_wal_small)
+            if writes_sqlite
+            else None
+        )
         self._remote: WriterProcess | None = None  # see start_writer_process
+        # polls whose writes failed, until recorded on their feeds (see faults)
+        self._failures = faults.FailedPolls()
 
     def start_writer_process(self) -> bool:
         """SQLite database file: from now on, polls are saved by a group writer in a child
@@ -182,7 +208,7 @@ class Store:
             # writing connection gets a reader's page cache, not the group writer's
             if self._write_engine is not self.engine:
                 self._write_engine.dispose()
-                event.listen(self._write_engine, "connect", _small_cache)
+                event.listen(self._write_engine, "connect", small_cache)
         return True
 
     @property
@@ -191,15 +217,40 @@ class Store:
         return self._remote.pid if self._remote is not None else None
 
     # ---- lifecycle -----------------------------------------------------------------
-    def close(self) -> None:
+    def close(self, *, truncate_wal: bool = True) -> None:
+        """``truncate_wal``: empty the write-ahead log first (see ``keep_wal_small``)."""
         if self._remote is not None:
             self._remote.close()
             self._remote = None
         if self._group is not None:
             self._group.close()
+        with contextlib.suppress(StoreError):  # logged when they failed
+            self.record_failures()
+            if truncate_wal and self._wal is not None and self._wal.size() > 0:
+                self.keep_wal_small(wait_ms=500)  # even if readers keep the file open
         if self._writer is not None:
             self._writer.close()
+        if self._gate is not None:
+            self._gate.close()
         self.dispose()
+
+    def keep_wal_small(self, *, wait_ms: int | None = None) -> None:
+        """SQLite file: checkpoint and truncate the write-ahead log once it is larger than
+        its limit (after each group commit; see ``checkpoint``); ``wait_ms``: now, waiting
+        that long for readers."""
+        keeper = self._wal
+        if keeper is None or (wait_ms is None and not keeper.due()):
+            return
+        wait = 1.0 if wait_ms is None else min(1.0, wait_ms / 1000)
+        gate = self._gate.closed(wait) if self._gate is not None else nullcontext(False)
+        with self._write_lock, gate, _db_errors(), self._write_engine.connect() as conn:
+            keeper.checkpoint(conn, wait_ms=wait_ms)
+
+    def check_writable(self) -> None:
+        """``DatabaseReadOnly`` if the database takes no writes (see ``engine``)."""
+        if self.dialect == "sqlite":
+            with self._write_lock, _db_errors(), self._write_engine.connect() as conn:
+                probe_write(conn)
 
     def dispose(self) -> None:
         """Close the engines' pooled connections."""
@@ -287,7 +338,7 @@ class Store:
                         )
                         conn.commit()
         except SQLAlchemyError as exc:
-            raise StoreError(f"cannot migrate the database: {_short(exc)}") from None
+            raise faults.store_error(exc, "cannot migrate the database") from None
         except CommandError as exc:  # e.g. a revision this version does not know (newer)
             raise StoreError(f"cannot migrate the database: {exc}") from None
 
@@ -440,6 +491,8 @@ class Store:
         ``polled_before``: only feeds not polled since then (``run --once`` claiming as
         it goes does not take back the feeds it has polled already).
         """
+        with contextlib.suppress(StoreError):  # kept for the next claim (see faults)
+            self.record_failures()
         states: list[FeedState] = []
         while len(states) < limit:
             want = min(CLAIM_CHUNK, limit - len(states))
@@ -515,6 +568,8 @@ class Store:
 
     def release_leases(self, owner: str, feed_ids: Sequence[int] | None = None) -> None:
         """Give feeds back (a worker stopping, or polls abandoned) so others take them now."""
+        with contextlib.suppress(StoreError):  # kept for the next try; release them anyway
+            self.record_failures()
         query = update(feeds).where(feeds.c.lease_owner == owner)
         with self._write_lock, self._tx() as conn:
             if feed_ids is None:
@@ -593,10 +648,13 @@ class Store:
         for attempt in range(3):
             try:
                 with self._tx() as conn:
-                    return self._save_poll(conn, **args)
+                    saved = self._save_poll(conn, **args)
+                self._failures.succeeded()
+                return saved
             except StoreError as exc:
                 cause = getattr(exc.__cause__, "orig", None)
                 if getattr(cause, "sqlstate", None) not in ("40P01", "40001") or attempt == 2:
+                    self._failures.failed(feed_id, update_.polled_at, exc)
                     raise
         raise AssertionError("unreachable")
 
@@ -751,8 +809,28 @@ class Store:
         if queued is not None:
             queued.result()
             return
-        with self._tx() as conn:
-            self._write_feed(conn, feed_id, update_)
+        try:
+            with self._tx() as conn:
+                self._write_feed(conn, feed_id, update_)
+        except StoreError as exc:
+            self._failures.failed(feed_id, update_.polled_at, exc)
+            raise
+        self._failures.succeeded()
+
+    def record_failures(self) -> int:
+        """Record the polls whose writes failed on their feeds (see ``faults``; before
+        each claim); a StoreError keeps them for the next call. Returns how many."""
+        polls = self._failures.take()
+        if not polls:
+            return 0
+        try:
+            with self._write_lock, self._tx() as conn:
+                faults.record(conn, polls)
+        except StoreError:
+            self._failures.put_back(polls)
+            raise
+        self._failures.succeeded()
+        return len(polls)
 
     def queue_record_poll(self, feed_id: int, update_: FeedUpdate) -> Future[None] | None:
         """``record_poll`` without blocking (see ``queue_write``)."""
@@ -777,11 +855,18 @@ class Store:
         """``method(conn, **kwargs)`` queued for a group writer: the writer process's
         when one runs (see ``start_writer_process``), else this process's (see
         ``queue_write``)."""
+        queued: Future[Any] | None = None
         if self._remote is not None:
-            remote = self._remote.submit(method, **kwargs)
-            if remote is not None:
-                return remote
-        return self.queue_write(functools.partial(getattr(self, method), **kwargs))
+            queued = self._remote.submit(method, **kwargs)
+        if queued is None:
+            queued = self.queue_write(functools.partial(getattr(self, method), **kwargs))
+        if queued is not None:
+            update_: FeedUpdate = kwargs["update_"] if "update_" in kwargs else kwargs["u"]
+            # before the caller's own callbacks: a failure is known when its poll ends
+            queued.add_done_callback(
+                functools.partial(self._failures.watch, kwargs["feed_id"], update_.polled_at)
+            )
+        return queued
 
     def queue_write(self, job: Callable[[Connection], T]) -> Future[T] | None:
         """SQLite: ``job`` queued for the group writer's next transaction, as a future that
@@ -1056,14 +1141,6 @@ def _item_values(clean: CleanEntry) -> dict[str, Any]:
     }
 
 
-def redact_url(url: str) -> str:
-    """The database URL with its password hidden, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
-
-
 @contextmanager
 def _db_errors() -> Iterator[None]:
     """Connection-level failures become StoreError (an expected failure: the daemon retries);
@@ -1071,16 +1148,11 @@ def _db_errors() -> Iterator[None]:
     try:
         yield
     except (OperationalError, InterfaceError) as exc:
-        raise StoreError(f"database unavailable: {_short(exc)}") from exc
+        raise faults.store_error(exc, "database unavailable") from exc
     except DBAPIError as exc:
         if exc.connection_invalidated:
-            raise StoreError(f"database connection lost: {_short(exc)}") from exc
+            raise faults.store_error(exc, "database connection lost") from exc
         raise
-
-
-def _short(exc: BaseException) -> str:
-    message = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    return message[0] if message else type(exc).__name__
 
 
 @functools.lru_cache(maxsize=64)
@@ -1124,22 +1196,6 @@ def _feed_values(u: FeedUpdate) -> dict[str, Any]:
     return values
 
 
-def _wal_mode(cursor: Any, attempts: int = 600) -> None:
-    """Switch a new database file to WAL (persistent: later connections find it set).
-    Switching takes the file exclusively, and SQLite answers "database is locked" at once,
-    without its busy handler, while other processes are connecting to the same new file
-    (workers started together): retry for up to 30 s."""
-    for attempt in range(attempts):
-        try:
-            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == attempts - 1:
-                raise
-            time.sleep(0.05)
-
-
 # what sync_feeds compares with the config (and the feed's identity and removal)
 _SYNC_READ = (
     feeds.c.url,
@@ -1157,69 +1213,23 @@ _SYNC_READ = (
 _ENABLED = (feeds.c.removed_at.is_(None), feeds.c.enabled.is_(True))  # configured, enabled
 CLAIM_CHUNK = 500  # feeds claimed per statement (see claim_feeds)
 ID_CHUNK = 256  # ids per "id IN (...)" of the lease statements (see _id_chunks)
-READ_CACHE_KIB = 1024  # SQLite page cache of each reading connection
-WRITE_CACHE_KIB = 8192  # and of the one writing connection
 
 
-def _small_cache(dbapi_conn: Any, _record: Any) -> None:
-    """After ``_sqlite_connections``' own: a reader's page cache (see
-    ``start_writer_process``)."""
-    dbapi_conn.execute(f"PRAGMA cache_size=-{READ_CACHE_KIB}")
-
-
-def _sqlite_connections(engine: Engine, *, cache_kib: int) -> None:
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves (below)
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA busy_timeout=30000")
-        _wal_mode(cursor)
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute(f"PRAGMA cache_size=-{int(cache_kib)}")  # KiB (SQLite's default: 2 MiB)
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get("sqlite_immediate")
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-
-def open_store(url: str, *, pool_size: int = 5) -> Store:
-    """Open (not migrate) the database at ``url``; SQLite folders are created."""
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        raise StoreError(f"invalid database URL {url!r}") from None
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database
-        if database and database != ":memory:" and not database.startswith("file:"):
-            folder = Path(database).expanduser().resolve().parent
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the database folder {folder}: {exc}") from None
-        kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
-    elif parsed.get_backend_name() == "postgresql":
-        if parsed.drivername == "postgresql":
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        kwargs.update(pool_size=pool_size, max_overflow=pool_size)
-    try:
-        engine = create_engine(parsed, **kwargs)
-        write_engine = None
-        if engine.dialect.name == "sqlite":
-            # SQLite writes one at a time (see writerlock): one connection for them, with a
-            # larger page cache that stays warm from one group to the next; readers get
-            # small caches (each pooled connection holds its own)
-            on_disk = writer_lock_path(parsed.database) is not None  # not :memory: nor a URI
-            _sqlite_connections(engine, cache_kib=READ_CACHE_KIB if on_disk else WRITE_CACHE_KIB)
-            if on_disk:
-                write_engine = create_engine(parsed, **kwargs, pool_size=1, max_overflow=0)
-                _sqlite_connections(write_engine, cache_kib=WRITE_CACHE_KIB)
-    except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-        raise StoreError(f"cannot open database {url!r}: {exc}") from None
-    store = Store(engine, write_engine)
+def open_store(
+    url: str, *, pool_size: int = 5, read_only: bool = False, wal_limit: int = WAL_LIMIT
+) -> Store:
+    """Open (not migrate) the database at ``url`` (see ``engine``): for writing, SQLite
+    folders are created and a read-only file is refused (``DatabaseReadOnly``); with
+    ``read_only`` the database must exist and is opened read-only. ``wal_limit``: the
+    size at which an SQLite file's write-ahead log is checkpointed (``checkpoint``)."""
+    opened = open_engines(url, pool_size=pool_size, read_only=read_only)
+    store = Store(
+        opened.engine,
+        opened.write,
+        read_only=opened.read_only,
+        wal_limit=wal_limit,
+        gate=opened.gate,
+    )
     try:
         store.ping()
     except StoreError:
@@ -1227,7 +1237,7 @@ def open_store(url: str, *, pool_size: int = 5) -> Store:
         raise
     except OperationalError as exc:
         store.dispose()
-        raise StoreError(f"cannot open database {url!r}: {_short(exc)}") from None
+        raise faults.store_error(exc, f"cannot open database {redact_url(url)!r}") from None
     return store
 
 

@@ -204,7 +204,7 @@ def serve(url: str, conn: Connection) -> None:
                 assert queued is not None
                 queued.add_done_callback(answer(feed_rows))
     finally:
-        store.close()  # the group writer finishes its queue first
+        store.close(truncate_wal=False)  # the group writer finishes its queue first
         replies.close(None)
         conn.close()
 
