@@ -227,7 +227,7 @@ class Store:
         with contextlib.suppress(StoreError):  # logged when they failed
             self.record_failures()
             if truncate_wal and self._wal is not None and self._wal.size() > 0:
-                self.keep_wal_small(wait_ms=1000)  # even if readers keep the file open
+                self.keep_wal_small(wait_ms=500)  # even if readers keep the file open
         if self._writer is not None:
             self._writer.close()
         if self._gate is not None:
@@ -241,7 +241,8 @@ class Store:
         keeper = self._wal
         if keeper is None or (wait_ms is None and not keeper.due()):
             return
-        gate = self._gate.closed() if self._gate is not None else nullcontext(False)
+        wait = 1.0 if wait_ms is None else min(1.0, wait_ms / 1000)
+        gate = self._gate.closed(wait) if self._gate is not None else nullcontext(False)
         with self._write_lock, gate, _db_errors(), self._write_engine.connect() as conn:
             keeper.checkpoint(conn, wait_ms=wait_ms)
 
@@ -490,7 +491,8 @@ class Store:
         ``polled_before``: only feeds not polled since then (``run --once`` claiming as
         it goes does not take back the feeds it has polled already).
         """
-        self.record_failures()
+        with contextlib.suppress(StoreError):  # kept for the next claim (see faults)
+            self.record_failures()
         states: list[FeedState] = []
         while len(states) < limit:
             want = min(CLAIM_CHUNK, limit - len(states))
