@@ -68,7 +68,9 @@ def prepare(farm_dir: Path, feeds: int, out: Path) -> None:
 
 
 def run(source: Path, db: str, in_flight: int, limit: int | None = None) -> dict[str, Any]:
-    from aggregator.pipeline import _decide_story
+    from aggregator.ingest.batching import BatchingSaver
+    from aggregator.ingest.direct import DirectSaver
+    from aggregator.records import PollToSave
     from aggregator.store import open_store
 
     with source.open("rb") as fh:
@@ -79,19 +81,19 @@ def run(source: Path, db: str, in_flight: int, limit: int | None = None) -> dict
     now = datetime.now(UTC)
     store.sync_feeds([FeedSpec(url=u) for u, _ in polls], now)
     ids = {s.url: s.id for s in store.feed_states(now + timedelta(days=1))}
+    batching = BatchingSaver(store) if store.one_writer else None
+    direct = DirectSaver(store)
     started = time.monotonic()
     cpu0 = time.process_time()
     pending: list[Future[Any]] = []
     new_items = 0
     for feed_url, entries in polls:
         update = FeedUpdate(polled_at=datetime.now(UTC), status=200, ok=True, next_check_at=now)
-        queued = store.queue_save_poll(ids[feed_url], update, entries, (), _decide_story)
-        if queued is None:  # PostgreSQL: no group writer
-            new_items += store.save_poll(
-                ids[feed_url], update, entries, (), _decide_story
-            ).new_items
+        poll = PollToSave(ids[feed_url], update, tuple(entries))
+        if batching is None:  # PostgreSQL: one transaction per poll
+            new_items += direct.save_now(poll).new_items
             continue
-        pending.append(queued)
+        pending.append(batching.submit(poll))
         if len(pending) >= in_flight:
             new_items += pending.pop(0).result().new_items
     for fut in pending:
@@ -104,10 +106,11 @@ def run(source: Path, db: str, in_flight: int, limit: int | None = None) -> dict
         "process_cpu_s": round(time.process_time() - cpu0, 2),
         **store.counts(),
     }
-    group = getattr(store, "_group", None)
-    if group is not None:
-        result["writer_cpu_s"] = round(group.cpu_seconds, 2)
-        result["groups"] = group.groups
+    if batching is not None:
+        batching.close()
+        result["writer_cpu_s"] = round(batching.cpu_seconds, 2)
+        result["groups"] = batching.writer.groups
+        result["writer_ms_per_item"] = round(1000 * batching.cpu_seconds / max(1, new_items), 3)
     store.close()
     return result
 

@@ -19,6 +19,8 @@ from typer.testing import CliRunner
 
 from aggregator.cli import app
 from aggregator.config import load_config
+from aggregator.ingest.direct import save_now
+from aggregator.records import PollToSave
 from aggregator.scheduler import utcnow
 from aggregator.store import open_store
 from builders import rss
@@ -269,7 +271,7 @@ async def main() -> None:
     runner = Runner(config, store)
     # warm the process pool first, so both workers reach the store at the same moment
     loop = asyncio.get_running_loop()
-    await asyncio.gather(*(loop.run_in_executor(runner.pool, sorted, [2, 1]) for _ in range(4)))
+    await asyncio.gather(*(loop.run_in_executor(runner.app.pool, sorted, [2, 1]) for _ in range(4)))
     try:
         outcome = await runner.poll(state)
     finally:
@@ -349,7 +351,7 @@ def test_migration_0006_recomputes_every_stored_fingerprint(
     """Fingerprints written by the blake2b hashing of 0005 and before are recomputed from
     the items' texts: shingles, LSH band rows (first-seen times kept), anchor counts."""
     from aggregator import dedup
-    from aggregator.store.fingerprints import site_key
+    from aggregator.dedup import site_key
 
     feed = publish(
         server,
@@ -396,7 +398,6 @@ def test_index_rows_store_times_as_the_items_do(tmp_path: Path, db_url: str) -> 
     second poll one second later joins the first item's story."""
     from datetime import UTC, datetime, timedelta
 
-    from aggregator import dedup
     from aggregator.records import FeedUpdate
     from test_dedup import entry
 
@@ -412,7 +413,7 @@ def test_index_rows_store_times_as_the_items_do(tmp_path: Path, db_url: str) -> 
         for n, polled in enumerate((first, first + timedelta(seconds=1))):
             update = FeedUpdate(polled_at=polled, status=200, ok=True, next_check_at=polled)
             clean = entry(text_, TITLES["duvet-gizmodo"], f"http://127.0.0.{n + 2}/duvet")
-            store.save_poll(feed_id, update, [clean], decide=dedup.decide_story)
+            save_now(store, PollToSave(feed_id, update, (clean,)))
             text_ = body_text + "\nThis story was updated."
     finally:
         store.close()

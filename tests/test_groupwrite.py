@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection, create_engine, event, text
 
-from aggregator.store.groupwrite import GroupWriter
+from aggregator.ingest.groupwrite import GroupWriter
 
 
 @pytest.fixture

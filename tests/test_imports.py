@@ -68,7 +68,7 @@ def test_the_entry_module_is_light() -> None:
 
 def test_pool_workers_load_the_parsers_but_not_the_main_process_libraries() -> None:
     code = (
-        "from aggregator.scheduler import make_pool\n"
+        "from aggregator.app import make_pool\n"
         "pool = make_pool(1)\n"
         "worker = pool.submit(eval, 'list(__import__(\"sys\").modules)').result()\n"
         "pool.shutdown()"

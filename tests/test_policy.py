@@ -42,16 +42,6 @@ def test_retry_after_seconds_and_dates() -> None:
     assert policy.retry_after(None, None, NOW) is None
 
 
-def test_is_due_respects_retirement_and_hold_even_when_forced() -> None:
-    past, future = NOW - timedelta(minutes=1), NOW + timedelta(hours=1)
-    assert policy.is_due(NOW, past, None, None)
-    assert not policy.is_due(NOW, future, None, None)
-    assert policy.is_due(NOW, future, None, None, force=True)
-    assert not policy.is_due(NOW, past, None, "retired: HTTP 410", force=True)
-    assert not policy.is_due(NOW, past, future, None, force=True)
-    assert policy.is_due(NOW, past, past, None)
-
-
 def test_permanent_redirect_needs_three_polls_a_day_apart() -> None:
     url, target = "https://old.example/feed", "https://new.example/feed"
     state = policy.redirect_progress(url, target, None, 0, None, NOW)

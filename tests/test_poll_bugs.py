@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from aggregator.app import fetch_limits
 from aggregator.config import load_config
 from aggregator.fetch import Fetcher
 from aggregator.records import FetchResult
-from aggregator.scheduler import Daemon, RunSummary, fetch_limits, run_once
+from aggregator.scheduler import Daemon, RunSummary, run_once
 from aggregator.store import open_store
 from builders import rss
 from conftest import write_config

@@ -24,7 +24,8 @@ import pytest
 from sqlalchemy import event
 
 from aggregator.config import load_config
-from aggregator.records import CleanEntry, FeedSpec, FeedUpdate, ParsedEntry
+from aggregator.ingest.direct import save_now
+from aggregator.records import CleanEntry, FeedSpec, FeedUpdate, ParsedEntry, PollToSave
 from aggregator.scheduler import Daemon
 from aggregator.store import DatabaseReadOnly, open_store
 from builders import paragraph, rss
@@ -55,7 +56,7 @@ def fill(db: Path) -> None:
                 )
             )
         update = FeedUpdate(polled_at=now, status=200, ok=True, next_check_at=now)
-        store.save_poll(state.id, update, new, ())
+        save_now(store, PollToSave(state.id, update, tuple(new)))
     finally:
         store.close()
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,10 +16,17 @@ from sqlalchemy import create_engine, event, inspect, text
 
 from aggregator.config import parse_config
 from aggregator.errors import StoreError
-from aggregator.records import FeedUpdate
-from aggregator.store import open_store
+from aggregator.ingest.direct import save_now
+from aggregator.records import FeedUpdate, PollToSave
+from aggregator.store import Store, feedrows, open_store
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def record_poll(store: Store, feed_id: int, update: FeedUpdate) -> None:
+    """A poll without entries, saved (its feed's row only)."""
+    save_now(store, PollToSave(feed_id, update))
+
 
 REQUIRED = {
     "feeds": {
@@ -106,7 +114,7 @@ def test_sync_feeds_writes_only_what_changed(db_url: str) -> None:
         if statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
             written.append(statement)
 
-    engines = {id(store.engine): store.engine, id(store._write_engine): store._write_engine}
+    engines = {id(store.engine): store.engine, id(store.write_engine): store.write_engine}
     try:
         feeds = [{"url": f"https://{n}.example/f", "tags": ["x"], "interval": 600} for n in "abc"]
         config = parse_config({"feeds": feeds})
@@ -132,7 +140,7 @@ def test_sync_feeds_writes_only_what_changed(db_url: str) -> None:
 
 
 def test_feed_rows_of_many_polls_are_written_one_statement_per_shape(db_url: str) -> None:
-    """``_write_feeds`` (a batch of ``record_poll``s from the writer process): polls that
+    """``feedrows.write_feeds`` (a batch of feed-only polls from the writer process): polls that
     set the same columns share one executemany; a hold is applied after them, so a feed
     of the held host written in the same batch ends up held."""
     store = open_store(db_url)
@@ -174,10 +182,10 @@ def test_feed_rows_of_many_polls_are_written_one_statement_per_shape(db_url: str
             ),
             (ids[urls[5]], not_modified),  # another feed of the held host, same batch
         ]
-        engine = store._write_engine
+        engine = store.write_engine
         event.listen(engine, "before_cursor_execute", count)
-        with store._tx() as conn:
-            store._write_feeds(conn, updates)
+        with store.tx() as conn:
+            feedrows.write_feeds(conn, updates)
         event.remove(engine, "before_cursor_execute", count)
         # the four 304s: one statement; the 200: one; the hold: its row and two host-wide
         assert sorted(n for _s, n in written) == [1, 1, 1, 1, 4]
@@ -214,7 +222,7 @@ def test_lease_statements_have_one_shape_whatever_the_number_of_feeds(db_url: st
         mine = [s.id for s in store.claim_feeds("me", NOW, limit=650, lease_seconds=60)]
         others = [s.id for s in store.claim_feeds("other", NOW, limit=50, lease_seconds=60)]
         assert len(mine) == 650 and len(others) == 50
-        for engine in {id(e): e for e in (store.engine, store._write_engine)}.values():
+        for engine in {id(e): e for e in (store.engine, store.write_engine)}.values():
             event.listen(engine, "before_cursor_execute", seen)
         later = NOW + timedelta(seconds=30)
         assert store.renew_leases("me", mine[:10], later, 60) == 10
@@ -249,7 +257,8 @@ def test_retired_feed_stays_retired_until_enabled_and_hold_applies_to_host(db_ur
         )
         store.sync_feeds(config.feeds, NOW)
         ids = {s.url: s.id for s in store.feed_states(NOW)}
-        store.record_poll(
+        record_poll(
+            store,
             ids["https://gone.example/feed"],
             FeedUpdate(
                 polled_at=NOW,
@@ -262,7 +271,8 @@ def test_retired_feed_stays_retired_until_enabled_and_hold_applies_to_host(db_ur
             ),
         )
         hold = NOW + timedelta(hours=2)
-        store.record_poll(
+        record_poll(
+            store,
             ids["https://busy.example/a"],
             FeedUpdate(
                 polled_at=NOW,
@@ -294,7 +304,8 @@ def test_confirmed_permanent_redirect_rewrites_the_feed_url(db_url: str) -> None
         config = parse_config({"feeds": [{"url": "https://old.example/feed"}]})
         store.sync_feeds(config.feeds, NOW)
         (state,) = store.feed_states(NOW)
-        store.record_poll(
+        record_poll(
+            store,
             state.id,
             FeedUpdate(
                 polled_at=NOW,
@@ -337,23 +348,18 @@ def test_claims_never_hand_one_feed_to_two_workers(db_url: str) -> None:
         store.close()
 
 
-def test_a_large_claim_is_made_in_chunks_and_misses_nothing(
-    db_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """More feeds than one statement claims (``CLAIM_CHUNK``): several statements, the
+def test_a_large_claim_is_made_in_chunks_and_misses_nothing(db_url: str) -> None:
+    """More feeds than one statement claims (``chunk``): several statements, the
     same result — every due feed once, in due order, up to the limit."""
-    import aggregator.store.store as store_module
-
-    monkeypatch.setattr(store_module, "CLAIM_CHUNK", 3)
     store = open_store(db_url)
     store.upgrade()
     try:
         urls = [f"https://c{n}.example/feed" for n in range(11)]
         store.sync_feeds(parse_config({"feeds": [{"url": u} for u in urls]}).feeds, NOW)
-        first = store.claim_feeds("w1", NOW, limit=7, lease_seconds=60, force=True)
+        first = store.claim_feeds("w1", NOW, limit=7, lease_seconds=60, force=True, chunk=3)
         assert len(first) == 7 and len({s.id for s in first}) == 7
         assert [s.id for s in first] == sorted(s.id for s in first)
-        rest = store.claim_feeds("w2", NOW, limit=100, lease_seconds=60, force=True)
+        rest = store.claim_feeds("w2", NOW, limit=100, lease_seconds=60, force=True, chunk=3)
         assert len(rest) == 4 and not {s.id for s in first} & {s.id for s in rest}
         assert {s.url for s in first + rest} == set(urls)
     finally:
@@ -371,7 +377,8 @@ def test_a_claim_can_leave_out_the_feeds_polled_since_a_time(db_url: str) -> Non
         ids = {s.url: s.id for s in store.feed_states(NOW)}
         earlier = NOW - timedelta(hours=1)
         for url, polled in ((urls[0], earlier), (urls[1], NOW + timedelta(seconds=1))):
-            store.record_poll(
+            record_poll(
+                store,
                 ids[url],
                 FeedUpdate(
                     polled_at=polled, status=304, ok=True, next_check_at=NOW + timedelta(days=1)
@@ -387,27 +394,24 @@ def test_a_claim_can_leave_out_the_feeds_polled_since_a_time(db_url: str) -> Non
         store.close()
 
 
-def test_head_revision_is_read_from_the_migration_files(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_head_revision_is_read_from_the_migration_files(tmp_path: Path) -> None:
     """The start-up check that skips Alembic reads revisions in either quote style (the
     template writes repr()), and gives up (None: Alembic decides) on anything unclear."""
-    import aggregator.store.store as store_module
+    from aggregator.store.migrate import head_revisions
 
     versions = tmp_path / "versions"
     versions.mkdir()
-    monkeypatch.setattr(store_module, "_migrations_dir", lambda: tmp_path)
     (versions / "a.py").write_text('revision = "0001"\ndown_revision = None\n')
     (versions / "b.py").write_text("revision = '0002'\ndown_revision = '0001'\n")
-    assert store_module._head_revisions() == {"0002"}
+    assert head_revisions(tmp_path) == {"0002"}
     (versions / "c.py").write_text("revision: str = '0003'\ndown_revision = '0002'\n")
-    assert store_module._head_revisions() == {"0003"}
+    assert head_revisions(tmp_path) == {"0003"}
     (versions / "d.py").write_text("revision = '0004'\ndown_revision = '0002'\n")
-    assert store_module._head_revisions() is None  # two heads
+    assert head_revisions(tmp_path) is None  # two heads
     (versions / "d.py").write_text("revision = '0004'\ndown_revision = ('0003', '0002')\n")
-    assert store_module._head_revisions() == {"0004"}
+    assert head_revisions(tmp_path) == {"0004"}
     (versions / "e.py").write_text("revision = make_id()\n")
-    assert store_module._head_revisions() is None
+    assert head_revisions(tmp_path) is None
 
 
 def _run_python(code: str, *args: str) -> subprocess.Popen[str]:
@@ -503,7 +507,7 @@ def test_sqlite_writer_waiting_in_another_process_gets_its_turn(tmp_path: Path) 
         store = open_store(sys.argv[1])
         print("writing", flush=True)
         for n in range(1, 151):
-            with store._write_lock, store._tx() as conn:  # back-to-back write transactions
+            with store.locked_tx() as conn:  # back-to-back write transactions
                 conn.execute(text("UPDATE feeds SET error_count = :n"), {"n": n})
                 time.sleep(0.02)
         store.close()
@@ -525,18 +529,50 @@ def test_sqlite_writer_waiting_in_another_process_gets_its_turn(tmp_path: Path) 
 def test_sqlite_writes_use_one_connection_with_the_larger_page_cache(tmp_path: Path) -> None:
     """Each pooled SQLite connection keeps its own page cache: readers get a small one, the
     one writing connection the larger one (peak memory, docs/performance.md)."""
-    from aggregator.store.store import READ_CACHE_KIB, WRITE_CACHE_KIB
+    from aggregator.store.engine import READ_CACHE_KIB, WRITE_CACHE_KIB
 
     store = open_store(f"sqlite:///{tmp_path / 'cache.db'}")
     store.upgrade()
     try:
-        with store._read() as conn:
+        with store.read() as conn:
             assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -READ_CACHE_KIB
         seen = set()
         for _ in range(3):
-            with store._write_lock, store._tx() as conn:
+            with store.locked_tx() as conn:
                 assert conn.exec_driver_sql("PRAGMA cache_size").scalar_one() == -WRITE_CACHE_KIB
                 seen.add(id(conn.connection.dbapi_connection))
         assert len(seen) == 1
+    finally:
+        store.close()
+
+
+def test_the_due_rule_is_the_same_for_claims_and_feed_states(db_url: str) -> None:
+    """One rule of "may this feed be polled now" (``store.feeds.due``): ``feed_states``
+    and a claim give the same feeds; ``force`` (run --once) adds the feeds whose next
+    check has not come, but never a retired feed nor one held by Retry-After."""
+    store = open_store(db_url)
+    store.upgrade()
+    try:
+        names = ("due", "later", "retired", "held", "hold-over")
+        urls = {n: f"https://{n}.example/feed" for n in names}
+        store.sync_feeds(parse_config({"feeds": [{"url": u} for u in urls.values()]}).feeds, NOW)
+        ids = {s.url: s.id for s in store.feed_states(NOW)}
+        past, future = NOW - timedelta(minutes=1), NOW + timedelta(hours=1)
+        base = FeedUpdate(polled_at=past, status=200, ok=True, next_check_at=past)
+        record_poll(store, ids[urls["due"]], base)
+        record_poll(store, ids[urls["later"]], replace(base, next_check_at=future))
+        record_poll(
+            store, ids[urls["retired"]], replace(base, status=410, disabled_reason="retired")
+        )
+        record_poll(store, ids[urls["held"]], replace(base, status=429, hold_until=future))
+        record_poll(store, ids[urls["hold-over"]], replace(base, status=429, hold_until=past))
+        by_id = {v: k for k, v in ids.items()}
+        due = {by_id[s.id] for s in store.feed_states(NOW)}
+        assert due == {urls["due"], urls["hold-over"]}
+        claimed = store.claim_feeds("w1", NOW, limit=10, lease_seconds=60)
+        assert {s.url for s in claimed} == due
+        store.release_leases("w1")
+        forced = store.claim_feeds("w2", NOW, limit=10, lease_seconds=60, force=True)
+        assert {s.url for s in forced} == due | {urls["later"]}
     finally:
         store.close()

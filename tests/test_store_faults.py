@@ -27,7 +27,9 @@ import yaml
 from sqlalchemy import create_engine, event, text
 
 from aggregator.errors import StoreError
-from aggregator.records import CleanEntry, FeedSpec, FeedUpdate, ParsedEntry
+from aggregator.ingest.batching import BatchingSaver
+from aggregator.ingest.direct import save_now
+from aggregator.records import CleanEntry, FeedSpec, FeedUpdate, ParsedEntry, PollToSave
 from aggregator.store import open_store
 from builders import paragraph, rss
 from httpserver import FixtureServer
@@ -90,6 +92,16 @@ class Capped:
 def fill(store: Any, feed_ids: list[int], rounds: int) -> tuple[set[str], dict[int, str]]:
     """Save ``rounds`` polls of every feed, all of a round queued at once (one group);
     the entry keys reported saved, and the error of each feed whose last poll failed."""
+    saver = BatchingSaver(store)
+    try:
+        return _fill(saver, feed_ids, rounds)
+    finally:
+        saver.close()
+
+
+def _fill(
+    saver: BatchingSaver, feed_ids: list[int], rounds: int
+) -> tuple[set[str], dict[int, str]]:
     saved: set[str] = set()
     failed: dict[int, str] = {}
     for round_ in range(rounds):
@@ -102,7 +114,7 @@ def fill(store: Any, feed_ids: list[int], rounds: int) -> tuple[set[str], dict[i
                 ok=True,
                 next_check_at=NOW + timedelta(hours=1),
             )
-            future = store.queue_save_poll(feed_id, update, new, ())
+            future = saver.submit(PollToSave(feed_id, update, tuple(new)))
             queued.append((feed_id, new, future))
         for feed_id, new, future in queued:
             try:
@@ -211,7 +223,7 @@ def test_a_failed_poll_is_recorded_on_postgresql(pg_url: str) -> None:
             def save() -> None:
                 update = FeedUpdate(polled_at=NOW, status=200, ok=True, next_check_at=NOW)
                 try:
-                    store.save_poll(state.id, update, entries(1, 1), ())
+                    save_now(store, PollToSave(state.id, update, tuple(entries(1, 1))))
                 except StoreError as exc:
                     errors.append(exc)
 

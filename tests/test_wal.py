@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.records import CleanEntry, FeedSpec, FeedUpdate, ParsedEntry
+from aggregator.ingest.batching import BatchingSaver
+from aggregator.records import CleanEntry, FeedSpec, FeedUpdate, ParsedEntry, PollToSave
 from aggregator.store import open_store
 from builders import paragraph
 
@@ -67,6 +68,7 @@ def test_the_wal_stays_bounded_under_a_crowd_of_readers(tmp_path: Path) -> None:
     store.upgrade()
     store.sync_feeds([FeedSpec(url=f"https://f{i}.example/feed") for i in range(10)], NOW)
     feed_ids = [s.id for s in store.feed_states(NOW, due_only=False)]
+    saver = BatchingSaver(store)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
     serve = subprocess.Popen(
@@ -102,16 +104,16 @@ def test_the_wal_stays_bounded_under_a_crowd_of_readers(tmp_path: Path) -> None:
         for round_ in range(ROUNDS):
             update = FeedUpdate(polled_at=NOW, status=200, ok=True, next_check_at=NOW)
             queued = [
-                store.queue_save_poll(
-                    f,
-                    replace(update, polled_at=NOW + timedelta(seconds=round_)),
-                    entries(f, round_, 4),
-                    (),
+                saver.submit(
+                    PollToSave(
+                        f,
+                        replace(update, polled_at=NOW + timedelta(seconds=round_)),
+                        tuple(entries(f, round_, 4)),
+                    )
                 )
                 for f in feed_ids
             ]
             for future in queued:
-                assert future is not None
                 future.result(timeout=120)
             largest = max(largest, wal.stat().st_size if wal.exists() else 0)
     finally:
@@ -120,6 +122,7 @@ def test_the_wal_stays_bounded_under_a_crowd_of_readers(tmp_path: Path) -> None:
             thread.join(60)
         serve.terminate()
         serve.wait(30)
+        saver.close()
         store.close()
     assert answered[0] > 100  # the readers really read all along
     assert db.stat().st_size > 6 * LIMIT, "too little written to tell"  # ~18 MiB

@@ -9,16 +9,21 @@ import logging
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from aggregator.app import make_saver
 from aggregator.config import load_config
-from aggregator.records import FeedUpdate
+from aggregator.ingest.batching import BatchingSaver
+from aggregator.ingest.direct import DirectSaver
+from aggregator.ingest.process import ProcessSaver
+from aggregator.records import FeedUpdate, PollToSave
 from aggregator.scheduler import run_once
 from aggregator.store import Store, open_store
-from aggregator.store.store import READ_CACHE_KIB
+from aggregator.store.engine import READ_CACHE_KIB
 from builders import paragraph, rss
 from conftest import write_config
 from httpserver import FixtureServer
@@ -64,14 +69,15 @@ def test_polls_are_written_by_the_writer_process(server: FixtureServer, tmp_path
     )
     store = _open(cfg)
     try:
-        assert store.start_writer_process()
-        child = store.writer_pid
+        saver = ProcessSaver(store)
+        child = saver.pid
         assert child is not None and child != os.getpid()
         # what this process still writes is small: a reader's page cache, not the writer's
-        with store._write_engine.connect() as conn:
+        with store.write_engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -READ_CACHE_KIB
-        summary = asyncio.run(run_once(load_config(cfg), store))
-        assert store._group is not None and store._group.jobs == 0  # nothing written here
+        summary = asyncio.run(run_once(load_config(cfg), store, saver=saver))
+        assert not saver.local_writes  # nothing written here
+        saver.close()
     finally:
         store.close()
     assert (summary.polled, summary.failed, summary.new_items) == (6, 0, 24)
@@ -82,7 +88,7 @@ def test_polls_are_written_by_the_writer_process(server: FixtureServer, tmp_path
     assert shared == (1,)
     assert rows(db, "SELECT COUNT(*) FROM stories") == [(6 * 3 + 1,)]
     assert rows(db, "SELECT COUNT(*) FROM feeds WHERE last_polled_at IS NOT NULL") == [(6,)]
-    with pytest.raises(ProcessLookupError):  # closed with the store
+    with pytest.raises(ProcessLookupError):  # closed with the saver
         for _ in range(50):
             os.kill(child, 0)
             time.sleep(0.1)
@@ -97,15 +103,16 @@ def test_a_writer_process_that_dies_costs_only_its_unanswered_writes(
     )
     store = _open(cfg)
     try:
-        assert store.start_writer_process()
-        assert store._remote is not None
-        os.kill(store.writer_pid or 0, signal.SIGKILL)
+        saver = ProcessSaver(store)
+        os.kill(saver.pid or 0, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while store._remote.alive and time.monotonic() < deadline:
+        while saver.process.alive and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not store._remote.alive
-        with caplog.at_level(logging.ERROR, logger="aggregator.store.writerproc"):
-            summary = asyncio.run(run_once(load_config(cfg), store))
+        assert not saver.process.alive
+        with caplog.at_level(logging.ERROR, logger="aggregator.ingest.process"):
+            summary = asyncio.run(run_once(load_config(cfg), store, saver=saver))
+        assert saver.local_writes
+        saver.close()
     finally:
         store.close()
     assert any("store writer process exited" in r.getMessage() for r in caplog.records)
@@ -127,21 +134,23 @@ def test_a_burst_of_writes_goes_to_the_writer_process_in_one_message(
     try:
         store.sync_feeds(load_config(cfg).feeds, datetime.now(UTC))
         ids = [s.id for s in store.feed_states(datetime.now(UTC) + timedelta(days=1))]
-        assert store.start_writer_process() and store._remote is not None
-        outbox = store._remote._outbox
+        saver = ProcessSaver(store)
+        outbox = saver.process._outbox
         now = datetime.now(UTC)
         with outbox._ready:  # the sender waits until all forty are queued
             futures = [
-                store.queue_record_poll(
-                    feed_id,
-                    FeedUpdate(polled_at=now, status=304, ok=True, next_check_at=now),
+                saver.submit(
+                    PollToSave(
+                        feed_id,
+                        FeedUpdate(polled_at=now, status=304, ok=True, next_check_at=now),
+                    )
                 )
                 for feed_id in ids
             ]
         for future in futures:
-            assert future is not None
             future.result(timeout=30)
         assert outbox.sent == 1
+        saver.close()
     finally:
         store.close()
     assert rows(db, "SELECT last_status, COUNT(*) FROM feeds GROUP BY 1") == [(304, 40)]
@@ -157,22 +166,32 @@ def test_a_writer_process_stopped_by_close_exits_cleanly_and_logs_nothing(
     for _ in range(5):
         store = open_store(db)
         store.upgrade()
-        assert store.start_writer_process() and store._remote is not None
-        remote = store._remote
-        with caplog.at_level(logging.ERROR, logger="aggregator.store.writerproc"):
+        saver = ProcessSaver(store)
+        remote = saver.process
+        with caplog.at_level(logging.ERROR, logger="aggregator.ingest.process"):
+            saver.close(timeout=60)  # a loaded machine: the child exits, never killed
             store.close()
         assert remote._process.exitcode == 0
         assert not remote._reader.is_alive()
     assert [r.getMessage() for r in caplog.records] == []
 
 
-def test_no_writer_process_for_postgresql_or_memory(pg_url: str) -> None:
-    for url in (pg_url, "sqlite://"):
+def test_no_writer_process_for_postgresql_or_memory(pg_url: str, tmp_path: Path) -> None:
+    """The save path is chosen once (``app.make_saver``): PostgreSQL saves directly, an
+    in-memory SQLite database in groups in this process (a child would see another
+    database), an SQLite file through the writer process when asked for."""
+    config = load_config(write_config(tmp_path / "feeds.yaml", []))
+    expected = {pg_url: DirectSaver, "sqlite://": BatchingSaver}
+    expected[f"sqlite:///{tmp_path / 'f.db'}"] = ProcessSaver
+    for url, kind in expected.items():
         store = open_store(url)
+        threads = ThreadPoolExecutor(1)
         try:
-            assert not store.start_writer_process()
-            assert store.writer_pid is None
+            saver = make_saver(store, config, threads=threads, writer_process=True)
+            assert type(saver) is kind
+            saver.close()
         finally:
+            threads.shutdown()
             store.close()
 
 

@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from corpus import Doc, boilerplate_site, load_all, make_copies  # noqa: E402
 
 from aggregator import dedup  # noqa: E402
-from aggregator.store.fingerprints import COMMON_DF  # noqa: E402
+from aggregator.dedup import COMMON_DF  # noqa: E402
 
 OUTLETS = [f"Outlet {c}" for c in "ABCDEFG"]
 

@@ -32,6 +32,7 @@ import sqlite3
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,8 +45,15 @@ sys.path.insert(0, str(HERE))
 from corpus import load_all, make_copies  # noqa: E402
 
 from aggregator import dedup  # noqa: E402
-from aggregator.records import CleanEntry, FeedSpec, FeedUpdate, ParsedEntry  # noqa: E402
-from aggregator.store import fingerprints as fps  # noqa: E402
+from aggregator.ingest.direct import save_now  # noqa: E402
+from aggregator.records import (  # noqa: E402
+    CleanEntry,
+    FeedSpec,
+    FeedUpdate,
+    ParsedEntry,
+    PollToSave,
+)
+from aggregator.store import index as fps  # noqa: E402
 from aggregator.store import open_store  # noqa: E402
 from aggregator.store.tables import items  # noqa: E402
 
@@ -187,7 +195,7 @@ def run(size: int, folder: Path, corpora: Path, reuse: bool) -> dict[str, object
         for i, d in enumerate(stored)
     ]
     if fill_seconds is not None:  # a reused database has them from its first run
-        store.save_poll(feed_id, update_, entries, (), dedup.decide_story)
+        save_now(store, PollToSave(feed_id, update_, tuple(entries)))
     queries: list[tuple[str, CleanEntry]] = []
     outlets = ["A", "B", "C", "D", "E"]
     for i, d in enumerate(fresh):
@@ -216,10 +224,22 @@ def run(size: int, folder: Path, corpora: Path, reuse: bool) -> dict[str, object
         with engine.connect() as conn:
             conn.execution_options(sqlite_immediate=True)
             with conn.begin():
-                site = fps.site_key(clean.entry.link)
+                site = dedup.site_key(clean.entry.link)
                 t0 = time.perf_counter()
-                found = fps.candidates(conn, clean, since)
-                common = fps.common_anchors(conn, clean, found, site) if found else frozenset()
+                found = fps.candidates(
+                    conn,
+                    clean,
+                    since,
+                    url_limit=dedup.MAX_URL_CANDIDATES,
+                    band_limit=dedup.MAX_BAND_CANDIDATES,
+                )
+                anchors = clean.fingerprint.anchors if clean.fingerprint else ()
+                sites = {site, *(dedup.site_key(c.url) for c in found)} - {None}
+                common = (
+                    fps.common_anchors(conn, anchors, sorted(sites), dedup.COMMON_DF)  # type: ignore[type-var]
+                    if found
+                    else frozenset()
+                )
                 decision = (
                     dedup.decide_story(clean, found, common)
                     if found
@@ -241,9 +261,11 @@ def run(size: int, folder: Path, corpora: Path, reuse: bool) -> dict[str, object
                     .returning(items.c.id)
                 ).scalar_one()
                 t2 = time.perf_counter()
-                fps.index_item(conn, item_id, clean, now)
-                if decision.story_id is None:
-                    fps.count_anchors(conn, clean, site, now)
+                fps.index_items(conn, [(item_id, clean)], now)
+                if decision.story_id is None and site is not None and clean.fingerprint:
+                    fps.count_anchors(
+                        conn, Counter((site, a) for a in set(clean.fingerprint.anchors)), now
+                    )
                 t3 = time.perf_counter()
                 conn.rollback()  # leave the store as it was: every query sees the same store
         timings[kind].append((t1 - t0) + (t3 - t2))
@@ -255,7 +277,7 @@ def run(size: int, folder: Path, corpora: Path, reuse: bool) -> dict[str, object
         words = " ".join(reversed(d.text.split()))
         clean = clean_entry(f"whole:{n}:{run_id}", d.title, words, f"http://w.example/{run_id}/{n}")
         t0 = time.perf_counter()
-        store.save_poll(feed_id, replace(update_, polled_at=now), [clean], (), dedup.decide_story)
+        save_now(store, PollToSave(feed_id, replace(update_, polled_at=now), (clean,)))
         whole.append(time.perf_counter() - t0)
     store.close()
     size_mb = sum(p.stat().st_size for p in folder.glob(f"scale-{size}.db*")) / 1e6

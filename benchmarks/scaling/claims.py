@@ -6,7 +6,7 @@ Creates a fresh PostgreSQL database, migrates it, inserts ``--rows`` feeds whose
 ``next_check_at`` is spread evenly over one hour (1 M feeds polled hourly: ~280 become due
 per second), ANALYZEs, then for ``--seconds`` per setting runs ``--threads`` loops, each one
 standing for a worker: ``Store.claim_feeds(limit=batch)`` then, per claimed feed, the end of
-a poll as the pipeline writes it (``Store.record_poll``: last_polled_at, status, next check an
+a poll as the pipeline writes it (a poll without entries, ``ingest.direct.save_now``: last_polled_at, status, next check an
 hour later, lease cleared) — nothing else. It prints the claim latency (median, p95), the
 claims and feeds per second the database sustains, and the claim's plan (EXPLAIN ANALYZE).
 The loops run the real ``Store`` methods, so the figures include SQLAlchemy and psycopg.
@@ -28,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from aggregator.records import FeedUpdate  # noqa: E402
+from aggregator.ingest.direct import save_now  # noqa: E402
+from aggregator.records import FeedUpdate, PollToSave  # noqa: E402
 from aggregator.store import open_store  # noqa: E402
 
 
@@ -114,10 +115,16 @@ def _run(store, threads: int, batch: int, seconds: float) -> dict[str, float]:  
             states = store.claim_feeds(owner, now, limit=batch, lease_seconds=300)
             t1 = time.perf_counter()
             for state in states:
-                store.record_poll(
-                    state.id,
-                    FeedUpdate(
-                        polled_at=now, status=200, ok=True, next_check_at=now + timedelta(hours=1)
+                save_now(
+                    store,
+                    PollToSave(
+                        state.id,
+                        FeedUpdate(
+                            polled_at=now,
+                            status=200,
+                            ok=True,
+                            next_check_at=now + timedelta(hours=1),
+                        ),
                     ),
                 )
             t2 = time.perf_counter()

@@ -7,7 +7,7 @@ methods with a stopwatch: the lease calls (``claim_feeds``, ``renew_leases``,
 ``release_leases``, ``lease_owners``) and, for comparison, the per-poll writes
 (``save_poll``, ``record_poll``, ``known_entries``). For each call it records the wall
 time, and for the writers the part spent waiting for the store's in-process write lock
-(``Store._write_lock``: one writer per process), so "waiting behind this process's own
+(``Store.write_lock``: one writer per process), so "waiting behind this process's own
 save_poll" is told apart from "executing the statement". On exit the figures go to the
 JSON file named by ``$SCALING_STATS``. The wrappers cost two ``perf_counter`` calls each.
 """
@@ -92,7 +92,7 @@ def _instrument() -> None:
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
-        self._write_lock = TimedLock()
+        self.write_lock = TimedLock()
 
     store_cls.__init__ = init  # type: ignore[method-assign]
     for name in LEASE_CALLS + OTHER_CALLS:

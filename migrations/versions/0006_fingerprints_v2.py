@@ -31,7 +31,7 @@ CHUNK = 1000
 
 def upgrade() -> None:
     from aggregator import dedup
-    from aggregator.store.fingerprints import site_key
+    from aggregator.dedup import site_key
 
     op.drop_index("ix_dedup_shingles_last_seen_at", table_name="dedup_shingles")
     bind = op.get_bind()

@@ -65,6 +65,11 @@ URL_TEXT_AGREEMENT = 0.50
 # two entries of ONE feed are one story only when their titles are the same words and each
 # text holds this share of the other (a republished post, an entry under a new GUID)
 NEAR_IDENTICAL = 0.90
+# candidates and boilerplate (the store reads them with these limits: ``ingest``)
+MAX_BAND_CANDIDATES = 8  # items verified per new item, most shared bands first
+MAX_URL_CANDIDATES = 5  # items sharing a canonical URL verified per new item, latest first
+COMMON_DF = 3  # an anchor seen in this many stories of one site is boilerplate
+FULL_SHARE = 0.8  # an item whose text is this share of its story's longest is "full"
 
 # how each decision came about (``aggregator stories explain`` prints these)
 RULES = {
@@ -83,6 +88,18 @@ _WORD = re.compile(r"\w+")
 
 
 # ---- URLs ----------------------------------------------------------------------------
+
+
+def site_key(url: str | None) -> int | None:
+    """A 63-bit key for the host of a URL (``www.`` ignored): the unit of boilerplate
+    (anchor counts are kept per site)."""
+    host = (urlsplit(url).hostname or "").lower() if url else ""
+    if host.startswith("www."):
+        host = host[4:]
+    if not host:
+        return None
+    digest = hashlib.blake2b(host.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") & _MASK63
 
 
 def canonical_url(url: str | None, *, keep_fragment: bool = False) -> str | None:

@@ -8,7 +8,6 @@ fetch (feed) → parse + sanitize (process pool) → which entries are new/chang
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import functools
 import logging
 import random
@@ -16,9 +15,8 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol, TypeVar
-from urllib.parse import urlsplit
 
 from . import dates, pages, policy, pooljobs
 from .errors import AggregatorError, ParseError, StoreError
@@ -31,9 +29,8 @@ from .records import (
     FetchResult,
     KnownEntry,
     PollOutcome,
+    PollToSave,
     SaveResult,
-    StoryCandidate,
-    StoryDecision,
 )
 
 log = logging.getLogger("aggregator.poll")
@@ -50,51 +47,19 @@ class FetchPort(Protocol):
     ) -> FetchResult: ...
 
 
-class StorePort(Protocol):
+class EntriesPort(Protocol):
+    """Which entries of a feed are stored already (the store)."""
+
     def known_entries(self, feed_id: int, keys: Sequence[str]) -> dict[str, KnownEntry]: ...
 
-    def save_poll(
-        self,
-        feed_id: int,
-        update_: FeedUpdate,
-        new: Sequence[CleanEntry] = (),
-        changed: Sequence[tuple[int, CleanEntry]] = (),
-        decide: Callable[[CleanEntry, Sequence[StoryCandidate], frozenset[int]], StoryDecision]
-        | None = None,
-        *,
-        dedup_window: float = ...,
-    ) -> SaveResult: ...
 
-    def record_poll(self, feed_id: int, update_: FeedUpdate) -> None: ...
+class SavePort(Protocol):
+    """Where a poll goes once decided: saved all or nothing (``ingest``'s savers)."""
 
-    def queue_record_poll(
-        self, feed_id: int, update_: FeedUpdate
-    ) -> concurrent.futures.Future[None] | None: ...
-
-    def queue_save_poll(
-        self,
-        feed_id: int,
-        update_: FeedUpdate,
-        new: Sequence[CleanEntry] = (),
-        changed: Sequence[tuple[int, CleanEntry]] = (),
-        decide: Callable[[CleanEntry, Sequence[StoryCandidate], frozenset[int]], StoryDecision]
-        | None = None,
-        *,
-        dedup_window: float = ...,
-    ) -> concurrent.futures.Future[SaveResult] | None: ...
+    async def save(self, poll: PollToSave) -> SaveResult: ...
 
 
 T = TypeVar("T")
-
-
-def _decide_story(
-    entry: CleanEntry, candidates: Sequence[StoryCandidate], sites: frozenset[int]
-) -> StoryDecision:
-    # dedup (and numpy with it) loads with the first entry to save, in the store's thread:
-    # a run that only gets 304s never imports it
-    from . import dedup
-
-    return dedup.decide_story(entry, candidates, sites)
 
 
 @dataclass(frozen=True)
@@ -104,7 +69,6 @@ class PipelineSettings:
     max_interval: float = 86400.0
     max_entries_per_feed: int = 10_000
     article_budget: float = 60.0  # seconds a poll spends fetching article pages; 0 = no limit
-    dedup_window: float = 14 * 86400.0  # seconds: candidates first seen this recently
     # polls between a fetched document and its commit (parsing, article pages, dedup,
     # waiting for the store): their entries are held in memory meanwhile. ``concurrency``
     # bounds the requests in flight; this bounds the work behind them, so that many
@@ -119,7 +83,8 @@ class Pipeline:
     def __init__(
         self,
         fetcher: FetchPort,
-        store: StorePort,
+        store: EntriesPort,
+        saver: SavePort,
         executor: Executor,
         settings: PipelineSettings,
         *,
@@ -128,34 +93,17 @@ class Pipeline:
     ) -> None:
         self.fetcher = fetcher
         self.store = store
+        self.saver = saver
         self.executor = executor
         self.settings = settings
         self.rng = rng
-        # threads that wait on the store; as many as polls in flight, so that saves queue
-        # up in the store (SQLite writes them in groups) rather than in front of it
+        # threads that wait on the store's reads (known entries)
         self.store_threads = store_threads
         self._processing = asyncio.Semaphore(settings.max_processing)
 
     async def _in_store(self, fn: Callable[..., T], *args: object) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.store_threads, functools.partial(fn, *args))
-
-    async def _write(
-        self,
-        queue: Callable[..., concurrent.futures.Future[T] | None],
-        blocking: Callable[..., T],
-        *args: object,
-        **kwargs: object,
-    ) -> T:
-        """A store write: on SQLite straight onto the group writer's queue (no store thread
-        held while waiting for the commit), else the blocking call in a store thread."""
-        queued = queue(*args, **kwargs)
-        if queued is None:
-            return await self._in_store(functools.partial(blocking, *args, **kwargs))
-        return await asyncio.wrap_future(queued)
-
-    async def _record_poll(self, feed_id: int, update: FeedUpdate) -> None:
-        await self._write(self.store.queue_record_poll, self.store.record_poll, feed_id, update)
 
     async def _in_pool(self, fn: Callable[..., T], *args: object) -> T:
         # fn: a job of ``pooljobs`` (light to import here; the work runs in a worker)
@@ -206,49 +154,10 @@ class Pipeline:
         *,
         interval: float | None = None,
     ) -> PollOutcome:
-        errors = state.error_count + 1
-        notes: list[str] = []
         base = interval or state.interval_seconds or self.settings.default_interval
-        jitter = self.rng()
-        disabled = None
-        hold = None
-        hold_host = None
-        not_found_since = None
-        if status == 410:
-            disabled = f"retired: HTTP 410 Gone at {now.strftime('%Y-%m-%d %H:%M UTC')}"
-            next_at = dates.add(now, timedelta(days=3650).total_seconds())
-        elif status == 404:
-            not_found_since = state.not_found_since or now
-            next_at = dates.add(
-                now, policy.not_found_delay(base, errors, not_found_since, now, jitter)
-            )
-        else:
-            next_at = policy.next_check_after_error(now, base, errors, jitter)
-        if status in (429, 503):
-            hold = policy.retry_after(headers.get("retry-after"), headers.get("date"), now, notes)
-            if hold is not None:
-                hold_host = (urlsplit(state.url).hostname or "").lower()
-                next_at = max(next_at, hold)
-        if notes:
-            message = f"{message}; {dates.summary(notes)}"
-        update = FeedUpdate(
-            polled_at=now,
-            status=status,
-            ok=False,
-            next_check_at=next_at,
-            error=message,
-            error_count=errors,
-            keep_validators=True,
-            disabled_reason=disabled,
-            hold_until=hold,
-            hold_host=hold_host,
-            not_found_since=not_found_since,
-            redirect_url=state.redirect_url,
-            redirect_count=state.redirect_count,
-            redirect_seen_at=state.redirect_seen_at,
-        )
-        await self._record_poll(state.id, update)
-        return PollOutcome(state.url, status, ok=False, error=message)
+        update = policy.failure_update(state, now, status, message, headers, base, self.rng())
+        await self.saver.save(PollToSave(state.id, update))
+        return PollOutcome(state.url, status, ok=False, error=update.error)
 
     async def _poll(self, spec: FeedSpec, state: FeedState, now: datetime) -> PollOutcome:
         result = await self.fetcher.fetch(
@@ -305,7 +214,7 @@ class Pipeline:
             etag=result.etag or state.etag,
             last_modified=result.last_modified or state.last_modified,
         )
-        await self._record_poll(state.id, update)
+        await self.saver.save(PollToSave(state.id, update))
         return PollOutcome(state.url, result.status, ok=True, not_modified=True)
 
     async def _process(
@@ -397,16 +306,7 @@ class Pipeline:
             title=feed.title,
             error=notes.sentence(),
         )
-        saved = await self._write(
-            self.store.queue_save_poll,
-            self.store.save_poll,
-            state.id,
-            update,
-            new,
-            changed,
-            _decide_story,
-            dedup_window=self.settings.dedup_window,
-        )
+        saved = await self.saver.save(PollToSave(state.id, update, tuple(new), tuple(changed)))
         return PollOutcome(
             state.url,
             status,

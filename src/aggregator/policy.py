@@ -1,4 +1,5 @@
-"""Pure decisions about time: when a feed is due next, backoff, Retry-After.
+"""Pure decisions about time and failures: when a feed is due next, backoff, Retry-After,
+what a failed poll does to its feed (``failure_update``).
 
 Nothing here reads the clock or a random source: ``now`` and ``jitter`` (a number in
 [0, 1)) are arguments, so every rule is unit-testable.
@@ -10,7 +11,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 
 from . import dates
-from .records import DORMANT_DAYS
+from .records import DORMANT_DAYS, FeedState, FeedUpdate, url_host
 
 JITTER = 0.1  # ±10 % of the interval
 MAX_BACKOFF = 24 * 3600.0
@@ -82,25 +83,6 @@ def retry_after(
         seconds = (until - _server_now(date_header, now, notes)).total_seconds()
     seconds = max(0.0, min(seconds, MAX_RETRY_AFTER))
     return dates.add(now, seconds)
-
-
-def is_due(
-    now: datetime,
-    next_check_at: datetime | None,
-    hold_until: datetime | None,
-    disabled_reason: str | None,
-    *,
-    force: bool = False,
-) -> bool:
-    """Whether a feed may be polled now; ``force`` (run --once) ignores interval and backoff
-    but never a retirement nor an unexpired Retry-After hold."""
-    if disabled_reason:
-        return False
-    if hold_until is not None and hold_until > now:
-        return False
-    if force:
-        return True
-    return next_check_at is None or next_check_at <= now
 
 
 DORMANT_AFTER = DORMANT_DAYS * 86400.0  # continuous 404s before a feed becomes dormant
@@ -225,3 +207,62 @@ def respect_skips(
             return moved
         moved = (moved + timedelta(hours=1)).replace(minute=0, second=0, microsecond=0)
     return when
+
+
+RETIRED_FOR = 3650 * 86400.0  # a retired feed's next check (HTTP 410: until re-enabled)
+
+
+def failure_update(
+    state: FeedState,
+    now: datetime,
+    status: int | None,
+    message: str,
+    headers: dict[str, str],
+    interval: float,
+    jitter: float,
+) -> FeedUpdate:
+    """A failed poll's feed row (``interval``: the feed's polling interval):
+
+    - 410 retires the feed (until ``aggregator feeds enable`` or a re-add);
+    - 404 backs off and, after ``DORMANT_DAYS`` of them, probes weekly (``not_found_delay``);
+    - anything else backs off exponentially (``next_check_after_error``);
+    - 429 and 503 honour Retry-After for every feed of the host (``hold_host``);
+    - the validators are kept, and a redirect in progress stays as it was.
+    Notes about out-of-range header dates end the error message."""
+    errors = state.error_count + 1
+    notes: list[str] = []
+    disabled = None
+    hold = None
+    hold_host = None
+    not_found_since = None
+    if status == 410:
+        disabled = f"retired: HTTP 410 Gone at {now.strftime('%Y-%m-%d %H:%M UTC')}"
+        next_at = dates.add(now, RETIRED_FOR)
+    elif status == 404:
+        not_found_since = state.not_found_since or now
+        next_at = dates.add(now, not_found_delay(interval, errors, not_found_since, now, jitter))
+    else:
+        next_at = next_check_after_error(now, interval, errors, jitter)
+    if status in (429, 503):
+        hold = retry_after(headers.get("retry-after"), headers.get("date"), now, notes)
+        if hold is not None:
+            hold_host = url_host(state.url)
+            next_at = max(next_at, hold)
+    if notes:
+        message = f"{message}; {dates.summary(notes)}"
+    return FeedUpdate(
+        polled_at=now,
+        status=status,
+        ok=False,
+        next_check_at=next_at,
+        error=message,
+        error_count=errors,
+        keep_validators=True,
+        disabled_reason=disabled,
+        hold_until=hold,
+        hold_host=hold_host,
+        not_found_since=not_found_since,
+        redirect_url=state.redirect_url,
+        redirect_count=state.redirect_count,
+        redirect_seen_at=state.redirect_seen_at,
+    )

@@ -325,6 +325,22 @@ class FeedUpdate:
 
 
 @dataclass(frozen=True)
+class PollToSave:
+    """What one poll hands to the save path (``ingest``): its feed's new state, and the
+    entries it found new or changed (``(item id, entry)``). A poll without entries (a
+    failure, a 304) saves its feed's row only. Saved all or nothing."""
+
+    feed_id: int
+    update: FeedUpdate
+    new: tuple[CleanEntry, ...] = ()
+    changed: tuple[tuple[int, CleanEntry], ...] = ()
+
+    @property
+    def feed_only(self) -> bool:
+        return not self.new and not self.changed
+
+
+@dataclass(frozen=True)
 class SaveResult:
     new_items: int = 0
     updated_items: int = 0
@@ -371,3 +387,9 @@ def url_key(url: str) -> str:
     path = parts.path.rstrip("/") or ""
     query = f"?{parts.query}" if parts.query else ""
     return f"{host}{port_text}{path}{query}"
+
+
+def url_host(url: str) -> str:
+    """A URL's host, lowercased: the unit of per-host politeness and of a Retry-After
+    hold (``feeds.host``)."""
+    return (urlsplit(url).hostname or "").lower()

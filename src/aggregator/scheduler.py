@@ -12,7 +12,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import multiprocessing
 import os
 import secrets
 import signal
@@ -26,12 +25,11 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import pooljobs
+from . import app, pooljobs
 from .config import Config, ExportModel, cron_trigger, load_config
 from .errors import AggregatorError, ConfigError, StoreError
-from .fetch import Fetcher, FetchLimits
-from .pipeline import FetchPort, Pipeline, PipelineSettings, crash_sentence
-from .records import FeedSpec, FeedState, FetchResult, PollOutcome
+from .pipeline import FetchPort, crash_sentence
+from .records import FeedSpec, FeedState, PollOutcome
 from .store import Store, is_permanent
 from .store.queries import Queries
 from .store.schedule import poll_schedule
@@ -76,54 +74,6 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def pool_size(config: Config) -> int:
-    return config.settings.workers or max(1, os.cpu_count() or 1)
-
-
-def make_pool(size: int) -> ProcessPoolExecutor:
-    context = multiprocessing.get_context("forkserver")
-    # the pool's jobs and initializer come from the light ``pooljobs``: the heavy modules
-    # (parsing, extraction) load in the workers only
-    return ProcessPoolExecutor(
-        max_workers=size, mp_context=context, initializer=pooljobs.warm, initargs=(os.getpid(),)
-    )
-
-
-def fetch_limits(config: Config) -> FetchLimits:
-    s = config.settings
-    return FetchLimits(
-        user_agent=s.effective_user_agent(),
-        connect_timeout=s.connect_timeout,
-        read_timeout=s.read_timeout,
-        total_timeout=s.timeout,
-        max_body_bytes=s.max_body_bytes,
-        max_redirects=s.max_redirects,
-        concurrency=s.concurrency,
-        per_host_concurrency=s.per_host_concurrency,
-        per_host_delay=s.per_host_delay,
-        allow_private_networks=s.allow_private_networks,
-        transport=s.http_transport,
-        ca_bundle=s.ca_bundle,
-    )
-
-
-def pipeline_settings(config: Config) -> PipelineSettings:
-    s = config.settings
-    return PipelineSettings(
-        default_interval=s.default_interval,
-        min_interval=s.min_interval,
-        max_interval=s.max_interval,
-        max_entries_per_feed=s.max_entries_per_feed,
-        article_budget=s.article_budget,
-        dedup_window=s.dedup_window,
-        # enough parsed polls to keep every pool worker and the store writer busy: a
-        # place is held until the poll's commit, so the writer's groups come from them
-        # (600 farm feeds cold, 2 workers: 8 places 79.7 s, 16 places 53-54 s, more the
-        # same; docs/performance.md "Fifth round")
-        max_processing=max(8, 8 * pool_size(config)),
-    )
-
-
 @dataclass
 class RunSummary:
     feeds: int = 0
@@ -151,26 +101,6 @@ class RunSummary:
         self.merged_items += outcome.merged_items
 
 
-class MeteredFetcher:
-    """The pipeline's fetch port, counting latency and bytes for ``/metrics``."""
-
-    def __init__(self, inner: FetchPort, metrics: Metrics) -> None:
-        self.inner = inner
-        self.metrics = metrics
-
-    async def fetch(
-        self,
-        url: str,
-        *,
-        etag: str | None = None,
-        last_modified: str | None = None,
-        page: bool = False,
-    ) -> FetchResult:
-        result = await self.inner.fetch(url, etag=etag, last_modified=last_modified, page=page)
-        self.metrics.observe_fetch(result, page=page)
-        return result
-
-
 class Runner:
     """Owns the fetcher, the process pool and the pipeline for one process."""
 
@@ -181,25 +111,23 @@ class Runner:
         pool: ProcessPoolExecutor | None = None,
         metrics: Metrics | None = None,
         fetcher: FetchPort | None = None,
+        writer_process: bool = False,
+        saver: app.Saver | None = None,
     ):
         self.config = config
         self.store = store
-        self._own_pool = pool is None
-        self.pool = pool or make_pool(pool_size(config))
-        # ``fetcher``: another fetch component (the caller owns it); else our own Fetcher
-        self._own_fetcher: Fetcher | None = None
-        if fetcher is None:
-            self._own_fetcher = fetcher = Fetcher(fetch_limits(config))
         self.metrics = metrics
-        port: FetchPort = fetcher
-        if metrics is not None:
-            port = MeteredFetcher(port, metrics)
-        self._store_threads = ThreadPoolExecutor(
-            max_workers=config.settings.concurrency + 2, thread_name_prefix="store"
+        # ``fetcher``: another fetch component (the caller owns it); else our own Fetcher
+        self.app = app.build(
+            config,
+            store,
+            pool=pool,
+            metrics=metrics,
+            fetcher=fetcher,
+            saver=saver,
+            writer_process=writer_process,
         )
-        self.pipeline = Pipeline(
-            port, store, self.pool, pipeline_settings(config), store_threads=self._store_threads
-        )
+        self.pipeline = self.app.pipeline
         self.specs = {spec.url: spec for spec in config.feeds}
         self._slots = asyncio.Semaphore(config.settings.concurrency)
         self.owner = worker_id()
@@ -297,11 +225,7 @@ class Runner:
 
     async def close(self) -> None:
         self._lease_thread.shutdown(wait=False)
-        self._store_threads.shutdown(wait=False)
-        if self._own_fetcher is not None:
-            await self._own_fetcher.aclose()
-        if self._own_pool:
-            self.pool.shutdown(wait=False, cancel_futures=True)
+        await self.app.close()
 
     async def run_once(
         self,
@@ -375,11 +299,13 @@ async def run_once(
     on_done: Callable[[PollOutcome], None] | None = None,
     *,
     fetcher: FetchPort | None = None,
+    writer_process: bool = False,
+    saver: app.Saver | None = None,
 ) -> RunSummary:
     """``aggregator run --once``: make the feeds table match the config, then poll every
-    enabled feed once (see ``Runner.run_once``)."""
+    enabled feed once (see ``Runner.run_once``). ``writer_process``: see ``app.build``."""
     await asyncio.to_thread(store.sync_feeds, config.feeds, utcnow())
-    runner = Runner(config, store, fetcher=fetcher)
+    runner = Runner(config, store, fetcher=fetcher, writer_process=writer_process, saver=saver)
     try:
         return await runner.run_once(on_start, on_done)
     finally:
@@ -398,9 +324,11 @@ class Daemon:
         database_override: str | None,
         metrics: Metrics | None = None,
         fetcher: FetchPort | None = None,
+        writer_process: bool = False,
     ) -> None:
         from .metrics import Metrics
 
+        self._writer_process = writer_process  # see app.build
         self.config = config
         self.store = store
         self.metrics = metrics or Metrics()
@@ -553,7 +481,13 @@ class Daemon:
                 signal.SIGHUP, lambda: asyncio.ensure_future(self.reload(force=True))
             )
         await asyncio.to_thread(self.store.sync_feeds, self.config.feeds, utcnow())
-        self.runner = Runner(self.config, self.store, metrics=self.metrics, fetcher=self._fetcher)
+        self.runner = Runner(
+            self.config,
+            self.store,
+            metrics=self.metrics,
+            fetcher=self._fetcher,
+            writer_process=self._writer_process,
+        )
         await self.runner.reclaim_dead_leases()
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
         from apscheduler.triggers.interval import IntervalTrigger

@@ -46,19 +46,19 @@ def run(
     interactive = sys.stdout.isatty()
     setup_logging("WARNING" if once and interactive else log_level)
     store = open_or_exit(cfg, migrate=True)
-    # SQLite: polls are written by a process of its own, beside this one (store.writerproc)
-    store.start_writer_process()
     try:
         if once:
             notices: list[tuple[str, str]] = []
             summary = asyncio.run(_run_once(cfg, store, interactive, notices))
             _print_summary(summary, notices)
         else:
+            # SQLite: polls are written by a process of its own (ingest.process)
             daemon = Daemon(
                 cfg,
                 store,
                 config_path=cfg.path,
                 database_override=database,
+                writer_process=True,
             )
             asyncio.run(daemon.run())
     except StoreError as exc:
@@ -78,7 +78,7 @@ async def _run_once(
             notices.append((outcome.feed_url, outcome.error))
 
     if not interactive:
-        return await run_once(cfg, store, None, note)
+        return await run_once(cfg, store, None, note, writer_process=True)
     with Progress(
         TextColumn("[bold]polling"),
         BarColumn(),
@@ -97,7 +97,7 @@ async def _run_once(
             progress.update(task, advance=1, last=outcome.feed_url[-50:])
             note(outcome)
 
-        return await run_once(cfg, store, started, done)
+        return await run_once(cfg, store, started, done, writer_process=True)
 
 
 def _print_summary(summary: RunSummary, notices: list[tuple[str, str]]) -> None:

@@ -19,11 +19,11 @@ import yaml
 from pydantic import ValidationError
 from rich.table import Table
 
+from ..app import fetch_limits
 from ..config import DEFAULT_CONFIG, ENV_CONFIG, Config, SelectorsModel, Settings
 from ..errors import FetchError, ParseError
 from ..fetch import Fetcher
 from ..records import FeedLink, FetchResult, HtmlSelectors, ParsedFeed
-from ..scheduler import fetch_limits
 from .common import ConfigOpt, app, console, err, fail, load_or_exit
 
 SUMMARY_CHARS = 80

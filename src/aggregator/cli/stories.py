@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -11,7 +10,7 @@ import typer
 from rich.table import Table
 
 from ..errors import StoreError
-from ..store.fingerprints import StoryRow
+from ..store.stories import StoryRow
 from .common import (
     ConfigOpt,
     DatabaseOpt,
@@ -256,8 +255,8 @@ def stories_rebuild(
 ) -> None:
     """Re-decide the stories of stored items under the current dedup rules (safe while
     the daemon runs: short transactions of --batch items)."""
-    from .. import dedup  # numpy with it: only for this command
     from ..export.when import duration_before
+    from ..ingest.rebuild import rebuild  # dedup (numpy) with it: only for this command
 
     start = None
     if since is not None:
@@ -268,17 +267,9 @@ def stories_rebuild(
     cfg = load_or_exit(config, database)
     store = open_or_exit(cfg, migrate=True)
 
-    def urls(
-        entries: Sequence[tuple[str | None, str, str | None, str | None]],
-    ) -> list[tuple[str | None, str | None]]:
-        return dedup.document_urls([dedup.DocumentEntry(*e) for e in entries])
-
     try:
-        result = store.rebuild_stories(
-            decide=dedup.decide_story,
-            urls=urls,
-            fingerprint=dedup.stored_fingerprint,
-            fingerprint_text=dedup.fingerprint,
+        result = rebuild(
+            store,
             since=start,
             window=cfg.settings.dedup_window,
             now=datetime.now(UTC),

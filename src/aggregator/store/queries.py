@@ -42,7 +42,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StoreError
 from ..records import feed_state
-from .store import Store, _short
+from .faults import short as _short
+from .store import Store
 from .tables import feeds, items, stories
 
 # Must stay identical to the expression indexed by migration 0002 (qualified here,

@@ -12,7 +12,8 @@ from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import StoreError
-from .store import Store, _short
+from .faults import short as _short
+from .store import Store
 from .tables import feeds
 
 

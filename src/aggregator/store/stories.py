@@ -8,8 +8,44 @@ from datetime import datetime
 
 from sqlalchemy import Connection, func, select
 
-from .fingerprints import MergeRow, StoryRow, StorySource
 from .tables import feeds, items, stories, story_merges
+
+
+@dataclass(frozen=True)
+class StorySource:
+    item_id: int
+    feed_id: int
+    feed: str  # the feed's name, else its URL
+    title: str | None
+    url: str | None
+    first_seen_at: datetime
+    reason: str | None
+    score: float | None
+    matched_item_id: int | None
+    url_refusal: str | None = None  # why its URL was not taken as its identity
+
+
+@dataclass(frozen=True)
+class StoryRow:
+    id: int
+    title: str | None
+    url: str | None
+    first_seen_at: datetime
+    last_seen_at: datetime
+    item_count: int
+    representative_item_id: int | None
+    sources: tuple[StorySource, ...]
+
+
+@dataclass(frozen=True)
+class MergeRow:
+    merged_story_id: int
+    item_id: int | None
+    score: float | None
+    reason: str | None
+    merged_at: datetime
+    merged_title: str | None
+    merged_item_count: int | None
 
 
 @dataclass(frozen=True)

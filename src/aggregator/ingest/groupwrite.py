@@ -34,25 +34,21 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, InvalidStateError
 from contextlib import AbstractContextManager
-from typing import Any, TypeVar
-
-from sqlalchemy import Connection
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import StoreError
+from ..store.database import in_transaction
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Job = tuple[Callable[[Connection], Any], "Future[Any]"]
+Job = tuple["Callable[[Connection], Any]", "Future[Any]"]
 
 
 class _TransactionLost(Exception):
     """SQLite rolled the group's transaction back by itself (see the module's doc)."""
-
-
-def in_transaction(conn: Connection) -> bool:
-    """Is the SQLite connection under ``conn`` still inside its transaction?"""
-    dbapi = conn.connection.dbapi_connection
-    return bool(getattr(dbapi, "in_transaction", True))
 
 
 class GroupWriter:

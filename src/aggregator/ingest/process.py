@@ -1,28 +1,28 @@
-"""The SQLite group writer in a process of its own (the daemon and ``run --once``).
+"""``ProcessSaver``: SQLite's group writer in a process of its own (``aggregator run``).
 
-Why: on SQLite every poll's items, story decisions and index rows are written by one
-group writer (see ``groupwrite``). In the daemon's process that thread shares the GIL with
-the event loop, the fetches and the unpickling of every parsed poll, and it brings numpy,
-the dedup verification and an 8 MiB page cache into the daemon's memory. In a child
-process it runs on a core of its own (docs/performance.md, "Fifth round").
+Why: on SQLite every poll's items, story decisions and index rows are written by one group
+writer (``batching``). In the daemon's process that thread shares the GIL with the event
+loop, the fetches and the unpickling of every parsed poll, and it brings numpy, the dedup
+verification and an 8 MiB page cache into the daemon's memory. In a child process it runs
+on a core of its own (docs/performance.md, "Fifth round").
 
-How: the parent sends ``(request id, Store method, keyword arguments)`` over a pipe; the
-child queues the method on its own ``Store``'s group writer and answers
-``(request id, result, error)`` once the group is committed. Both ends send in batches
-(``_Outbox``): what was queued while the last batch was being sent goes as one message,
-so a burst of polls costs a few pipe writes and wake-ups instead of one each, and the
-child writes a batch's feed rows (``record_poll``) with one executemany. Only the writes that go
-through the group writer's queue are sent (``save_poll`` and ``record_poll``); every other
-statement stays in the parent, and the machine-wide writer lock (``writerlock``) keeps
-both processes taking turns.
+How: typed messages over a pipe. The parent sends ``SaveRequest(request id, poll)``; the
+child hands each batch to its own ``BatchingSaver`` (the polls without entries of one
+batch as one job, one executemany per column shape) and answers ``SaveReply(request id,
+result, error)`` once the group is committed. Both ends send in batches (``_Outbox``):
+what was queued while the last batch was being sent goes as one message, so a burst of
+polls costs a few pipe writes and wake-ups instead of one each. Every other statement
+(claims, leases, reads) stays in the parent, and the machine-wide writer lock
+(``store.writerlock``) keeps both processes taking turns.
 
 Failure: if the child dies, every write it had not answered fails with a ``StoreError``
 (its feeds are polled again, as after any failed commit), one error line is logged, and
-later writes go to the parent's own group writer: nothing stops.
+later writes go to a group writer in the parent: nothing stops.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import logging
@@ -30,34 +30,98 @@ import multiprocessing
 import pickle
 import signal
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 from ..errors import AggregatorError, StoreError
+from ..records import PollToSave, SaveResult
+from ..store import Store
+from .batching import BatchingSaver
+from .direct import DEDUP_WINDOW
 from .groupwrite import settle
 
 log = logging.getLogger(__name__)
 
-#: the Store methods a parent may ask for (each queued on the child's group writer; the
-#: ``_write_feed`` requests of one batch as one ``_write_feeds`` job)
-METHODS = ("_save_poll", "_write_feed")
+
+class ProcessSaver:
+    """Saves polls through a writer process (see the module); once that process is gone,
+    through a group writer in this process."""
+
+    def __init__(self, store: Store, *, window: float = DEDUP_WINDOW) -> None:
+        self.store = store
+        self.window = window
+        self.process = WriterProcess(store.engine.url.render_as_string(hide_password=False), window)
+        self._local: BatchingSaver | None = None
+        # what this process still writes (claims, leases, feed settings) is small: its
+        # writing connection gets a reader's page cache, not the group writer's
+        store.use_small_write_cache()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    @property
+    def local_writes(self) -> bool:
+        """Has this process written polls itself (the writer process gone)?"""
+        return self._local is not None
+
+    async def save(self, poll: PollToSave) -> SaveResult:
+        return await asyncio.wrap_future(self.submit(poll))
+
+    def submit(self, poll: PollToSave) -> Future[SaveResult]:
+        future = self.process.submit(poll)
+        if future is None:  # the writer process is gone: write here from now on
+            if self._local is None:
+                self._local = BatchingSaver(self.store, window=self.window)
+            return self._local.submit(poll)
+        future.add_done_callback(
+            functools.partial(self.store.failures.watch, poll.feed_id, poll.update.polled_at)
+        )
+        return future
+
+    def close(self, timeout: float = 1.5) -> None:
+        """Let the writer process finish what it was sent, then stop it (see
+        ``WriterProcess.close``)."""
+        self.process.close(timeout)
+        if self._local is not None:
+            self._local.close()
+
+
+@dataclass(frozen=True)
+class SaveRequest:
+    """Parent → child: save ``poll``."""
+
+    request_id: int
+    poll: PollToSave
+
+
+@dataclass(frozen=True)
+class SaveReply:
+    """Child → parent: the request's result once committed, or the error that failed it."""
+
+    request_id: int
+    result: SaveResult | None
+    error: BaseException | None
 
 
 class WriterProcess:
-    """The parent's end: ``submit`` a Store method, get a future for its result."""
+    """The parent's end: ``submit`` a poll, get a future for its result."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, window: float = DEDUP_WINDOW) -> None:
         context = multiprocessing.get_context("forkserver")
         self._conn, child_conn = context.Pipe()
         self._process = context.Process(
-            target=serve, args=(url, child_conn), name="aggregator-store-writer", daemon=True
+            target=serve,
+            args=(url, window, child_conn),
+            name="aggregator-store-writer",
+            daemon=True,
         )
         self._process.start()
         child_conn.close()
         self._ids = itertools.count()
-        self._pending: dict[int, Future[Any]] = {}
+        self._pending: dict[int, Future[SaveResult]] = {}
         self._lock = threading.Lock()  # _pending against the reader's failure
         self._outbox = _Outbox(self._conn, "aggregator-store-writer-requests")
         self.alive = True
@@ -71,17 +135,17 @@ class WriterProcess:
     def pid(self) -> int | None:
         return self._process.pid
 
-    def submit(self, method: str, **kwargs: Any) -> Future[Any] | None:
-        """Queue ``method(conn, **kwargs)`` in the child; None once the child is gone (the
-        caller writes itself)."""
-        future: Future[Any] = Future()
+    def submit(self, poll: PollToSave) -> Future[SaveResult] | None:
+        """Queue ``poll`` in the child; None once the child is gone (the caller writes
+        itself)."""
+        future: Future[SaveResult] = Future()
         with self._lock:
             if not self.alive:
                 return None
             request = next(self._ids)
             try:
-                data = _dumps((request, method, kwargs))
-            except Exception:  # noqa: BLE001  (arguments that do not pickle: the caller writes itself)
+                data = _dumps(SaveRequest(request, poll))
+            except Exception:  # noqa: BLE001  (a poll that does not pickle: the caller writes itself)
                 return None
             self._pending[request] = future
         # a pipe that breaks before this is sent: the reader sees the child gone and
@@ -109,10 +173,10 @@ class WriterProcess:
                 batch = _loads_batch(self._conn.recv_bytes())
             except (EOFError, OSError):
                 break
-            for request, result, error in batch:
-                future = self._pending.pop(request, None)
+            for reply in batch:
+                future = self._pending.pop(reply.request_id, None)
                 if future is not None:
-                    settle(future, result, error)
+                    settle(future, reply.result, reply.error)
         with self._lock:
             self.alive = False
             lost, self._pending = self._pending, {}
@@ -139,10 +203,10 @@ class WriterProcess:
             settle(future, None, StoreError("the store writer process exited before the commit"))
 
 
-def serve(url: str, conn: Connection) -> None:
-    """The child: run the parent's writes on this process's group writer until told to
+def serve(url: str, window: float, conn: Connection) -> None:
+    """The child: save the parent's polls with this process's group writer until told to
     stop (``None``) or the parent is gone, answering each once its group is committed."""
-    from .store import open_store
+    from ..store import open_store
 
     # Ctrl-C reaches the whole process group, and a service manager may signal every
     # process of the service: the parent decides when the writer stops (it finishes what
@@ -155,23 +219,8 @@ def serve(url: str, conn: Connection) -> None:
     except OSError:
         pass
     store = open_store(url, pool_size=1)
+    saver = BatchingSaver(store, window=window)
     replies = _Outbox(conn, "aggregator-store-writer-replies")
-
-    def answer(requests: list[int]) -> Callable[[Future[Any]], None]:
-        def done(future: Future[Any]) -> None:
-            error = future.exception()
-            result = None if error else future.result()
-            portable = _portable(error)
-            for request in requests:
-                reply = (request, result, portable)
-                try:
-                    data = _dumps(reply)
-                except Exception as exc:  # noqa: BLE001  (an answer must reach the parent, or its poll waits for good)
-                    data = _dumps((request, None, StoreError(f"unsendable result: {exc}")))
-                replies.put(data)
-
-        return done
-
     stop = False
     try:
         while not stop:
@@ -179,34 +228,33 @@ def serve(url: str, conn: Connection) -> None:
                 batch = _loads_batch(conn.recv_bytes())
             except (EOFError, OSError):
                 break
-            feed_rows: list[int] = []  # requests of this batch that write a feed row only
-            feed_updates: list[tuple[int, Any]] = []
+            requests: list[SaveRequest] = []
             for message in batch:
                 if message is None:
                     stop = True
                     break
-                request, method, kwargs = message
-                if method == "_write_feed":
-                    feed_rows.append(request)
-                    feed_updates.append((kwargs["feed_id"], kwargs["u"]))
-                    continue
-                if method not in METHODS:
-                    failed: Future[Any] = Future()
-                    failed.set_exception(StoreError(f"unknown store writer request {method!r}"))
-                    answer([request])(failed)
-                    continue
-                queued = store.queue_write(functools.partial(getattr(store, method), **kwargs))
-                assert queued is not None  # SQLite: the group writer is there
-                queued.add_done_callback(answer([request]))
-            if feed_rows:  # one job (one savepoint, one executemany) for all of them
-                job = functools.partial(store._write_feeds, updates=feed_updates)
-                queued = store.queue_write(job)
-                assert queued is not None
-                queued.add_done_callback(answer(feed_rows))
+                requests.append(message)
+            futures = saver.submit_all([r.poll for r in requests])
+            for request, future in zip(requests, futures, strict=True):
+                future.add_done_callback(_answer(replies, request.request_id))
     finally:
-        store.close(truncate_wal=False)  # the group writer finishes its queue first
+        saver.close()  # the group writer finishes its queue first
+        store.close(truncate_wal=False)
         replies.close(None)
         conn.close()
+
+
+def _answer(replies: _Outbox, request_id: int) -> Any:
+    def done(future: Future[SaveResult]) -> None:
+        error = _portable(future.exception())
+        reply = SaveReply(request_id, None if error else future.result(), error)
+        try:
+            data = _dumps(reply)
+        except Exception as exc:  # noqa: BLE001  (an answer must reach the parent, or its poll waits for good)
+            data = _dumps(SaveReply(request_id, None, StoreError(f"unsendable result: {exc}")))
+        replies.put(data)
+
+    return done
 
 
 class _Outbox:

@@ -1,0 +1,111 @@
+"""``BatchingSaver``: SQLite's save path, polls written in groups by one writer thread.
+
+SQLite writes one transaction at a time, and in WAL mode every page a transaction touches
+is written whole to the log; the dedup index is keyed by hash, so one poll's rows land on
+pages all over it. The group writer (``groupwrite``) writes the polls waiting for it in
+ONE transaction, a savepoint each, so they share those page writes. A caller's future
+resolves once its group is committed; a failure is remembered for its feed (``faults``).
+
+``submit_all`` takes several polls at once (the writer process's batches): those without
+entries share one job, one executemany per shape of feed row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import TYPE_CHECKING
+
+from ..records import PollToSave, SaveResult
+from ..store import Store
+from ..store.database import db_errors
+from .direct import DEDUP_WINDOW
+from .groupwrite import GroupWriter, settle
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+
+class BatchingSaver:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        window: float = DEDUP_WINDOW,
+        max_jobs: int = 64,
+        max_seconds: float = 1.0,
+    ) -> None:
+        self.store = store
+        self.window = window
+        self.writer = GroupWriter(
+            store.locked_tx,
+            db_errors,
+            max_jobs=max_jobs,
+            max_seconds=max_seconds,
+            after_commit=store.keep_wal_small,
+        )
+
+    async def save(self, poll: PollToSave) -> SaveResult:
+        return await asyncio.wrap_future(self.submit(poll))
+
+    def submit(self, poll: PollToSave) -> Future[SaveResult]:
+        """Queue ``poll`` for the next group: a future of its result once committed."""
+        future = self.writer.submit(functools.partial(_save, poll, self.window))
+        self._watch(future, [poll])
+        return future
+
+    def submit_all(self, polls: Sequence[PollToSave]) -> list[Future[SaveResult]]:
+        """Queue several polls; those without entries as one job (one savepoint)."""
+        futures: dict[int, Future[SaveResult]] = {}
+        feed_only = [(n, p) for n, p in enumerate(polls) if p.feed_only]
+        for number, poll in enumerate(polls):
+            if not poll.feed_only:
+                futures[number] = self.submit(poll)
+        if feed_only:
+            rows = self.writer.submit(functools.partial(_save_feed_rows, [p for _, p in feed_only]))
+            self._watch(rows, [p for _, p in feed_only])
+            for number, _poll in feed_only:
+                futures[number] = _fan_out(rows)
+        return [futures[n] for n in range(len(polls))]
+
+    def _watch(self, future: Future[SaveResult], polls: Sequence[PollToSave]) -> None:
+        # before the caller's own callbacks: a failure is known when its poll ends
+        for poll in polls:
+            future.add_done_callback(
+                functools.partial(self.store.failures.watch, poll.feed_id, poll.update.polled_at)
+            )
+
+    def close(self) -> None:
+        """Write what is queued, then stop the writer thread."""
+        self.writer.close()
+
+    @property
+    def cpu_seconds(self) -> float:
+        return self.writer.cpu_seconds
+
+
+def _save(poll: PollToSave, window: float, conn: Connection) -> SaveResult:
+    from . import poll as saving  # dedup (and numpy) load with the first save
+
+    if poll.feed_only:
+        saving.save_feed_rows(conn, [poll])
+        return SaveResult()
+    return saving.save_poll(conn, poll, window)
+
+
+def _save_feed_rows(polls: Sequence[PollToSave], conn: Connection) -> SaveResult:
+    from . import poll as saving
+
+    saving.save_feed_rows(conn, polls)
+    return SaveResult()
+
+
+def _fan_out(shared: Future[SaveResult]) -> Future[SaveResult]:
+    """A future of its own for each poll of a shared job."""
+    own: Future[SaveResult] = Future()
+    shared.add_done_callback(
+        lambda done: settle(own, None if done.exception() else done.result(), done.exception())
+    )
+    return own

@@ -1,0 +1,61 @@
+"""``DirectSaver``: each poll in a transaction of its own, in a thread.
+
+The save path of PostgreSQL, where several workers write at once (advisory locks on the
+poll's dedup keys make a copy wait for its original, see ``poll``): a transaction aborted
+as a deadlock or serialization victim is tried again at once, up to three times. Also
+``save_now``, the same blocking call for commands, tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import Executor
+
+from ..errors import StoreError
+from ..records import PollToSave, SaveResult
+from ..store import Store
+
+DEDUP_WINDOW = 14 * 86400.0  # seconds; the `dedup_window` setting's default
+RETRIED = ("40P01", "40001")  # PostgreSQL: deadlock detected, serialization failure
+
+
+class DirectSaver:
+    def __init__(
+        self, store: Store, *, window: float = DEDUP_WINDOW, executor: Executor | None = None
+    ) -> None:
+        self.store = store
+        self.window = window
+        self.executor = executor  # threads that wait on the database (None: the loop's)
+
+    async def save(self, poll: PollToSave) -> SaveResult:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, self.save_now, poll)
+
+    def save_now(self, poll: PollToSave) -> SaveResult:
+        """Save ``poll`` now, blocking; a failure is remembered for its feed (``faults``)."""
+        from . import poll as saving  # dedup (and numpy) load with the first save
+
+        for attempt in range(3):
+            try:
+                with self.store.locked_tx() as conn:
+                    if poll.feed_only:
+                        saving.save_feed_rows(conn, [poll])
+                        saved = SaveResult()
+                    else:
+                        saved = saving.save_poll(conn, poll, self.window)
+                self.store.failures.succeeded()
+                return saved
+            except StoreError as exc:
+                cause = getattr(exc.__cause__, "orig", None)
+                if getattr(cause, "sqlstate", None) not in RETRIED or attempt == 2:
+                    self.store.failures.failed(poll.feed_id, poll.update.polled_at, exc)
+                    raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        """Nothing of its own to stop (its threads are the caller's)."""
+
+
+def save_now(store: Store, poll: PollToSave, *, window: float = DEDUP_WINDOW) -> SaveResult:
+    """Save one poll in a transaction of its own (commands, tests, benchmarks)."""
+    return DirectSaver(store, window=window).save_now(poll)

@@ -1,0 +1,223 @@
+"""Saving one poll on one connection: items, story decisions, the dedup index, the feed.
+
+``save_poll`` writes a poll's new items (each with its story decided by
+``dedup.decide_story``), its changed items and its feed's new state in the caller's
+transaction, so a poll is all or nothing. The SQL is the store's (``store.items``,
+``store.index``, ``store.storyrows``, ``store.feedrows``); the rules are ``dedup``'s. This
+module only sequences them:
+
+1. PostgreSQL: advisory locks on the poll's band keys, sites and URLs (``index.lock``), so
+   a worker saving a copy waits for the one saving the original, then sees it.
+2. Entries another worker stored meanwhile are dropped.
+3. ``Prefetch`` reads the candidates of every entry at once. An entry that shares no URL
+   and no LSH band with any stored item, nor with an earlier entry of the poll, can have
+   no candidate: it is a new story for certain and is written in bulk. The others are
+   decided one by one, after the bulk rows before them are written.
+4. Changed entries are updated in place (``changed_values``: what the feed may replace).
+5. The feed's row (``feedrows``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .. import dedup
+from ..records import CleanEntry, PollToSave, SaveResult, StoryDecision
+from ..store import feedrows, items, storyrows
+from ..store import index as dedup_index
+from .candidates import BatchIndex, Prefetch
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+
+def save_poll(conn: Connection, poll: PollToSave, window: float) -> SaveResult:
+    """Write ``poll`` in the caller's transaction; each new item's story is decided
+    against candidates first seen within ``window`` seconds."""
+    result = SaveResult()
+    if poll.new:
+        result = _NewItems(conn, poll, window).save()
+    update_changed(conn, poll.changed, poll.update.polled_at)
+    feedrows.write_feeds(conn, [(poll.feed_id, poll.update)])
+    return SaveResult(result.new_items, len(poll.changed), result.new_stories, result.merged_items)
+
+
+def save_feed_rows(conn: Connection, polls: Sequence[PollToSave]) -> None:
+    """Polls without entries (failures, 304s): their feed rows, one statement per shape."""
+    feedrows.write_feeds(conn, [(p.feed_id, p.update) for p in polls])
+
+
+class _NewItems:
+    """The new entries of one poll, decided and written in order (see the module)."""
+
+    def __init__(self, conn: Connection, poll: PollToSave, window: float) -> None:
+        self.conn = conn
+        self.feed_id = poll.feed_id
+        self.now = poll.update.polled_at
+        self.since = self.now - timedelta(seconds=window)
+        self.entries = poll.new
+        self.new_items = self.new_stories = self.merged = 0
+        self.merges = 0  # stories merged by this poll so far
+
+    def save(self) -> SaveResult:
+        conn, entries = self.conn, self.entries
+        feed_url = feedrows.feed_url(conn, self.feed_id)
+        sites = [dedup.site_key(c.entry.link or feed_url) for c in entries]
+        dedup_index.lock(
+            conn,
+            bands=(b for c in entries if c.fingerprint for b in c.fingerprint.bands),
+            sites=(s for c in entries if (s := dedup.site_key(c.entry.link)) is not None),
+            urls=(u for c in entries for u in (c.canonical_url, c.page_canonical_url) if u),
+        )
+        stored = items.stored_keys(conn, self.feed_id, [c.entry.key for c in entries])
+        todo: list[tuple[CleanEntry, int | None]] = []
+        for clean, site in zip(entries, sites, strict=True):
+            if clean.entry.key in stored:
+                continue  # another worker stored it meanwhile
+            stored.add(clean.entry.key)
+            todo.append((clean, site))
+        self.prefetch = Prefetch([c for c, _ in todo], self.since, self.feed_id).load(
+            conn, [s for _, s in todo]
+        )
+        batch = BatchIndex()  # every earlier entry of this poll
+        unwritten = BatchIndex()  # those of them still in `pending`
+        pending: list[tuple[CleanEntry, int | None]] = []
+        for number, (clean, site) in enumerate(todo):
+            if number not in self.prefetch.hits and not batch.matches(clean):
+                pending.append((clean, site))
+                self.prefetch.count(clean, site)
+                batch.add(clean)
+                unwritten.add(clean)
+                continue
+            # an unwritten entry could be its candidate (or, when the database is asked,
+            # have anchor counts not written yet): write them first
+            if unwritten.matches(clean, anchors=self.merges > 0):
+                self._write_new_stories(pending)
+                pending = []
+                unwritten = BatchIndex()
+            batch.add(clean)
+            decision = self._decide(clean, site)
+            if decision.url_refusal and decision.url_refusal != clean.url_refusal:
+                clean = _refused(clean, decision.url_refusal)
+            if decision.story_id is None:
+                # a new story after all: written in bulk like the certain ones
+                pending.append((clean, site))
+                self.prefetch.count(clean, site)
+                unwritten.add(clean)
+                continue
+            self._join(clean, decision)
+        if pending:
+            self._write_new_stories(pending)
+        return SaveResult(self.new_items, 0, self.new_stories, self.merged)
+
+    def _decide(self, clean: CleanEntry, site: int | None) -> StoryDecision:
+        if self.merges:  # items moved between stories: ask the database
+            found = dedup_index.candidates(
+                self.conn,
+                clean,
+                self.since,
+                self.feed_id,
+                url_limit=dedup.MAX_URL_CANDIDATES,
+                band_limit=dedup.MAX_BAND_CANDIDATES,
+            )
+            anchors = clean.fingerprint.anchors if clean.fingerprint is not None else ()
+            candidate_sites = {site, *(dedup.site_key(c.url) for c in found)}
+            common = (
+                dedup_index.common_anchors(
+                    self.conn,
+                    anchors,
+                    sorted(s for s in candidate_sites if s is not None),
+                    dedup.COMMON_DF,
+                )
+                if found
+                else frozenset()
+            )
+        else:
+            found = self.prefetch.candidates(clean)
+            common = self.prefetch.common_anchors(clean, found, site)
+        if not found:
+            return StoryDecision(None, 0.0, "new")
+        return dedup.decide_story(clean, found, common)
+
+    def _join(self, clean: CleanEntry, decision: StoryDecision) -> None:
+        """An item that joins an existing story (and may merge others into it)."""
+        conn, now = self.conn, self.now
+        self.merged += 1
+        item_id = items.insert_item(conn, self.feed_id, clean, decision, now)
+        dedup_index.index_items(conn, [(item_id, clean)], now)
+        story_id = decision.story_id
+        assert story_id is not None
+        if decision.merge_story_ids:
+            story_id, _ = storyrows.merge_stories(conn, decision, item_id, now, dedup.FULL_SHARE)
+            self.merges += 1
+        else:
+            storyrows.refresh_story(conn, story_id, dedup.FULL_SHARE)
+        self.prefetch.add(item_id, story_id, clean, now)
+        self.new_items += 1
+
+    def _write_new_stories(self, pending: Sequence[tuple[CleanEntry, int | None]]) -> None:
+        """Items that start a story each: stories, items, index rows and anchor counts in
+        a handful of executemany statements (what the per-item path does, in bulk)."""
+        conn, now = self.conn, self.now
+        written = items.insert_new_stories(conn, self.feed_id, [c for c, _ in pending], now)
+        dedup_index.index_items(
+            conn,
+            [(item_id, clean) for (clean, _), (_, item_id) in zip(pending, written, strict=True)],
+            now,
+        )
+        dedup_index.count_anchors(conn, _anchor_counts(pending), now)
+        for (clean, _site), (story_id, item_id) in zip(pending, written, strict=True):
+            self.prefetch.add(item_id, story_id, clean, now)
+        self.new_items += len(pending)
+        self.new_stories += len(pending)
+
+
+def _anchor_counts(
+    new_stories: Sequence[tuple[CleanEntry, int | None]],
+) -> Counter[tuple[int, int]]:
+    """New stories per (site, anchor): each story's distinct anchors, once."""
+    counts: Counter[tuple[int, int]] = Counter()
+    for clean, site in new_stories:
+        fp = clean.fingerprint
+        if fp is None or site is None:
+            continue
+        for anchor in set(fp.anchors):
+            counts[(site, anchor)] += 1
+    return counts
+
+
+def _refused(clean: CleanEntry, refusal: str) -> CleanEntry:
+    return replace(clean, url_refusal=refusal)
+
+
+def update_changed(
+    conn: Connection, changed: Sequence[tuple[int, CleanEntry]], now: datetime
+) -> None:
+    """Entries whose content changed, updated in place."""
+    for item_id, clean in changed:
+        values, feed_text = changed_values(clean)
+        items.update_item(conn, item_id, values, now, where_feed_text=feed_text)
+
+
+def changed_values(clean: CleanEntry) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """What a changed entry sets on its item: ``(always, only where the item's text came
+    from the feed)``. With an article page of its own, everything; without one, the item
+    keeps what its page gave (text, author, date, image, language) unless the feed now
+    says something itself, and its text only where that text came from the feed."""
+    values = items.item_values(clean)
+    values.pop("entry_key")
+    if values["page_canonical_url"] is None:
+        del values["page_canonical_url"]
+    if clean.article is not None:
+        return values, None
+    values = {
+        k: v
+        for k, v in values.items()
+        if k != "language" and not (k in ("author", "published_at", "image_url") and v is None)
+    }
+    always = {k: v for k, v in values.items() if k not in ("text", "text_source")}
+    return always, values
