@@ -31,7 +31,7 @@ from .config import Config, ExportModel, cron_trigger, load_config
 from .errors import AggregatorError, ConfigError, StoreError
 from .fetch import Fetcher, FetchLimits
 from .pipeline import FetchPort, Pipeline, PipelineSettings, crash_sentence
-from .records import FeedSpec, FeedState, FetchResult, PollOutcome
+from .records import FeedSpec, FeedState, FetchResult, HttpOptions, PollOutcome
 from .store import Store
 from .store.queries import Queries
 from .store.schedule import poll_schedule
@@ -104,6 +104,7 @@ def fetch_limits(config: Config) -> FetchLimits:
         allow_private_networks=s.allow_private_networks,
         transport=s.http_transport,
         ca_bundle=s.ca_bundle,
+        proxy=config.http_proxy,
     )
 
 
@@ -165,8 +166,14 @@ class MeteredFetcher:
         etag: str | None = None,
         last_modified: str | None = None,
         page: bool = False,
+        options: HttpOptions | None = None,
     ) -> FetchResult:
-        result = await self.inner.fetch(url, etag=etag, last_modified=last_modified, page=page)
+        if options is None:
+            result = await self.inner.fetch(url, etag=etag, last_modified=last_modified, page=page)
+        else:
+            result = await self.inner.fetch(
+                url, etag=etag, last_modified=last_modified, page=page, options=options
+            )
         self.metrics.observe_fetch(result, page=page)
         return result
 

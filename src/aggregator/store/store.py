@@ -53,7 +53,7 @@ from ..records import (
     StoryCandidate,
     StoryDecision,
 )
-from . import fingerprints, rebuild
+from . import blocked, fingerprints, rebuild
 from . import stories as story_queries
 from .fingerprints import StoryRow
 from .groupwrite import GroupWriter
@@ -571,6 +571,16 @@ class Store:
                     found[row.entry_key] = KnownEntry(row.id, row.content_hash)
         return found
 
+    def blocked_entries(self, feed_id: int) -> dict[str, str]:
+        """The feed's entries blocked by filters: key -> rules fingerprint (store/blocked.py)."""
+        with self._read() as conn:
+            return blocked.remembered(conn, feed_id)
+
+    def blocked_counts(self) -> dict[int, int]:
+        """Entries blocked by filters, per feed id (store/blocked.py)."""
+        with self._read() as conn:
+            return blocked.counts(conn)
+
     def save_poll(
         self,
         feed_id: int,
@@ -743,6 +753,8 @@ class Store:
             conn.execute(
                 update(items).where(items.c.id == item_id).values(updated_at=now, **values)
             )
+        # entry filters: the entries this poll blocked, remembered by key (store/blocked.py)
+        blocked.save(conn, feed_id, update_.blocked, now)
         self._write_feed(conn, feed_id, update_)
         return SaveResult(new_items, len(changed), new_stories, merged)
 
