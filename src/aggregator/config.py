@@ -703,7 +703,8 @@ def _http_options(
     )
 
 
-def _rules(models: tuple[FilterRuleModel, ...], label: str) -> tuple[FilterRule, ...]:
+def filter_rules(models: tuple[FilterRuleModel, ...], label: str) -> tuple[FilterRule, ...]:
+    """Compiled rules, each labelled with its place: ``filters[0]``."""
     return tuple(m.rule(f"{label}[{i}]") for i, m in enumerate(models))
 
 
@@ -716,7 +717,7 @@ def _feed_spec(
     selectors = None
     if model.selectors is not None:
         selectors = HtmlSelectors(**model.selectors.model_dump())
-    rules = global_rules + _rules(model.filters, "filters")
+    rules = global_rules + filter_rules(model.filters, "filters")
     return FeedSpec(
         url=model.url,
         name=model.name,
@@ -760,7 +761,7 @@ def parse_config(
     http_proxy = None
     if model.settings.http_proxy is not None:
         http_proxy = secrets.proxy(model.settings.http_proxy, ("settings", "http_proxy"))
-    global_rules = _rules(model.settings.filters, "settings.filters")
+    global_rules = filter_rules(model.settings.filters, "settings.filters")
     specs = []
     proxied = http_proxy is not None
     for index, feed in enumerate(model.feeds):

@@ -610,9 +610,13 @@ class Fetcher:
             port = f":{parts.port}" if parts.port else ""
             kwargs["proxy"] = f"{parts.scheme}://{parts.hostname}{port}"
             if parts.username is not None:
-                kwargs["proxy_auth"] = aiohttp.BasicAuth(
-                    unquote(parts.username), unquote(parts.password or "")
-                )
+                user, password = unquote(parts.username), unquote(parts.password or "")
+                token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+                credentials = {"Proxy-Authorization": f"Basic {token}"}
+                if url.startswith("https:"):
+                    kwargs["proxy_headers"] = credentials  # on the CONNECT request only
+                else:  # the request itself goes to the proxy, which drops the header
+                    headers = {**headers, **credentials}
         request_headers = _merged({"User-Agent": self.limits.user_agent}, headers)
         try:
             async with session.get(
@@ -626,7 +630,7 @@ class Fetcher:
         except aiohttp.ClientError as exc:
             raise self._translate_aiohttp(exc, url, host, proxied=True) from None
         except Exception as exc:
-            if not type(exc).__module__.startswith("python_socks"):
+            if not type(exc).__module__.startswith(("python_socks", "aiohttp_socks")):
                 raise
             # the SOCKS proxy could not be reached, timed out, or refused the target
             if isinstance(exc, TimeoutError):
