@@ -221,7 +221,7 @@ class FilterRuleModel(BaseModel):
             pattern = self.block if self.block is not None else self.keep
             assert pattern is not None
             shown = pattern if len(pattern) <= 60 else pattern[:59] + "…"
-            text = f"{label} {action} {shown!r}"
+            text = f'{label} {action} "{shown}"'
         else:
             action = "block" if self.block_words is not None else "keep"
             words = self.block_words if self.block_words is not None else self.keep_words

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, func, insert, select
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -67,6 +67,36 @@ def save(conn: Connection, feed_id: int, changes: BlockedChanges | None, now: da
                 for entry in changes.add
             ],
         )
+
+
+def rules_changed(conn: Connection, fingerprints: dict[str, str]) -> list[int]:
+    """At config load: the feeds whose blocked entries were blocked under other rules than
+    their configured ones (``fingerprints``: configured URL -> the rules' fingerprint, ""
+    for none) lose their validators, so their next poll gets the whole document (not a
+    304) and evaluates those entries again: a changed rule applies from the next poll.
+    Returns the ids of those feeds."""
+    pairs = conn.execute(
+        select(feeds.c.id, feeds.c.configured_url, feeds.c.url, blocked_entries.c.rules_hash)
+        .select_from(blocked_entries.join(feeds, feeds.c.id == blocked_entries.c.feed_id))
+        .distinct()
+    )
+    stale = sorted(
+        {
+            row.id
+            for row in pairs
+            if fingerprints.get(row.configured_url or row.url, "") != row.rules_hash
+        }
+    )
+    for start in range(0, len(stale), _CHUNK):
+        conn.execute(
+            update(feeds)
+            .where(
+                feeds.c.id.in_(stale[start : start + _CHUNK]),
+                or_(feeds.c.etag.is_not(None), feeds.c.last_modified.is_not(None)),
+            )
+            .values(etag=None, last_modified=None)
+        )
+    return stale
 
 
 def counts(conn: Connection) -> dict[int, int]:
