@@ -25,11 +25,10 @@ from ..config import (
     DEFAULT_CONFIG,
     ENV_CONFIG,
     Config,
-    FilterRuleModel,
     SelectorsModel,
     Settings,
-    filter_rules,
 )
+from ..configopts import FilterRuleModel, filter_rules
 from ..errors import FetchError, ParseError
 from ..fetch import Fetcher
 from ..filters import EntryFields, decide, fingerprint
