@@ -182,10 +182,19 @@ def test_filters_drop_entries_before_their_pages_and_remember_them(
     assert rows(db_url, "SELECT title FROM blocked_entries") == [("Sponsored: buy now",)]
     assert rows(db_url, "SELECT count(*) FROM items") == [(4,)]
 
+    # without rules, a feed forgets its blocked entries (when the config is loaded)
+    write_config(tmp_path / "feeds.yaml", [{**feed, "filters": []}])
+    run_once(cfg, db_url)
+    assert rows(db_url, "SELECT count(*) FROM blocked_entries") == [(0,)]
+
     # an entry that leaves the document is forgotten
-    server.add(
-        "/feed.xml", rss("Feed", [{"title": "Only one", "link": server.url("/x"), "guid": "z"}])
-    )
+    write_config(tmp_path / "feeds.yaml", [feed], **settings)
+    ad = {"title": "Sponsored again", "link": server.url("/ad"), "guid": "ad"}
+    server.add("/feed.xml", rss("Feed", [ad]))
+    run_once(cfg, db_url)
+    assert rows(db_url, "SELECT title FROM blocked_entries") == [("Sponsored again",)]
+    only = {"title": "Only one", "link": server.url("/x"), "guid": "z"}
+    server.add("/feed.xml", rss("Feed", [only]))
     run_once(cfg, db_url)
     assert rows(db_url, "SELECT count(*) FROM blocked_entries") == [(0,)]
 

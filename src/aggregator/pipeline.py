@@ -365,7 +365,7 @@ class Pipeline:
                 ],
             )
         known, remembered = await self._in_store(
-            self._known_and_blocked, state.id, [c.entry.key for c in prepared.entries]
+            self._known_and_blocked, state.id, [c.entry.key for c in prepared.entries], spec
         )
         # entry filters: right after parsing, before any article page (see ``filters``);
         # entries blocked under the same rules are dropped without being evaluated again
@@ -436,11 +436,15 @@ class Pipeline:
         )
 
     def _known_and_blocked(
-        self, feed_id: int, keys: Sequence[str]
+        self, feed_id: int, keys: Sequence[str], spec: FeedSpec
     ) -> tuple[dict[str, KnownEntry], dict[str, str]]:
         """The stored items among ``keys``, and the feed's remembered blocked entries
-        (key -> the fingerprint of the rules that blocked it): one trip to a store thread."""
-        return self.store.known_entries(feed_id, keys), self.store.blocked_entries(feed_id)
+        (key -> the fingerprint of the rules that blocked it): one trip to a store thread.
+        A feed without rules has none to read (loading the config deletes them)."""
+        known = self.store.known_entries(feed_id, keys)
+        if spec.filters is None:
+            return known, {}
+        return known, self.store.blocked_entries(feed_id)
 
     async def _with_articles(
         self,

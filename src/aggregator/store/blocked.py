@@ -70,33 +70,42 @@ def save(conn: Connection, feed_id: int, changes: BlockedChanges | None, now: da
 
 
 def rules_changed(conn: Connection, fingerprints: dict[str, str]) -> list[int]:
-    """At config load: the feeds whose blocked entries were blocked under other rules than
-    their configured ones (``fingerprints``: configured URL -> the rules' fingerprint, ""
-    for none) lose their validators, so their next poll gets the whole document (not a
-    304) and evaluates those entries again: a changed rule applies from the next poll.
-    Returns the ids of those feeds."""
+    """At config load (``fingerprints``: configured URL -> the fingerprint of the feed's
+    rules, "" for none): a feed without rules now forgets its blocked entries; a feed
+    whose entries were blocked under other rules loses its validators, so that its next
+    poll gets the whole document (not a 304) and evaluates them again: a changed rule
+    applies from the next poll. Returns the ids of the feeds whose rules changed."""
     pairs = conn.execute(
         select(feeds.c.id, feeds.c.configured_url, feeds.c.url, blocked_entries.c.rules_hash)
         .select_from(blocked_entries.join(feeds, feeds.c.id == blocked_entries.c.feed_id))
         .distinct()
     )
-    stale = sorted(
-        {
-            row.id
-            for row in pairs
-            if fingerprints.get(row.configured_url or row.url, "") != row.rules_hash
-        }
-    )
-    for start in range(0, len(stale), _CHUNK):
+    stale: set[int] = set()
+    unfiltered: set[int] = set()
+    for row in pairs:
+        wanted = fingerprints.get(row.configured_url or row.url, "")
+        if not wanted:
+            unfiltered.add(row.id)
+        elif wanted != row.rules_hash:
+            stale.add(row.id)
+    gone = sorted(unfiltered)
+    for start in range(0, len(gone), _CHUNK):
+        conn.execute(
+            delete(blocked_entries).where(
+                blocked_entries.c.feed_id.in_(gone[start : start + _CHUNK])
+            )
+        )
+    changed = sorted(stale)
+    for start in range(0, len(changed), _CHUNK):
         conn.execute(
             update(feeds)
             .where(
-                feeds.c.id.in_(stale[start : start + _CHUNK]),
+                feeds.c.id.in_(changed[start : start + _CHUNK]),
                 or_(feeds.c.etag.is_not(None), feeds.c.last_modified.is_not(None)),
             )
             .values(etag=None, last_modified=None)
         )
-    return stale
+    return sorted(stale | unfiltered)
 
 
 def counts(conn: Connection) -> dict[int, int]:
