@@ -110,10 +110,7 @@ class FilterRuleModel(BaseModel):
             raise ValueError("empty regular expression (it would match every entry)")
         if len(value) > 4000:
             raise ValueError("regular expression longer than 4000 characters")
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regular expression: {exc}") from None
+        filters.compile_pattern(value)  # ValueError: invalid regular expression: …
         return value
 
     @field_validator("block_words", "keep_words", mode="before")
@@ -167,7 +164,8 @@ class FilterRuleModel(BaseModel):
         fields = tuple(dict.fromkeys(self.fields))
         if fields != DEFAULT_FILTER_FIELDS:
             text += f" on {', '.join(fields)}"
-        return FilterRule(action, re.compile(pattern), fields, text)  # type: ignore[arg-type]
+        filters.compile_pattern(pattern)
+        return FilterRule(action, pattern, fields, text)  # type: ignore[arg-type]
 
 
 # ---- per-feed HTTP options ----------------------------------------------------------------

@@ -376,8 +376,7 @@ class Pipeline:
         for clean in prepared.entries:
             seen = known.get(clean.entry.key)
             if seen is None:
-                if not screen.drops(clean):
-                    new.append(clean)
+                new.append(clean)
             elif pages.is_owed(seen.content_hash):
                 if spec.full_text and clean.entry.link:
                     differs = seen.content_hash != pages.owed_hash(clean.content_hash)
@@ -386,6 +385,14 @@ class Pipeline:
                     changed.append((seen.item_id, clean))
             elif seen.content_hash != clean.content_hash:
                 changed.append((seen.item_id, clean))
+        if spec.filters is not None and new:
+            # CPU work (the regex package releases the GIL): in a thread, not on the loop
+            new = await asyncio.to_thread(screen.kept, new)
+        for rule in sorted(screen.budget.timed_out):
+            notes.add(
+                f"filter rule {rule} took longer than {filters.MATCH_TIMEOUT:g} s on an entry: "
+                "taken as not matching for the rest of this poll (its entries were kept)"
+            )
         paged = _Paged(new, [], 0, owing=False)
         if spec.full_text and (new or owed):
             paged = await self._with_articles(state, new, owed, notes, spec.http)

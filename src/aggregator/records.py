@@ -51,7 +51,7 @@ class FilterRule:
     rules, when a feed has any, drop what matches none of them."""
 
     action: Literal["block", "keep"]
-    pattern: re.Pattern[str]
+    pattern: str  # a regular expression (``re`` syntax; ``filters`` compiles and matches it)
     fields: tuple[FilterField, ...] = DEFAULT_FILTER_FIELDS
     label: str = ""  # where and how it was written: 'filters[0] block "(?i)webinar"'
 
