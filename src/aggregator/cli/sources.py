@@ -57,10 +57,6 @@ def _config(config: Path | None) -> Config:
     return Config(path=None, settings=Settings(), feeds=())
 
 
-def _settings(config: Path | None) -> Settings:
-    return _config(config).settings
-
-
 def _fetcher(settings: Settings | Config) -> Fetcher:
     if isinstance(settings, Settings):
         settings = Config(path=None, settings=settings, feeds=())
@@ -309,7 +305,9 @@ class Found:
     problem: str | None = None  # linked, but it did not load as a feed
 
 
-async def discover_feeds(settings: Settings, url: str, probe: bool) -> tuple[str, list[Found]]:
+async def discover_feeds(
+    settings: Settings | Config, url: str, probe: bool
+) -> tuple[str, list[Found]]:
     """Feeds a site offers: the page's alternate links, then common paths."""
     from .. import discovery, parse
 
@@ -389,7 +387,7 @@ def discover(
     config: ConfigOpt = None,
 ) -> None:
     """Find the feeds a site offers and print them as feeds.yaml entries."""
-    settings = _settings(config)
+    settings = _config(config)  # with settings.http_proxy
     try:
         final_url, found = asyncio.run(discover_feeds(settings, url, probe))
     except FetchError as exc:
