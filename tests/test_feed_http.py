@@ -46,8 +46,12 @@ def demanding(body: bytes, header: str, value: str):  # type: ignore[no-untyped-
     return handle
 
 
-def fetch(url: str, options: HttpOptions | None = None, *, page: bool = False) -> FetchResult:
-    limits = FetchLimits(user_agent="ua-default", allow_private_networks=LOOPBACK)
+def fetch(
+    url: str, options: HttpOptions | None = None, *, page: bool = False, transport: str = "aiohttp"
+) -> FetchResult:
+    limits = FetchLimits(
+        user_agent="ua-default", allow_private_networks=LOOPBACK, transport=transport
+    )
 
     async def go() -> FetchResult:
         async with Fetcher(limits) as fetcher:
@@ -63,6 +67,7 @@ def http_options(server: FixtureServer, http: dict[str, object]) -> HttpOptions:
     return options
 
 
+@pytest.mark.parametrize("transport", ["aiohttp", "httpx"])
 @pytest.mark.parametrize(
     ("option", "http"),
     [
@@ -73,13 +78,13 @@ def http_options(server: FixtureServer, http: dict[str, object]) -> HttpOptions:
     ],
 )
 def test_each_option_reaches_a_server_that_demands_it(
-    server: FixtureServer, option: str, http: dict[str, object]
+    server: FixtureServer, option: str, http: dict[str, object], transport: str
 ) -> None:
     header, value = DEMANDS[option]
     body = rss("t", [{"title": "In", "link": "http://x.example/1", "guid": "1"}]).encode()
     server.add("/feed.xml", handler=demanding(body, header, value))
-    assert fetch(server.url("/feed.xml")).status == 401
-    result = fetch(server.url("/feed.xml"), http_options(server, http))
+    assert fetch(server.url("/feed.xml"), transport=transport).status == 401
+    result = fetch(server.url("/feed.xml"), http_options(server, http), transport=transport)
     assert result.status == 200 and b"In" in result.body
 
 
