@@ -91,8 +91,12 @@ def emitted(tmp_path: Path) -> dict[str, dict[str, set[str]]]:
 def test_every_metric_and_label_value_is_documented(tmp_path: Path) -> None:
     docs = documented()
     scrape = emitted(tmp_path)
-    # the last success gauge appears once a feed was polled: documented, not emitted here
-    assert set(docs) - set(scrape) == {"aggregator_last_success_timestamp_seconds"}
+    # the last success gauge appears once a feed was polled, the blocked entries gauge once
+    # a feed's filters dropped an entry: documented, not emitted here
+    assert set(docs) - set(scrape) == {
+        "aggregator_last_success_timestamp_seconds",
+        "aggregator_feed_entries_blocked",
+    }
     assert set(scrape) <= set(docs), set(scrape) - set(docs)
     for metric, labels in scrape.items():
         assert set(labels) == set(docs[metric]), (metric, labels, docs[metric])

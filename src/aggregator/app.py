@@ -27,7 +27,7 @@ from .ingest.batching import BatchingSaver
 from .ingest.direct import DirectSaver
 from .ingest.process import ProcessSaver
 from .pipeline import FetchPort, Pipeline, PipelineSettings, SavePort
-from .records import FetchResult
+from .records import FetchResult, HttpOptions
 from .store import Store
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ def fetch_limits(config: Config) -> FetchLimits:
         allow_private_networks=s.allow_private_networks,
         transport=s.http_transport,
         ca_bundle=s.ca_bundle,
+        proxy=config.http_proxy,
     )
 
 
@@ -113,8 +114,14 @@ class MeteredFetcher:
         etag: str | None = None,
         last_modified: str | None = None,
         page: bool = False,
+        options: HttpOptions | None = None,
     ) -> FetchResult:
-        result = await self.inner.fetch(url, etag=etag, last_modified=last_modified, page=page)
+        if options is None:
+            result = await self.inner.fetch(url, etag=etag, last_modified=last_modified, page=page)
+        else:
+            result = await self.inner.fetch(
+                url, etag=etag, last_modified=last_modified, page=page, options=options
+            )
         self.metrics.observe_fetch(result, page=page)
         return result
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,9 +28,22 @@ from pydantic import (
     model_validator,
 )
 
-from . import configcheck
+from . import configcheck, configopts, filters
+from .configopts import (
+    FeedHttpModel,
+    FilterRuleModel,
+    SecretValue,
+    filter_rules,
+)
 from .errors import ConfigError
-from .records import FeedSpec, HtmlSelectors
+from .records import (
+    FeedSpec,
+    FilterRule,
+    FilterRules,
+    HtmlSelectors,
+    HttpOptions,
+)
+from .secret import Secret
 
 DEFAULT_CONFIG = "config/feeds.yaml"
 DEFAULT_DATABASE_URL = "sqlite:///data/aggregator.db"
@@ -119,6 +133,8 @@ class Settings(BaseModel):
     # where the HTTP face is reached from outside (export links); else the Host header
     public_url: str | None = None
     feed_export_limit: int = Field(100, ge=1)  # Atom/RSS/JSON Feed entries without a limit
+    filters: tuple[FilterRuleModel, ...] = ()  # entry filters of every feed, before its own
+    http_proxy: SecretValue | None = None  # every request through this proxy (see docs)
 
     @field_validator("allow_private_networks", mode="before")
     @classmethod
@@ -204,6 +220,8 @@ class FeedModel(BaseModel):
     enabled: bool = True
     type: Literal["feed", "html"] = "feed"
     selectors: SelectorsModel | None = None
+    filters: tuple[FilterRuleModel, ...] = ()
+    http: FeedHttpModel | None = None
 
     @field_validator("url")
     @classmethod
@@ -384,16 +402,23 @@ class Config:
     settings: Settings
     feeds: tuple[FeedSpec, ...]
     exports: tuple[ExportModel, ...] = ()
+    http_proxy: Secret | None = None  # settings.http_proxy, read (it may hold a password)
 
     @property
     def database_url(self) -> str:
         return self.settings.database_url
 
 
-def _feed_spec(model: FeedModel, settings: Settings) -> FeedSpec:
+def _feed_spec(
+    model: FeedModel,
+    settings: Settings,
+    global_rules: tuple[FilterRule, ...],
+    http: HttpOptions | None = None,
+) -> FeedSpec:
     selectors = None
     if model.selectors is not None:
         selectors = HtmlSelectors(**model.selectors.model_dump())
+    rules = global_rules + filter_rules(model.filters, "filters")
     return FeedSpec(
         url=model.url,
         name=model.name,
@@ -403,12 +428,21 @@ def _feed_spec(model: FeedModel, settings: Settings) -> FeedSpec:
         enabled=model.enabled,
         type=model.type,
         selectors=selectors,
+        filters=FilterRules(rules, filters.fingerprint(rules)) if rules else None,
+        http=http,
     )
 
 
-def parse_config(raw: Any, path: Path | str = "<config>", text: str | None = None) -> Config:
+def parse_config(
+    raw: Any,
+    path: Path | str = "<config>",
+    text: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
     """Validate already-loaded YAML data; ``text``, the document it was loaded from, gives
-    the problems their line numbers. Every problem is reported at once (``configcheck``)."""
+    the problems their line numbers. Every problem is reported at once (``configcheck``).
+    Secret values ({env: NAME}, {file: PATH}) are read from ``environ`` (default: this
+    process's environment) and from files beside the config file."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -424,14 +458,36 @@ def parse_config(raw: Any, path: Path | str = "<config>", text: str | None = Non
         problems += configcheck.cross_problems(raw)
         raise configcheck.config_error(path, problems, raw, text) from None
     problems = configcheck.cross_problems(raw)
+    secrets = configopts.Secrets(os.environ if environ is None else environ, Path(path).parent)
+    http_proxy = None
+    if model.settings.http_proxy is not None:
+        http_proxy = secrets.proxy(model.settings.http_proxy, ("settings", "http_proxy"))
+    global_rules = filter_rules(model.settings.filters, "settings.filters")
+    specs = []
+    proxied = http_proxy is not None
+    for index, feed in enumerate(model.feeds):
+        http = None
+        if feed.http is not None:
+            http = configopts.http_options(feed.http, feed.url, secrets, ("feeds", index, "http"))
+            proxied = proxied or http.proxy is not None
+        specs.append(_feed_spec(feed, model.settings, global_rules, http))
+    problems += secrets.problems
+    if proxied and model.settings.http_transport == "httpx":
+        problems.append(
+            configcheck.Problem(
+                ("settings", "http_transport"),
+                "proxies (settings.http_proxy, a feed's http.proxy) need http_transport: "
+                "aiohttp (the default); the httpx transport takes no proxy",
+            )
+        )
     if problems:
         raise configcheck.config_error(path, problems, raw, text)
-    specs = tuple(_feed_spec(f, model.settings) for f in model.feeds)
     return Config(
         path=Path(path) if isinstance(path, str) else path,
         settings=model.settings,
-        feeds=specs,
+        feeds=tuple(specs),
         exports=tuple(model.exports),
+        http_proxy=http_proxy,
     )
 
 
@@ -525,7 +581,7 @@ def _plain_node(loader: Any) -> Any:
 def load_config(
     path: str | Path | None = None,
     database_url: str | None = None,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Load the config file; ``--config``/``--database`` beat the environment beats the file."""
     env = os.environ if environ is None else environ
@@ -550,13 +606,8 @@ def load_config(
         raise configcheck.yaml_error(file, text, exc) from None
     except ValueError as exc:  # a value PyYAML recognised but could not build: 2026-02-30
         raise ConfigError(f"{file}: invalid YAML: {exc}") from None
-    config = parse_config(raw, file, text)
+    config = parse_config(raw, file, text, env)
     url = database_url or env.get(ENV_DATABASE_URL)
     if url:
-        config = Config(
-            path=config.path,
-            settings=config.settings.model_copy(update={"database_url": url}),
-            feeds=config.feeds,
-            exports=config.exports,
-        )
+        config = replace(config, settings=config.settings.model_copy(update={"database_url": url}))
     return config

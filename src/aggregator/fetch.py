@@ -14,6 +14,18 @@ in the resolver's order, the next one only when connecting to the previous one f
 (refused, unreachable, connect timeout: nothing was sent yet); each but the last gets
 at most ``fallback_connect_timeout``.
 
+Per-feed options (``records.HttpOptions``: headers, basic auth, cookies, user agent) go
+only to the feed's own origin (:func:`same_origin`), checked on every hop: not to article
+pages on other hosts, not across a redirect to another host. Secret values are revealed
+only here, to build the request, and scrubbed from every error message.
+
+Proxies (a feed's ``http.proxy``, else ``settings.http_proxy``; aiohttp transport only):
+HTTP(S) proxies through aiohttp's own ``proxy=``, SOCKS5 through ``aiohttp-socks``. The
+address guard still runs first: the target's name is resolved and every address checked
+(``allow_private_networks``) before the request is handed to the proxy, which then
+connects by name (the proxy resolves it again; the proxy's own address is the operator's
+and is not checked). See docs/design.md, "Address guard".
+
 Unresponsive hosts: when no address of a host accepts a connection, the host is marked
 for ``unresponsive_hold`` seconds, during which its *article pages* are not requested (a
 dead host costs one connect timeout per poll, not one per article). Feed documents are
@@ -24,6 +36,7 @@ says nothing about the host's other paths.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import ipaddress
 import socket
@@ -32,7 +45,7 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
 import aiohttp
 import httpx
@@ -44,7 +57,8 @@ from .errors import (
     TooLarge,
     TooManyRedirects,
 )
-from .records import FetchResult
+from .records import FetchResult, HttpOptions
+from .secret import Secret
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -77,6 +91,75 @@ class FetchLimits:
     fallback_connect_timeout: float = 2.0  # connect timeout of an address that has a next one
     ca_bundle: str | None = None  # extra trusted CAs (PEM file) for https
     transport: str = "aiohttp"  # "aiohttp" (aiohttp's client, several times less CPU) or "httpx"
+    proxy: Secret | None = None  # settings.http_proxy: every request without a feed's own
+
+
+def origin_of(url: str) -> str:
+    """``scheme://host:port`` of a URL (the default port written out), lower-cased."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def same_origin(origin: str, url: str) -> bool:
+    """Do a feed's options (credentials) go to ``url``? Only to the feed's own scheme,
+    host and port, except that a plain-http feed's options follow it to https on the
+    same host (the usual upgrade redirect); never the other way round."""
+    target = origin_of(url)
+    if target == origin:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme == "http" and parts.port == 80 and target == f"https://{parts.hostname}:443"
+
+
+def option_headers(options: HttpOptions) -> dict[str, str]:
+    """The request headers a feed's options add (secret values revealed)."""
+    headers = {name: value.reveal() for name, value in options.headers}
+    if options.basic_auth is not None:
+        user, password = (part.reveal() for part in options.basic_auth)
+        token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+        headers["Authorization"] = f"Basic {token}"
+    if options.cookies:
+        headers["Cookie"] = "; ".join(f"{name}={value.reveal()}" for name, value in options.cookies)
+    if options.user_agent:
+        headers["User-Agent"] = options.user_agent
+    return headers
+
+
+def _merged(base: dict[str, str], extra: dict[str, str]) -> dict[str, str]:
+    """``base`` with ``extra`` on top, header names compared without case."""
+    names = {name.lower() for name in extra}
+    return {**{k: v for k, v in base.items() if k.lower() not in names}, **extra}
+
+
+def _secret_values(options: HttpOptions | None, proxy: Secret | None) -> list[str]:
+    values = [] if proxy is None else [proxy.reveal()]
+    if options is not None:
+        values += [value.reveal() for _, value in (*options.headers, *options.cookies)]
+        if options.basic_auth is not None:
+            values += [part.reveal() for part in options.basic_auth]
+            user, password = (part.reveal() for part in options.basic_auth)
+            values.append(base64.b64encode(f"{user}:{password}".encode()).decode("ascii"))
+    if proxy is not None:
+        parts = urlsplit(proxy.reveal())
+        values += [v for v in (parts.username, parts.password) if v]
+    # longest first: a value that contains another is replaced whole
+    return sorted((v for v in values if len(v) >= 3), key=len, reverse=True)
+
+
+def scrub(error: FetchError, secrets: Sequence[str]) -> FetchError:
+    """The error with every secret value in its message replaced by ``***``."""
+    message = str(error)
+    hidden = message
+    for value in secrets:
+        hidden = hidden.replace(value, "***")
+    if hidden == message:
+        return error
+    scrubbed = type(error).__new__(type(error))
+    scrubbed.__dict__.update(error.__dict__)
+    scrubbed.args = (hidden, *error.args[1:])
+    return scrubbed
 
 
 def _ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
@@ -98,6 +181,7 @@ class _AiohttpClient:
         self._pool = pool
         self._ssl = ssl_context
         self._session: aiohttp.ClientSession | None = None
+        self._socks: dict[str, aiohttp.ClientSession] = {}  # proxy URL -> its session
         # a connect or read timeout per step, as httpx counts them; the total is ours
         self.timeout = aiohttp.ClientTimeout(
             total=None,
@@ -105,6 +189,26 @@ class _AiohttpClient:
             sock_read=limits.read_timeout,
             connect=limits.total_timeout,
         )
+
+    def socks_session(self, proxy: str) -> aiohttp.ClientSession:
+        """A session of its own for each SOCKS5 proxy (aiohttp-socks is a connector): the
+        proxy resolves the target's name (rdns), which was checked before."""
+        session = self._socks.get(proxy)
+        if session is None:
+            from aiohttp_socks import ProxyConnector  # only configs with a SOCKS proxy
+
+            connector = ProxyConnector.from_url(
+                proxy,
+                rdns=True,
+                ssl=self._ssl,
+                limit=self._pool.max_connections or 100,
+                keepalive_timeout=self._pool.keepalive_expiry or 5.0,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False
+            )
+            self._socks[proxy] = session
+        return session
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -123,6 +227,8 @@ class _AiohttpClient:
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+        for session in self._socks.values():
+            await session.close()
 
 
 async def _read_body(chunks: AsyncIterator[bytes], status: int, limit: int, url: str) -> bytes:
@@ -344,9 +450,20 @@ class Fetcher:
         etag: str | None = None,
         last_modified: str | None = None,
         page: bool = False,
+        options: HttpOptions | None = None,
     ) -> FetchResult:
-        """GET ``url`` (any final status is returned; network failures raise FetchError)."""
-        return await self._fetch(url, etag, last_modified, page)
+        """GET ``url`` (any final status is returned; network failures raise FetchError).
+
+        ``options``: the feed's own HTTP options (sent to its origin only, hop by hop)
+        and proxy (else ``limits.proxy``)."""
+        proxy = options.proxy if options is not None and options.proxy else self.limits.proxy
+        secrets = _secret_values(options, proxy)
+        try:
+            return await self._fetch(url, etag, last_modified, page, options, proxy)
+        except FetchError as exc:
+            if not secrets:
+                raise
+            raise scrub(exc, secrets) from None
 
     def _mark_unresponsive(self, url: str) -> None:
         netloc = urlsplit(url).netloc.lower()
@@ -367,7 +484,13 @@ class Fetcher:
         )
 
     async def _fetch(
-        self, url: str, etag: str | None, last_modified: str | None, page: bool
+        self,
+        url: str,
+        etag: str | None,
+        last_modified: str | None,
+        page: bool,
+        options: HttpOptions | None,
+        proxy: Secret | None,
     ) -> FetchResult:
         started = time.monotonic()
         headers = {"Accept": PAGE_ACCEPT if page else FEED_ACCEPT}
@@ -386,6 +509,14 @@ class Fetcher:
             if page:  # a feed document is always requested (see the module docstring)
                 self._check_responsive(current)
             host, addresses = await self.check_address(current)
+            hop_headers = headers
+            # checked on every hop: a redirect to another host gets none of them
+            if (
+                options is not None
+                and options.sends_credentials
+                and same_origin(options.origin, current)
+            ):
+                hop_headers = _merged(headers, option_headers(options))
             async with self._slot(host, delay):
                 # the total timeout runs from the first byte sent, not while queueing
                 # behind the per-host limits
@@ -393,9 +524,14 @@ class Fetcher:
                     deadline = asyncio.get_running_loop().time() + self.limits.total_timeout
                 try:
                     async with asyncio.timeout_at(deadline):
-                        status, resp_headers, body = await self._request_any(
-                            current, host, addresses, headers
-                        )
+                        if proxy is not None:
+                            status, resp_headers, body = await self._proxied(
+                                current, host, hop_headers, proxy.reveal()
+                            )
+                        else:
+                            status, resp_headers, body = await self._request_any(
+                                current, host, addresses, hop_headers
+                            )
                 except TimeoutError:
                     raise FetchTimeout(
                         f"no complete response within {self.limits.total_timeout:g} s "
@@ -457,6 +593,63 @@ class Fetcher:
             error = type(error)(f"no address of {host} accepted a connection ({tried})", url=url)
         raise error
 
+    async def _proxied(
+        self, url: str, host: str, headers: dict[str, str], proxy: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        """The request through a proxy, by name: the name's addresses were checked (the
+        proxy resolves it again). A failure to reach the proxy marks nothing: it says
+        nothing about the target host."""
+        if self._aiohttp is None:  # config refuses proxies with http_transport: httpx
+            raise FetchError("proxies need http_transport: aiohttp", url=url)
+        parts = urlsplit(proxy)
+        kwargs: dict[str, object] = {}
+        if parts.scheme.lower() == "socks5":
+            session = self._aiohttp.socks_session(proxy)
+        else:
+            session = self._aiohttp.session()
+            port = f":{parts.port}" if parts.port else ""
+            kwargs["proxy"] = f"{parts.scheme}://{parts.hostname}{port}"
+            if parts.username is not None:
+                user, password = unquote(parts.username), unquote(parts.password or "")
+                token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+                credentials = {"Proxy-Authorization": f"Basic {token}"}
+                if url.startswith("https:"):
+                    kwargs["proxy_headers"] = credentials  # on the CONNECT request only
+                else:  # the request itself goes to the proxy, which drops the header
+                    headers = {**headers, **credentials}
+        request_headers = _merged({"User-Agent": self.limits.user_agent}, headers)
+        try:
+            async with session.get(
+                url,
+                headers=request_headers,
+                allow_redirects=False,
+                timeout=self._aiohttp.timeout,
+                **kwargs,  # type: ignore[arg-type]
+            ) as response:
+                return await self._aiohttp_answer(response, url)
+        except aiohttp.ClientError as exc:
+            raise self._translate_aiohttp(exc, url, host, proxied=True) from None
+        except Exception as exc:
+            if not type(exc).__module__.startswith(("python_socks", "aiohttp_socks")):
+                raise
+            # the SOCKS proxy could not be reached, timed out, or refused the target
+            if isinstance(exc, TimeoutError):
+                raise FetchTimeout(f"the proxy did not answer in time: {exc}", url=url) from None
+            raise FetchError(f"through the proxy: {exc}", url=url) from None
+
+    async def _aiohttp_answer(
+        self, response: aiohttp.ClientResponse, url: str
+    ) -> tuple[int, dict[str, str], bytes]:
+        status = response.status
+        body = await _read_body(
+            response.content.iter_any(), status, self.limits.max_body_bytes, url
+        )
+        resp_headers: dict[str, str] = {}
+        for key, value in response.headers.items():
+            key = key.lower()  # repeated headers joined, as httpx does
+            resp_headers[key] = f"{resp_headers[key]}, {value}" if key in resp_headers else value
+        return status, resp_headers, body
+
     async def _request(
         self,
         url: str,
@@ -482,7 +675,7 @@ class Fetcher:
         request = httpx.Request(
             "GET",
             target,
-            headers={**self._headers, **headers, "Host": host_header},
+            headers={**_merged(self._headers, headers), "Host": host_header},
             extensions=extensions,
         )
         limit = self.limits.max_body_bytes
@@ -515,11 +708,8 @@ class Fetcher:
         encodings it decodes, and it decodes as the body streams in, so the limit counts
         decoded bytes."""
         assert self._aiohttp is not None
-        request_headers = {
-            "User-Agent": self.limits.user_agent,
-            **headers,
-            "Host": host_header,
-        }
+        request_headers = {**_merged({"User-Agent": self.limits.user_agent}, headers)}
+        request_headers["Host"] = host_header
         timeout = self._aiohttp.timeout
         if connect_timeout != timeout.sock_connect:
             timeout = aiohttp.ClientTimeout(
@@ -536,16 +726,7 @@ class Fetcher:
                 timeout=timeout,
                 server_hostname=host if target.startswith("https:") else None,
             ) as response:
-                status = response.status
-                body = await _read_body(
-                    response.content.iter_any(), status, self.limits.max_body_bytes, url
-                )
-                resp_headers: dict[str, str] = {}
-                for key, value in response.headers.items():
-                    key = key.lower()  # repeated headers joined, as httpx does
-                    resp_headers[key] = (
-                        f"{resp_headers[key]}, {value}" if key in resp_headers else value
-                    )
+                return await self._aiohttp_answer(response, url)
         except aiohttp.ClientError as exc:
             error = self._translate_aiohttp(exc, url, host)
             if isinstance(
@@ -553,9 +734,19 @@ class Fetcher:
             ) and not isinstance(exc, aiohttp.ClientSSLError):
                 raise _ConnectFailed(error) from None
             raise error from None
-        return status, resp_headers, body
 
-    def _translate_aiohttp(self, exc: aiohttp.ClientError, url: str, host: str) -> FetchError:
+    def _translate_aiohttp(
+        self, exc: aiohttp.ClientError, url: str, host: str, *, proxied: bool = False
+    ) -> FetchError:
+        if isinstance(exc, aiohttp.ClientHttpProxyError):
+            return FetchError(
+                f"the proxy refused the connection to {host}: HTTP {exc.status} {exc.message}",
+                url=url,
+            )
+        if isinstance(exc, aiohttp.ClientProxyConnectionError):
+            return FetchError(f"cannot connect to the proxy: {exc.os_error}", url=url)
+        if proxied and isinstance(exc, aiohttp.ClientConnectorError):
+            return FetchError(f"connection through the proxy to {host} failed: {exc}", url=url)
         kind: str | None = None
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
             kind = "connect"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import threading
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import GaugeMetricFamily
 
 from .records import FetchResult, PollOutcome
 
@@ -46,6 +47,11 @@ class Metrics:
         self.entries_cut = Counter(
             "aggregator_entries_cut",
             "Entries of fetched documents past max_entries_per_feed, not stored.",
+            registry=r,
+        )
+        self.entries_blocked = Counter(
+            "aggregator_entries_blocked",
+            "Entries dropped by the feeds' filters when first evaluated (never stored).",
             registry=r,
         )
         self.fetch_seconds = Histogram(
@@ -94,6 +100,7 @@ class Metrics:
         self.stories_created.inc(outcome.new_stories)
         self.items_merged.inc(outcome.merged_items)
         self.entries_cut.inc(outcome.entries_cut)
+        self.entries_blocked.inc(outcome.blocked_new)
 
     def observe_fetch(self, result: FetchResult, *, page: bool) -> None:
         kind = "page" if page else "feed"
@@ -111,3 +118,16 @@ class Metrics:
 
     def observe_export(self, name: str, ok: bool) -> None:
         self.exports.labels(export=name, outcome="ok" if ok else "failed").inc()
+
+
+def blocked_gauge(counts: dict[str, int]) -> GaugeMetricFamily:
+    """``aggregator_feed_entries_blocked{feed}``: the entries of each feed's current
+    document that its filters drop (remembered in the database), by feed name or URL."""
+    gauge = GaugeMetricFamily(
+        "aggregator_feed_entries_blocked",
+        "Entries of each feed's document its filters drop (feeds with none left out).",
+        labels=["feed"],
+    )
+    for feed, count in sorted(counts.items()):
+        gauge.add_metric([feed], count)
+    return gauge

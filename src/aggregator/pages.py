@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .errors import FetchError
-from .records import ArticlePage, FetchResult
+from .records import ArticlePage, FetchResult, HttpOptions
 
 ARTICLE_BATCH = 8  # article pages extracted per pool job
 HELD_PAGES = 4 * ARTICLE_BATCH  # fetched pages a poll holds while they wait for extraction
@@ -44,6 +44,7 @@ class PageFetcher(Protocol):
         etag: str | None = None,
         last_modified: str | None = None,
         page: bool = False,
+        options: HttpOptions | None = None,
     ) -> FetchResult: ...
 
 
@@ -67,9 +68,15 @@ class Pages:
 
 
 async def fetch_pages(
-    fetcher: PageFetcher, links: Sequence[str], budget: float, extract: Extract
+    fetcher: PageFetcher,
+    links: Sequence[str],
+    budget: float,
+    extract: Extract,
+    options: HttpOptions | None = None,
 ) -> Pages:
     """Fetch and extract each distinct link once, fetching within ``budget`` seconds.
+    ``options``: the feed's HTTP options (the fetcher sends them to the feed's own host
+    only; its proxy carries every page).
 
     The budget counts the time the fetches take, not the time they stand still because
     every held place is taken by a page waiting for the process pool: a busy pool slows
@@ -107,7 +114,10 @@ async def fetch_pages(
             await held.acquire()
         try:
             with stall.fetching():
-                page = await fetcher.fetch(link, page=True)
+                if options is None:
+                    page = await fetcher.fetch(link, page=True)
+                else:
+                    page = await fetcher.fetch(link, page=True, options=options)
         except FetchError as exc:
             held.release()
             fetched.add(link)

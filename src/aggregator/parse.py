@@ -181,7 +181,20 @@ def _xml_entry(entry: dict[str, Any], base_url: str, notes: list[str]) -> _Draft
         content=content,
         image=_xml_image(entry, base_url),
         base=_http_url(_text(content_base or dict.get(summary_detail, "base")), base_url),
+        tags=_tags(
+            _text(dict.get(t, "term")) or _text(dict.get(t, "label"))
+            for t in dict.get(entry, "tags") or []
+            if isinstance(t, dict)
+        ),
     )
+
+
+MAX_TAGS = 50  # categories kept per entry (entry filters read them), each cut at 200 chars
+
+
+def _tags(values: Iterable[str | None]) -> tuple[str, ...]:
+    tags = (_clean_ws(v) for v in values)
+    return tuple(dict.fromkeys(t[:200] for t in tags if t))[:MAX_TAGS]
 
 
 def _xml_image(entry: dict[str, Any], base_url: str) -> str | None:
@@ -319,7 +332,12 @@ def _json_entry(item: dict[str, Any], base: str, notes: list[str]) -> _Draft:
         summary=summary,
         content=content,
         image=image,
+        tags=_tags(t for t in _list(item.get("tags")) if isinstance(t, str)),
     )
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _json_author(item: dict[str, Any]) -> str | None:
@@ -347,6 +365,7 @@ class _Draft:
     content: str | None
     image: str | None
     base: str | None = None  # xml:base in effect for the content (relative links resolve here)
+    tags: tuple[str, ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -387,6 +406,7 @@ class _Draft:
             content=self.content,
             image=self.image,
             base=self.base,
+            tags=self.tags,
         )
 
 

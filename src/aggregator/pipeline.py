@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol, TypeVar
 
-from . import dates, pages, policy, pooljobs
+from . import dates, filters, pages, policy, pooljobs
 from .errors import AggregatorError, ParseError, StoreError
 from .records import (
     ArticlePage,
@@ -27,6 +27,7 @@ from .records import (
     FeedState,
     FeedUpdate,
     FetchResult,
+    HttpOptions,
     KnownEntry,
     PollOutcome,
     PollToSave,
@@ -44,6 +45,7 @@ class FetchPort(Protocol):
         etag: str | None = None,
         last_modified: str | None = None,
         page: bool = False,
+        options: HttpOptions | None = None,
     ) -> FetchResult: ...
 
 
@@ -52,6 +54,8 @@ class EntriesPort(Protocol):
 
     def known_entries(self, feed_id: int, keys: Sequence[str]) -> dict[str, KnownEntry]: ...
 
+
+    def blocked_entries(self, feed_id: int) -> dict[str, str]: ...
 
 class SavePort(Protocol):
     """Where a poll goes once decided: saved all or nothing (``ingest``'s savers)."""
@@ -160,9 +164,14 @@ class Pipeline:
         return PollOutcome(state.url, status, ok=False, error=update.error)
 
     async def _poll(self, spec: FeedSpec, state: FeedState, now: datetime) -> PollOutcome:
-        result = await self.fetcher.fetch(
-            state.url, etag=state.etag, last_modified=state.last_modified
-        )
+        if spec.http is None:
+            result = await self.fetcher.fetch(
+                state.url, etag=state.etag, last_modified=state.last_modified
+            )
+        else:  # the feed's own options (only its host gets them: see fetch.same_origin)
+            result = await self.fetcher.fetch(
+                state.url, etag=state.etag, last_modified=state.last_modified, options=spec.http
+            )
         status = result.status
         if status >= 400:
             return await self._fail(state, now, status, _status_sentence(result), result.headers)
@@ -264,9 +273,12 @@ class Pipeline:
                     policy.cache_lifetime(result.headers, now, notes.header_dates),
                 ],
             )
-        known = await self._in_store(
-            self.store.known_entries, state.id, [c.entry.key for c in prepared.entries]
+        known, remembered = await self._in_store(
+            self._known_and_blocked, state.id, [c.entry.key for c in prepared.entries], spec
         )
+        # entry filters: right after parsing, before any article page (see ``filters``);
+        # entries blocked under the same rules are dropped without being evaluated again
+        screen = filters.Screen(spec.filters, remembered)
         new: list[CleanEntry] = []
         changed: list[tuple[int, CleanEntry]] = []
         owed: list[tuple[int, CleanEntry, bool]] = []  # stored, page still owed; changed?
@@ -282,9 +294,17 @@ class Pipeline:
                     changed.append((seen.item_id, clean))
             elif seen.content_hash != clean.content_hash:
                 changed.append((seen.item_id, clean))
+        if spec.filters is not None and new:
+            # CPU work (the regex package releases the GIL): in a thread, not on the loop
+            new = await asyncio.to_thread(screen.kept, new)
+        for rule in sorted(screen.budget.timed_out):
+            notes.add(
+                f"filter rule {rule} took longer than {filters.MATCH_TIMEOUT:g} s on an entry: "
+                "taken as not matching for the rest of this poll (its entries were kept)"
+            )
         paged = _Paged(new, [], 0, owing=False)
         if spec.full_text and (new or owed):
-            paged = await self._with_articles(state, new, owed, notes)
+            paged = await self._with_articles(state, new, owed, notes, spec.http)
         new = paged.new
         changed.extend(paged.updates)
         if new:  # text fingerprints for dedup: CPU work, in the pool, one job per poll
@@ -305,6 +325,7 @@ class Pipeline:
             interval_seconds=interval,
             title=feed.title,
             error=notes.sentence(),
+            blocked=screen.changes(),
         )
         saved = await self.saver.save(PollToSave(state.id, update, tuple(new), tuple(changed)))
         return PollOutcome(
@@ -317,7 +338,20 @@ class Pipeline:
             merged_items=saved.merged_items,
             error=update.error,
             entries_cut=prepared.cut,
+            entries_blocked=screen.blocked,
+            blocked_new=len(screen.added),
         )
+
+    def _known_and_blocked(
+        self, feed_id: int, keys: Sequence[str], spec: FeedSpec
+    ) -> tuple[dict[str, KnownEntry], dict[str, str]]:
+        """The stored items among ``keys``, and the feed's remembered blocked entries
+        (key -> the fingerprint of the rules that blocked it): one trip to a store thread.
+        A feed without rules has none to read (loading the config deletes them)."""
+        known = self.store.known_entries(feed_id, keys)
+        if spec.filters is None:
+            return known, {}
+        return known, self.store.blocked_entries(feed_id)
 
     async def _with_articles(
         self,
@@ -325,6 +359,7 @@ class Pipeline:
         new: list[CleanEntry],
         owed: list[tuple[int, CleanEntry, bool]],
         notes: PollNotes,
+        options: HttpOptions | None = None,
     ) -> _Paged:
         """The new entries with the text of their article pages (where a page gives a
         longer one), and the stored entries whose page was owed, to update. Each distinct
@@ -336,7 +371,9 @@ class Pipeline:
 
         links = [c.entry.link for c in new if c.entry.link]
         links += [c.entry.link for _, c, _ in owed if c.entry.link]
-        got = await pages.fetch_pages(self.fetcher, links, self.settings.article_budget, extract)
+        got = await pages.fetch_pages(
+            self.fetcher, links, self.settings.article_budget, extract, options
+        )
         for link, problem in got.problems.items():
             _log_article(state, link, _capital(problem))
         for link, page in got.extracted.items():
@@ -468,9 +505,20 @@ def _log(spec: FeedSpec, outcome: PollOutcome) -> None:
         "duration_ms": round(outcome.duration * 1000),
         "error": outcome.error,
         "entries_cut": outcome.entries_cut,
+        "blocked": outcome.entries_blocked,
+        "blocked_new": outcome.blocked_new,
     }
     if outcome.ok:
-        log.info("polled %s", outcome.feed_url, extra=fields)
+        if outcome.entries_blocked:
+            log.info(
+                "polled %s (%d entries blocked by filters, %d new)",
+                outcome.feed_url,
+                outcome.entries_blocked,
+                outcome.blocked_new,
+                extra=fields,
+            )
+        else:
+            log.info("polled %s", outcome.feed_url, extra=fields)
     else:
         log.warning("poll failed for %s: %s", outcome.feed_url, outcome.error, extra=fields)
 

@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
+from .secret import Secret
+
 SourceType = Literal["feed", "html"]
 # "css selector@attribute": the attribute name after the last "@" (outside brackets/quotes)
 _ATTR_SUFFIX = re.compile(r"^(.*?)\s*@([A-Za-z_:][-\w:.]*)\s*$", re.S)
@@ -38,6 +40,49 @@ class HtmlSelectors:
         return match.group(1).strip(), match.group(2)
 
 
+FilterField = Literal["title", "link", "author", "tags", "summary", "content"]
+FILTER_FIELDS: tuple[FilterField, ...] = ("title", "link", "author", "tags", "summary", "content")
+DEFAULT_FILTER_FIELDS: tuple[FilterField, ...] = ("title", "summary", "content")
+
+
+@dataclass(frozen=True)
+class FilterRule:
+    """One entry filter rule (see ``filters``): ``block`` drops what it matches; ``keep``
+    rules, when a feed has any, drop what matches none of them."""
+
+    action: Literal["block", "keep"]
+    pattern: str  # a regular expression (``re`` syntax; ``filters`` compiles and matches it)
+    fields: tuple[FilterField, ...] = DEFAULT_FILTER_FIELDS
+    label: str = ""  # where and how it was written: 'filters[0] block "(?i)webinar"'
+
+
+@dataclass(frozen=True)
+class FilterRules:
+    """A feed's rules, the global ones first, and their fingerprint: remembered with the
+    entries they blocked, so a changed rule set evaluates those entries again."""
+
+    rules: tuple[FilterRule, ...]
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """A feed's own HTTP options. ``headers``, ``basic_auth``, ``cookies`` and
+    ``user_agent`` go only to ``origin`` (the feed URL's scheme, host and port; see
+    ``fetch.same_origin``); ``proxy`` carries every request of the feed's polls."""
+
+    origin: str  # "https://example.org:443"
+    headers: tuple[tuple[str, Secret], ...] = ()
+    basic_auth: tuple[Secret, Secret] | None = None  # (username, password)
+    cookies: tuple[tuple[str, Secret], ...] = ()
+    user_agent: str | None = None
+    proxy: Secret | None = None  # http://, https:// or socks5:// URL (may hold credentials)
+
+    @property
+    def sends_credentials(self) -> bool:
+        return bool(self.headers or self.basic_auth or self.cookies or self.user_agent)
+
+
 @dataclass(frozen=True, slots=True)
 class FeedSpec:
     """One source as configured in ``feeds.yaml``."""
@@ -50,6 +95,8 @@ class FeedSpec:
     enabled: bool = True
     type: SourceType = "feed"
     selectors: HtmlSelectors | None = None
+    filters: FilterRules | None = None  # the global rules, then the feed's; None: none
+    http: HttpOptions | None = None
 
     @property
     def label(self) -> str:
@@ -114,6 +161,7 @@ class ParsedEntry:
     content: str | None = None  # HTML as given by the feed (unsanitized)
     image: str | None = None
     base: str | None = None  # base URL for relative links in summary/content (xml:base)
+    tags: tuple[str, ...] = ()  # categories / tags, as given (entry filters read them)
 
 
 @dataclass(frozen=True)
@@ -249,6 +297,8 @@ class PollOutcome:
     duration: float = 0.0
     skipped: str | None = None  # why it was not polled (hold, retired)
     entries_cut: int = 0  # entries of the document past max_entries_per_feed, not stored
+    entries_blocked: int = 0  # entries of the document the feed's filters drop (all)
+    blocked_new: int = 0  # of those, the ones evaluated by this poll (not remembered)
 
 
 DORMANT_DAYS = 30  # continuous 404s before a feed is only probed weekly (policy.py)
@@ -322,6 +372,26 @@ class FeedUpdate:
     new_url: str | None = None  # confirmed permanent redirect: rewrite feeds.url
     not_found_since: datetime | None = None
     title: str | None = None
+    blocked: BlockedChanges | None = None  # entries the filters blocked (store/blocked.py)
+
+
+@dataclass(frozen=True)
+class BlockedEntry:
+    """An entry the feed's filters dropped: remembered by key, never an item."""
+
+    key: str
+    rule: str  # the rule's label, or why no keep rule matched
+    title: str | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class BlockedChanges:
+    """What a poll changes in its feed's remembered blocked entries (``blocked_entries``)."""
+
+    rules_hash: str  # the fingerprint of the rules that blocked ``add``
+    add: tuple[BlockedEntry, ...] = ()  # blocked by this poll (a row of the key is replaced)
+    forget: tuple[str, ...] = ()  # keys no longer blocked: left the document, or kept now
 
 
 @dataclass(frozen=True)
@@ -337,7 +407,8 @@ class PollToSave:
 
     @property
     def feed_only(self) -> bool:
-        return not self.new and not self.changed
+        """Nothing but the feed's row to write (one executemany for many such polls)."""
+        return not self.new and not self.changed and self.update.blocked is None
 
 
 @dataclass(frozen=True)

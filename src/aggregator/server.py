@@ -43,8 +43,8 @@ from .export.digest import CONTENT_SECURITY_POLICY
 from .export.model import entry_from_story
 from .export.rows import row
 from .export.when import in_range
-from .metrics import Metrics
-from .store import Store
+from .metrics import Metrics, blocked_gauge
+from .store import Store, blocked
 from .store.queries import ChangeValidator, Cursor, ExportFilter, Queries, StoryRecord
 
 DEFAULT_PAGE = 50
@@ -210,6 +210,7 @@ class DatabaseCollector(Collector):
         try:
             counts = self.queries.feed_state_counts(self.clock())
             last = self.queries.last_success_at()
+            blocked_counts = blocked.counts_by_feed(self.queries.engine)
         except StoreError:
             up.add_metric([], 0)
             yield up
@@ -220,6 +221,8 @@ class DatabaseCollector(Collector):
         for state, count in counts.items():
             feeds.add_metric([state], count)
         yield feeds
+        if blocked_counts:  # entry filters, per feed (store/blocked.py)
+            yield blocked_gauge(blocked_counts)
         if last is not None:
             yield GaugeMetricFamily(
                 "aggregator_last_success_timestamp_seconds",

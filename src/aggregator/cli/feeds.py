@@ -38,6 +38,7 @@ def feeds_list(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
     store = open_read_only_or_exit(cfg.database_url)
     try:
         rows = store.list_feeds()
+        blocked = store.blocked_counts()  # entries dropped by the feed's filters
     finally:
         store.close()
     now = datetime.now(UTC)
@@ -52,6 +53,7 @@ def feeds_list(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
         "errors",
         "next check",
         "last error",
+        "blocked",  # last: the columns before it keep their places
     )
     table = [
         (
@@ -65,10 +67,11 @@ def feeds_list(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
             str(row.error_count),
             fmt_ts(row.next_check_at),
             row.disabled_reason or row.last_error or "",
+            str(blocked.get(row.id, 0)),
         )
         for row in rows
     ]
-    print_table(console, columns, table, right=("id", "items", "errors"))
+    print_table(console, columns, table, right=("id", "items", "blocked", "errors"))
 
 
 @feeds_app.command("enable")

@@ -1,7 +1,8 @@
 """`aggregator preview` and `aggregator discover`: try a source before adding it.
 
-Both fetch through :class:`~aggregator.fetch.Fetcher` with the config's limits and
-address guard (``allow_private_networks``), and never open the database. The parsing
+Both fetch through :class:`~aggregator.fetch.Fetcher` with the config's limits, proxy
+and address guard (``allow_private_networks``), and never open the database. A URL that
+is a configured feed is previewed with that feed's own HTTP options and filters. The parsing
 stages (feedparser, bs4, dateparser, trafilatura) are imported inside the functions that
 use them: every command module is imported for every command.
 """
@@ -18,26 +19,48 @@ import typer
 import yaml
 from pydantic import ValidationError
 from rich.table import Table
+from rich.text import Text
 
 from ..app import fetch_limits
-from ..config import DEFAULT_CONFIG, ENV_CONFIG, Config, SelectorsModel, Settings
+from ..config import (
+    DEFAULT_CONFIG,
+    ENV_CONFIG,
+    Config,
+    SelectorsModel,
+    Settings,
+)
+from ..configopts import FilterRuleModel, filter_rules
 from ..errors import FetchError, ParseError
 from ..fetch import Fetcher
-from ..records import FeedLink, FetchResult, HtmlSelectors, ParsedFeed
+from ..filters import EntryFields, decide, fingerprint
+from ..records import (
+    FeedLink,
+    FeedSpec,
+    FetchResult,
+    FilterRule,
+    FilterRules,
+    HtmlSelectors,
+    HttpOptions,
+    ParsedEntry,
+    ParsedFeed,
+    url_key,
+)
 from .common import ConfigOpt, app, console, err, fail, load_or_exit
 
 SUMMARY_CHARS = 80
 
 
-def _settings(config: Path | None) -> Settings:
-    """The config's settings when there is a config file, else the defaults."""
+def _config(config: Path | None) -> Config:
+    """The config when there is a config file, else the defaults."""
     if config is not None or os.environ.get(ENV_CONFIG) or Path(DEFAULT_CONFIG).exists():
-        return load_or_exit(config, None).settings
-    return Settings()
+        return load_or_exit(config, None)
+    return Config(path=None, settings=Settings(), feeds=())
 
 
-def _fetcher(settings: Settings) -> Fetcher:
-    return Fetcher(fetch_limits(Config(path=None, settings=settings, feeds=())))
+def _fetcher(settings: Settings | Config) -> Fetcher:
+    if isinstance(settings, Settings):
+        settings = Config(path=None, settings=settings, feeds=())
+    return Fetcher(fetch_limits(settings))
 
 
 def _check(result: FetchResult) -> None:
@@ -62,12 +85,16 @@ class Preview:
 
 
 async def preview_source(
-    settings: Settings, url: str, source_type: str | None, selectors: HtmlSelectors | None
+    settings: Settings | Config,
+    url: str,
+    source_type: str | None,
+    selectors: HtmlSelectors | None,
+    options: HttpOptions | None = None,
 ) -> Preview:
     from .. import discovery, listing, parse
 
     async with _fetcher(settings) as fetcher:
-        result = await fetcher.fetch(url, page=source_type == "html")
+        result = await fetcher.fetch(url, page=source_type == "html", options=options)
     _check(result)
     body, headers, base = result.body, result.headers, result.final_url
     if source_type == "html" or selectors is not None:
@@ -93,6 +120,52 @@ def _selectors(values: dict[str, str | None]) -> HtmlSelectors | None:
         message = str(first["msg"]).removeprefix("Value error, ")
         raise fail(f"{option}: {message}") from None
     return HtmlSelectors(**model.model_dump())
+
+
+def configured_feed(config: Config, url: str) -> FeedSpec | None:
+    """The configured feed ``url`` names (spelled as ``feeds.yaml`` compares URLs)."""
+    key = url_key(url)
+    return next((spec for spec in config.feeds if url_key(spec.url) == key), None)
+
+
+def preview_rules(
+    config: Config, spec: FeedSpec | None, block: list[str], keep: list[str]
+) -> FilterRules | None:
+    """The filters a preview applies: the configured feed's (else the global ones), then
+    the rules given as options. A bad regex in an option exits with code 2."""
+    rules: tuple[FilterRule, ...] = (
+        spec.filters.rules
+        if spec is not None and spec.filters is not None
+        else (filter_rules(config.settings.filters, "settings.filters") if spec is None else ())
+    )
+    for option, patterns in (("block", block), ("keep", keep)):
+        for pattern in patterns:
+            try:
+                model = FilterRuleModel.model_validate({option: pattern})
+            except ValidationError as exc:
+                message = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+                raise fail(f"--{option} {pattern!r}: {message}") from None
+            rules += (model.rule(f"--{option}"),)
+    return FilterRules(rules, fingerprint(rules)) if rules else None
+
+
+def dropped_by(rules: FilterRules | None, entry: ParsedEntry) -> str | None:
+    """Why the filters would drop the entry (None: kept), read as the daemon reads it:
+    from the sanitized summary and content."""
+    if rules is None:
+        return None
+    from .. import extract
+
+    base = entry.base or entry.link or ""
+    fields = EntryFields.of(
+        title=entry.title,
+        link=entry.link,
+        author=entry.author,
+        tags=entry.tags,
+        summary_html=extract.sanitize_html(entry.summary, base) if entry.summary else None,
+        content_html=extract.sanitize_html(entry.content, base) if entry.content else None,
+    )
+    return decide(rules, fields)
 
 
 def _summary_start(summary: str | None) -> str:
@@ -134,9 +207,20 @@ def preview(
     limit: Annotated[
         int, typer.Option(metavar="N", help="show at most this many entries", min=1)
     ] = 50,
+    block: Annotated[
+        list[str] | None,
+        typer.Option("--block", metavar="REGEX", help="try a block rule (title, summary, content)"),
+    ] = None,
+    keep: Annotated[
+        list[str] | None,
+        typer.Option("--keep", metavar="REGEX", help="try a keep rule (title, summary, content)"),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Fetch a source once and show what would be ingested (the store is not touched)."""
+    """Fetch a source once and show what would be ingested (the store is not touched).
+
+    A configured feed is fetched with its own HTTP options, and the entries its filters
+    would drop are marked; --block / --keep add rules to try."""
     selectors = _selectors(
         {
             "item": item,
@@ -149,12 +233,16 @@ def preview(
     )
     if selectors is not None and source_type == "feed":
         raise fail("selectors only apply to --type html")
-    settings = _settings(config)
+    cfg = _config(config)
+    spec = configured_feed(cfg, url)
+    rules = preview_rules(cfg, spec, block or [], keep or [])
+    options = spec.http if spec is not None else None
     try:
-        result = asyncio.run(preview_source(settings, url, source_type, selectors))
+        result = asyncio.run(preview_source(cfg, url, source_type, selectors, options))
     except (FetchError, ParseError) as exc:
         raise fail(str(exc)) from None
     feed = result.feed
+    drops = [dropped_by(rules, entry) for entry in feed.entries]
     what = "stories on the page" if result.as_listing else f"entries ({feed.kind})"
     console.print(
         f"[bold]{len(feed.entries)}[/] {what} at {result.final_url}"
@@ -167,16 +255,31 @@ def preview(
     table.add_column("link", overflow="fold")
     table.add_column("date", no_wrap=True)
     table.add_column("summary", overflow="fold")
+    if rules is not None:
+        table.add_column("filters", overflow="fold")
     for index, entry in enumerate(feed.entries[:limit], 1):
         date_text = entry.published or entry.updated
-        table.add_row(
+        row: list[str | Text] = [
             str(index),
             entry.title or "",
             entry.link or "",
             date_text.strftime("%Y-%m-%d %H:%M") if date_text else "",
             _summary_start(entry.summary or entry.content),
-        )
+        ]
+        if rules is not None:
+            reason = drops[index - 1]
+            row.append(Text("kept" if reason is None else f"DROPPED: {reason}"))
+        table.add_row(*row)
     console.print(table)
+    if rules is not None:
+        dropped = sum(1 for reason in drops if reason is not None)
+        whose = "this feed's filters" if spec is not None else "the filters"
+        console.print(
+            f"{dropped} of {len(feed.entries)} entries would be dropped by {whose} "
+            f"({len(rules.rules)} rules)",
+            highlight=False,
+            markup=False,
+        )
     if len(feed.entries) > limit:
         console.print(f"… and {len(feed.entries) - limit} more", highlight=False)
     if result.offered:
@@ -202,7 +305,9 @@ class Found:
     problem: str | None = None  # linked, but it did not load as a feed
 
 
-async def discover_feeds(settings: Settings, url: str, probe: bool) -> tuple[str, list[Found]]:
+async def discover_feeds(
+    settings: Settings | Config, url: str, probe: bool
+) -> tuple[str, list[Found]]:
     """Feeds a site offers: the page's alternate links, then common paths."""
     from .. import discovery, parse
 
@@ -282,7 +387,7 @@ def discover(
     config: ConfigOpt = None,
 ) -> None:
     """Find the feeds a site offers and print them as feeds.yaml entries."""
-    settings = _settings(config)
+    settings = _config(config)  # with settings.http_proxy
     try:
         final_url, found = asyncio.run(discover_feeds(settings, url, probe))
     except FetchError as exc:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import dedup
 from ..records import CleanEntry, PollToSave, SaveResult, StoryDecision
-from ..store import feedrows, items, storyrows
+from ..store import blocked, feedrows, items, storyrows
 from ..store import index as dedup_index
 from .candidates import BatchIndex, Prefetch
 
@@ -42,6 +42,8 @@ def save_poll(conn: Connection, poll: PollToSave, window: float) -> SaveResult:
     if poll.new:
         result = _NewItems(conn, poll, window).save()
     update_changed(conn, poll.changed, poll.update.polled_at)
+    # entry filters: the entries this poll blocked, remembered by key (store/blocked.py)
+    blocked.save(conn, poll.feed_id, poll.update.blocked, poll.update.polled_at)
     feedrows.write_feeds(conn, [(poll.feed_id, poll.update)])
     return SaveResult(result.new_items, len(poll.changed), result.new_stories, result.merged_items)
 

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, insert, or_, select, text, update
 
 from ..records import FeedSpec, FeedState, url_host
+from . import blocked
 from .database import Database
 from .tables import feeds, items
 
@@ -101,6 +102,11 @@ class FeedsMixin(Database):
             for conf, row in by_conf.items():
                 if conf not in wanted and row.removed_at is None:
                     conn.execute(update(feeds).where(feeds.c.id == row.id).values(removed_at=now))
+            # entry filters: a feed whose rules changed gets its whole document on its next
+            # poll, which evaluates its blocked entries again (store/blocked.py)
+            blocked.rules_changed(
+                conn, {s.url: s.filters.fingerprint if s.filters else "" for s in specs}
+            )
 
     def enable_feed(self, url: str, now: datetime) -> bool:
         """Clear a retirement (HTTP 410) or any disable reason; returns False if unknown."""

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
 from ..records import CleanEntry, KnownEntry, StoryDecision
+from . import blocked
 from .batches import chunks
 from .database import Database
 from .tables import items, stories
@@ -24,6 +25,16 @@ class ItemsMixin(Database):
     def known_entries(self, feed_id: int, keys: Sequence[str]) -> dict[str, KnownEntry]:
         with self.read() as conn:
             return known_entries(conn, feed_id, keys)
+
+    def blocked_entries(self, feed_id: int) -> dict[str, str]:
+        """The feed's entries blocked by filters: key -> rules fingerprint (``blocked``)."""
+        with self.read() as conn:
+            return blocked.remembered(conn, feed_id)
+
+    def blocked_counts(self) -> dict[int, int]:
+        """Entries blocked by filters, per feed id (``blocked``)."""
+        with self.read() as conn:
+            return blocked.counts(conn)
 
 
 def known_entries(conn: Connection, feed_id: int, keys: Sequence[str]) -> dict[str, KnownEntry]:

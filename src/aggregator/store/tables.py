@@ -189,3 +189,17 @@ story_merges = Table(
     Index("ix_story_merges_story_id", "story_id"),
     Index("ix_story_merges_merged_story_id", "merged_story_id"),
 )
+
+# ---- entry filters (0010) -----------------------------------------------------------------
+
+blocked_entries = Table(
+    "blocked_entries",
+    metadata,
+    Column("feed_id", BigId, ForeignKey("feeds.id", ondelete="CASCADE"), primary_key=True),
+    Column("entry_key", Text, primary_key=True),
+    Column("rules_hash", String(64), nullable=False),  # filters.fingerprint of the rules
+    Column("rule", Text, nullable=False),  # the rule that blocked it ("no keep rule matched")
+    Column("title", Text),
+    Column("url", Text),
+    Column("blocked_at", UTCDateTime, nullable=False),
+)
