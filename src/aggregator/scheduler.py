@@ -20,7 +20,7 @@ import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -35,6 +35,7 @@ from .records import FeedSpec, FeedState, FetchResult, PollOutcome
 from .store import Store
 from .store.queries import Queries
 from .store.schedule import poll_schedule
+from .websub.subscriber import PostPort, Subscriber
 
 if TYPE_CHECKING:
     # imported where used: a one-shot run needs neither APScheduler nor prometheus_client,
@@ -121,7 +122,15 @@ def pipeline_settings(config: Config) -> PipelineSettings:
         # (600 farm feeds cold, 2 workers: 8 places 79.7 s, 16 places 53-54 s, more the
         # same; docs/performance.md "Fifth round")
         max_processing=max(8, 8 * pool_size(config)),
+        push_poll_interval=push_poll_interval(config),
     )
+
+
+def push_poll_interval(config: Config) -> float:
+    """Polling while a WebSub subscription is live; 0 (as usual) with WebSub off: no
+    pushes are received then, whatever leases the hubs still hold."""
+    websub = config.settings.websub
+    return websub.poll_interval if websub is not None else 0.0
 
 
 @dataclass
@@ -205,10 +214,48 @@ class Runner:
         self.owner = worker_id()
         self._lease_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leases")
         self.active: set[int] = set()  # feeds this worker holds a lease on and is polling
+        # WebSub: the hub requests go through our fetcher (the address guard), or, when
+        # another fetch component was given that cannot POST, through one of our own
+        self._fetcher = fetcher
+        self._hub_fetcher: Fetcher | None = None
+        self._subscriber: Subscriber | None = None
 
     def apply_config(self, config: Config) -> None:
         self.config = config
         self.specs = {spec.url: spec for spec in config.feeds}
+        self.pipeline.settings = replace(
+            self.pipeline.settings, push_poll_interval=push_poll_interval(config)
+        )
+
+    @property
+    def subscriber(self) -> Subscriber:
+        """The WebSub subscriber of this worker (made on first use)."""
+        if self._subscriber is None:
+            poster = self._fetcher
+            if not isinstance(poster, PostPort):
+                self._hub_fetcher = Fetcher(fetch_limits(self.config))
+                poster = self._hub_fetcher
+            self._subscriber = Subscriber(
+                self.store, poster, lambda: self.config.settings.websub, self.owner
+            )
+        return self._subscriber
+
+    async def websub_pass(self, *, reconcile: bool = False) -> None:
+        """Send the WebSub requests that are due (``reconcile``: first end the
+        subscriptions of feeds that left the config, restart those of feeds back in it).
+        A database failure is logged; the next pass retries."""
+        if self.config.settings.websub is None:
+            return
+        try:
+            if reconcile:
+                await self.subscriber.reconcile()
+            await self.subscriber.run_due()
+        except StoreError as exc:
+            log.warning(
+                "WebSub subscriptions not handled: %s",
+                exc,
+                extra={"event": "websub_error", "error": str(exc)},
+            )
 
     def spec_for(self, state: FeedState) -> FeedSpec | None:
         return self.specs.get(state.configured_url or state.url)
@@ -229,6 +276,8 @@ class Runner:
             self.active.discard(state.id)
         if self.metrics is not None:
             self.metrics.observe_poll(outcome)
+        if outcome.push_hub and outcome.push_topic and self.config.settings.websub is not None:
+            await self.subscriber.discovered(state.id, outcome.push_hub, outcome.push_topic)
         return outcome
 
     @property
@@ -300,6 +349,8 @@ class Runner:
         self._store_threads.shutdown(wait=False)
         if self._own_fetcher is not None:
             await self._own_fetcher.aclose()
+        if self._hub_fetcher is not None:
+            await self._hub_fetcher.aclose()
         if self._own_pool:
             self.pool.shutdown(wait=False, cancel_futures=True)
 
@@ -364,6 +415,9 @@ class Runner:
             await self.release()
         # retired, held, leased by another worker, or enabled but not in the config
         summary.skipped = max(0, enabled - started_polls)
+        # WebSub requests due now (for a cron set-up whose `aggregator serve` answers
+        # the hubs' verifications and receives their deliveries)
+        await self.websub_pass(reconcile=True)
         summary.duration = loop.time() - started
         return summary
 
@@ -423,6 +477,7 @@ class Daemon:
         self._skipped_ticks = 0  # ticks skipped since the last "tick still running" line
         self._skip_logged_at: float | None = None
         self._fetcher = fetcher  # another fetch component for the runner (tests); else its own
+        self._websub_started = False  # the first WebSub pass reconciles with the config
 
     def _config_mtime(self) -> float | None:
         if self.config_path is None:
@@ -528,6 +583,8 @@ class Daemon:
         self.config = config
         if self.runner is not None:
             self.runner.apply_config(config)
+            # feeds that left the config are unsubscribed at their WebSub hubs
+            await self.runner.websub_pass(reconcile=True)
         if self.scheduler is not None:
             self.schedule_exports(self.scheduler)
         log.info(
@@ -576,6 +633,14 @@ class Daemon:
             coalesce=True,
             next_run_time=utcnow() + timedelta(seconds=PRUNE_DELAY),
         )
+        scheduler.add_job(
+            self.websub_job,
+            IntervalTrigger(seconds=self.config.settings.tick),
+            id="websub",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=utcnow(),
+        )
         self.schedule_exports(scheduler)
         from apscheduler.events import EVENT_JOB_MAX_INSTANCES
 
@@ -595,6 +660,15 @@ class Daemon:
             await self.runner.release()
             await self.runner.close()
             log.info("daemon stopped", extra={"event": "stopped"})
+
+    async def websub_job(self) -> None:
+        """WebSub requests due (subscribe, renew, unsubscribe); the first pass also
+        reconciles the subscriptions with the config (as each reload does)."""
+        if self.runner is None:
+            return
+        first = not self._websub_started
+        self._websub_started = True
+        await self.runner.websub_pass(reconcile=first)
 
     async def _log_started(self) -> None:
         """The start line: the feeds and where their schedule stands (after a restart:
@@ -790,8 +864,13 @@ class Daemon:
         if http is None:
             return None
         from .server import EmbeddedServer, create_app
+        from .websub.receiver import Receiver
 
-        app = create_app(self.store, lambda: self.config, metrics=self.metrics)
+        assert self.runner is not None
+        # the WebSub callback is served whether settings.websub is set now or not (it
+        # answers 404 while it is not): a reload may switch it on or off
+        receiver = Receiver(self.store, self.runner.pipeline, lambda: self.config)
+        app = create_app(self.store, lambda: self.config, metrics=self.metrics, websub=receiver)
         server = EmbeddedServer(app, http.host, http.port)
         await server.start()
         return server

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 import typer
@@ -25,7 +27,8 @@ def serve(
     database: DatabaseOpt = None,
     log_level: LogLevelOpt = "INFO",
 ) -> None:
-    """Serve exports, /stories, /items, /healthz and /metrics over HTTP (read-only)."""
+    """Serve exports, /stories, /items, /healthz and /metrics over HTTP (read-only); with
+    settings.websub, also receive WebSub deliveries on /websub/{id}."""
     from ..server import create_app, serve_forever  # Starlette, uvicorn: for this command only
 
     cfg = load_for_reading(config, database)
@@ -36,9 +39,25 @@ def serve(
     store = open_for_reading(cfg)
     assert store is not None
     try:
-        app_ = create_app(store, lambda: cfg)
+        receiver = None
+        on_stop: Callable[[], Awaitable[None]] | None = None
+        if cfg.settings.websub is not None:
+            # WebSub deliveries go through the pipeline (parse, article pages, dedup,
+            # store): a small one of its own, never polling; subscribing is the daemon's
+            # (or `run --once`'s) part
+            from ..scheduler import Runner
+            from ..websub.receiver import Receiver
+
+            runner = Runner(cfg, store)
+            receiver = Receiver(store, runner.pipeline, lambda: cfg)
+
+            async def on_stop() -> None:
+                await runner.close()
+                await asyncio.to_thread(runner.pool.shutdown, wait=True)
+
+        app_ = create_app(store, lambda: cfg, websub=receiver)
         err.print(f"serving on http://{bind_host}:{bind_port}/", highlight=False)
-        serve_forever(app_, bind_host, bind_port)
+        serve_forever(app_, bind_host, bind_port, on_stop=on_stop)
     except AggregatorError as exc:
         raise fail(str(exc), 3) from None
     finally:

@@ -55,6 +55,7 @@ from ..records import (
 )
 from . import fingerprints, rebuild
 from . import stories as story_queries
+from . import websub as websub_sql
 from .fingerprints import StoryRow
 from .groupwrite import GroupWriter
 from .stories import StoryExplanation
@@ -184,6 +185,11 @@ class Store:
                 self._write_engine.dispose()
                 event.listen(self._write_engine, "connect", _small_cache)
         return True
+
+    @property
+    def websub(self) -> websub_sql.PushStore:
+        """WebSub subscriptions (``store/websub.py``), in this store's transactions."""
+        return websub_sql.PushStore(self._locked_tx, self._read, self.dialect)
 
     @property
     def writer_pid(self) -> int | None:
@@ -802,6 +808,9 @@ class Store:
         shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         alone: list[tuple[int, FeedUpdate]] = []
         for feed_id, u in updates:
+            if u.pushed:  # a WebSub delivery, not a poll: the feed's poll state stays
+                websub_sql.record_push(conn, feed_id, u.polled_at)
+                continue
             if u.new_url is not None or u.hold_until is not None:
                 alone.append((feed_id, u))
                 continue
@@ -1028,6 +1037,7 @@ def _state(row: Any) -> FeedState:
         redirect_count=row["redirect_count"],
         redirect_seen_at=row["redirect_seen_at"],
         not_found_since=row["not_found_since"],
+        push_until=row["push_until"],  # WebSub (store/websub.py)
     )
 
 
