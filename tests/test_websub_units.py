@@ -9,6 +9,8 @@ import asyncio
 import hashlib
 import hmac
 import json
+import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -317,6 +319,84 @@ def test_subscription_rows_claims_and_conditional_changes(db_url: str) -> None:
         assert websub.counts() == {"unsubscribing": 1}
         assert websub.all()[0].feed_url == "https://a.example/feed"
         assert store.feed_states(NOW, due_only=False) == []  # removed from the config
+    finally:
+        store.close()
+
+
+def test_another_hub_or_topic_replaces_the_subscription(db_url: str) -> None:
+    store = open_store(db_url)
+    try:
+        store.upgrade()
+        store.sync_feeds([FeedSpec(url="https://a.example/feed")], NOW)
+        (feed_id,) = [f.id for f in store.list_feeds()]
+        websub = store.websub
+        websub.discovered(feed_id, "https://hub/", "https://a.example/feed", "c" * 32, "k", NOW)
+        pending = websub.by_feed(feed_id)
+        assert pending is not None
+        websub.went_live(
+            replace(pending, requested_at=None),
+            NOW,
+            lease_seconds=600,
+            renew_at=NOW,
+            safety_poll_at=NOW,
+        )
+        assert websub.discovered(
+            feed_id, "https://hub2/", "https://a.example/feed", "d" * 32, "k2", NOW
+        )
+        moved = websub.by_feed(feed_id)
+        assert moved is not None
+        assert (moved.hub, moved.callback_id, moved.secret, moved.state) == (
+            "https://hub2/",
+            "d" * 32,
+            "k2",
+            "pending",
+        )
+        assert websub.by_callback("c" * 32) is None  # deliveries to the old callback: 404
+        (state,) = store.feed_states(NOW, due_only=False)
+        assert state.push_until is None
+    finally:
+        store.close()
+
+
+@pytest.mark.postgres
+def test_two_workers_discovering_one_feed_at_once(pg_url: str) -> None:
+    from aggregator.store import websub as websub_sql
+
+    store = open_store(pg_url)
+    try:
+        store.upgrade()
+        store.sync_feeds([FeedSpec(url="https://a.example/feed")], NOW)
+        (feed_id,) = [f.id for f in store.list_feeds()]
+        second: dict[str, object] = {}
+        with store.engine.connect() as first:
+            with first.begin():
+                assert websub_sql.discovered(
+                    first, feed_id, "https://hub/", "https://a.example/feed", "c" * 32, "k", NOW
+                )
+
+                def other() -> None:
+                    # its SELECT sees no row (not committed yet); its INSERT waits on the
+                    # unique index, then does nothing
+                    try:
+                        with store.engine.connect() as conn, conn.begin():
+                            second["written"] = websub_sql.discovered(
+                                conn,
+                                feed_id,
+                                "https://hub/",
+                                "https://a.example/feed",
+                                "d" * 32,
+                                "k",
+                                NOW,
+                            )
+                    except Exception as exc:  # noqa: BLE001 - reported below
+                        second["error"] = exc
+
+                thread = threading.Thread(target=other)
+                thread.start()
+                thread.join(0.3)  # let it reach the INSERT
+            thread.join(30)
+        assert second == {"written": False}
+        assert [s.callback_id for s in store.websub.all()] == ["c" * 32]
     finally:
         store.close()
 

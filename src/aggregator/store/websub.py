@@ -18,7 +18,9 @@ from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, case, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ..records import PushSubscription
 from .tables import feeds, websub_subscriptions
@@ -131,15 +133,25 @@ def discovered(
         "updated_at": now,
     }
     if current is None:
-        conn.execute(insert(subs).values(feed_id=feed_id, created_at=now, **values))
-    elif (current.hub, current.topic) != (hub, topic):
-        conn.execute(
-            update(subs).where(subs.c.id == current.id, subs.c.hub == current.hub).values(**values)
+        # two workers polling the feed at once may both insert: the second does nothing
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        inserted = conn.execute(
+            dialect_insert(subs)
+            .values(feed_id=feed_id, created_at=now, **values)
+            .on_conflict_do_nothing(index_elements=[subs.c.feed_id])
+            .returning(subs.c.id)
         )
-        conn.execute(update(feeds).where(feeds.c.id == feed_id).values(push_until=None))
-    else:
+        return inserted.first() is not None
+    if (current.hub, current.topic) == (hub, topic):
         return False
-    return True
+    replaced = conn.execute(
+        update(subs)
+        .where(subs.c.id == current.id, subs.c.hub == current.hub, subs.c.topic == current.topic)
+        .values(**values)
+    )
+    if replaced.rowcount:
+        conn.execute(update(feeds).where(feeds.c.id == feed_id).values(push_until=None))
+    return bool(replaced.rowcount)
 
 
 def _due(now: datetime) -> Any:

@@ -43,7 +43,9 @@ def _answer(answer: Answer) -> Response:
 def routes(receiver: Receiver) -> list[Route]:
     async def callback(request: Request) -> Response:
         callback_id = request.path_params["callback_id"]
-        if request.method in ("GET", "HEAD"):
+        if request.method == "HEAD":  # Starlette adds it to GET routes; it answers nothing
+            return Response(status_code=405, headers={"Allow": "GET, POST"})
+        if request.method == "GET":
             return _answer(await receiver.verify(callback_id, request.query_params))
         sub = await receiver.lookup(callback_id)
         refusal = receiver.refusal(sub)
