@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -85,7 +85,15 @@ def pipeline_settings(config: Config) -> PipelineSettings:
         # (600 farm feeds cold, 2 workers: 8 places 79.7 s, 16 places 53-54 s, more the
         # same; docs/performance.md "Fifth round")
         max_processing=max(8, 8 * pool_size(config)),
+        push_poll_interval=push_poll_interval(config),
     )
+
+
+def push_poll_interval(config: Config) -> float:
+    """Polling while a WebSub subscription is live; 0 (as usual) with WebSub off: no
+    pushes are received then, whatever leases the hubs still hold."""
+    websub = config.settings.websub
+    return websub.poll_interval if websub is not None else 0.0
 
 
 def make_saver(
@@ -132,7 +140,7 @@ class App:
 
     pipeline: Pipeline
     own_saver: Saver | None  # None: the caller's
-    pool: ProcessPoolExecutor
+    pool: Executor
     store_threads: ThreadPoolExecutor
     own_fetcher: Fetcher | None  # None: the caller's fetch component
     own_pool: bool
@@ -152,7 +160,7 @@ def build(
     config: Config,
     store: Store,
     *,
-    pool: ProcessPoolExecutor | None = None,
+    pool: Executor | None = None,
     metrics: Metrics | None = None,
     fetcher: FetchPort | None = None,
     saver: Saver | None = None,

@@ -96,6 +96,41 @@ class HttpSettings(BaseModel):
     port: int = Field(8080, ge=0, le=65535)
 
 
+class WebSubSettings(BaseModel):
+    """``settings.websub``: subscribe at the WebSub hubs feeds declare (docs/push.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # the public base of the callback URLs: a subscription's callback is
+    # <callback_url>/<its id>, which must reach the HTTP face's /websub/<its id>
+    callback_url: str
+    lease_seconds: Duration = 10 * 86400.0  # the lease asked of the hub (it decides)
+    poll_interval: Duration = 86400.0  # polling while a subscription is live (safety net)
+    verify_timeout: Duration = 3600.0  # a request the hub has not verified by then failed
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback(cls, value: str) -> str:
+        value = _check_http_url(value)
+        parts = urlsplit(value)
+        if parts.query or parts.fragment:
+            raise ValueError(f"{value!r}: a callback base takes no query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("lease_seconds")
+    @classmethod
+    def _lease(cls, value: float) -> float:
+        if not 60 <= value <= 365 * 86400:
+            raise ValueError("must be from 1m to 365d")
+        return value
+
+    @field_validator("verify_timeout")
+    @classmethod
+    def _verify(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("must be at least 1s")
+        return value
+
+
 class Settings(BaseModel):
     """The ``settings:`` block; every key optional."""
 
@@ -135,6 +170,7 @@ class Settings(BaseModel):
     feed_export_limit: int = Field(100, ge=1)  # Atom/RSS/JSON Feed entries without a limit
     filters: tuple[FilterRuleModel, ...] = ()  # entry filters of every feed, before its own
     http_proxy: SecretValue | None = None  # every request through this proxy (see docs)
+    websub: WebSubSettings | None = None  # WebSub subscriptions (push); off when absent
 
     @field_validator("allow_private_networks", mode="before")
     @classmethod

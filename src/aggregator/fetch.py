@@ -43,7 +43,7 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
 
@@ -465,6 +465,41 @@ class Fetcher:
                 raise
             raise scrub(exc, secrets) from None
 
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        *,
+        content_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> FetchResult:
+        """POST ``body`` to ``url`` (a WebSub hub's subscription request): the same address
+        guard, timeouts and response limit as a GET; redirects are not followed (a POST is
+        not repeated elsewhere: a 3xx is returned as the answer). Any final status is
+        returned; network failures raise FetchError."""
+        started = time.monotonic()
+        host, addresses = await self.check_address(url)
+        sent = {"Accept": "*/*", **(headers or {}), "Content-Type": content_type}
+        async with self._slot(host, 0.0):
+            try:
+                async with asyncio.timeout(self.limits.total_timeout):
+                    status, resp_headers, resp_body = await self._request_any(
+                        url, host, addresses, sent, ("POST", body)
+                    )
+            except TimeoutError:
+                raise FetchTimeout(
+                    f"no complete response within {self.limits.total_timeout:g} s (total timeout)",
+                    url=url,
+                ) from None
+        return FetchResult(
+            url=url,
+            final_url=url,
+            status=status,
+            headers=resp_headers,
+            body=resp_body,
+            elapsed=time.monotonic() - started,
+        )
+
     def _mark_unresponsive(self, url: str) -> None:
         netloc = urlsplit(url).netloc.lower()
         self._unresponsive[netloc] = time.monotonic() + self.limits.unresponsive_hold
@@ -571,7 +606,12 @@ class Fetcher:
             )
 
     async def _request_any(
-        self, url: str, host: str, addresses: list[str], headers: dict[str, str]
+        self,
+        url: str,
+        host: str,
+        addresses: list[str],
+        headers: dict[str, str],
+        send: tuple[str, bytes | None] = ("GET", None),
     ) -> tuple[int, dict[str, str], bytes]:
         """The request, to the first of the checked addresses that accepts a connection
         (the next address only when connecting failed: nothing was sent). When none does,
@@ -583,7 +623,7 @@ class Fetcher:
             if not last:
                 connect_timeout = min(connect_timeout, self.limits.fallback_connect_timeout)
             try:
-                return await self._request(url, host, address, headers, connect_timeout)
+                return await self._request(url, host, address, headers, connect_timeout, send)
             except _ConnectFailed as failed:
                 failures.append((address, failed.error))
         self._mark_unresponsive(url)
@@ -657,7 +697,10 @@ class Fetcher:
         address: str,
         headers: dict[str, str],
         connect_timeout: float,
+        send: tuple[str, bytes | None] = ("GET", None),
     ) -> tuple[int, dict[str, str], bytes]:
+        """One request (``send``: the method and body) to one checked address."""
+        method, content = send
         parts = urlsplit(url)
         ip_host = f"[{address}]" if ":" in address else address
         netloc = ip_host if parts.port is None else f"{ip_host}:{parts.port}"
@@ -667,15 +710,16 @@ class Fetcher:
             host_header = f"[{host}]"
         if self._aiohttp is not None:
             return await self._aiohttp_request(
-                url, target, host, host_header, headers, connect_timeout
+                url, target, host, host_header, headers, connect_timeout, send
             )
         extensions: dict[str, object] = {"timeout": {**self._timeout, "connect": connect_timeout}}
         if parts.scheme == "https":
             extensions["sni_hostname"] = host
         request = httpx.Request(
-            "GET",
+            method,
             target,
             headers={**_merged(self._headers, headers), "Host": host_header},
+            content=content,
             extensions=extensions,
         )
         limit = self.limits.max_body_bytes
@@ -703,6 +747,7 @@ class Fetcher:
         host_header: str,
         headers: dict[str, str],
         connect_timeout: float,
+        send: tuple[str, bytes | None] = ("GET", None),
     ) -> tuple[int, dict[str, str], bytes]:
         """``_request`` on aiohttp's session: its default Accept-Encoding names the
         encodings it decodes, and it decodes as the body streams in, so the limit counts
@@ -719,8 +764,10 @@ class Fetcher:
                 connect=timeout.connect,
             )
         try:
-            async with self._aiohttp.session().get(
+            async with self._aiohttp.session().request(
+                send[0],
                 target,
+                data=send[1],
                 headers=request_headers,
                 allow_redirects=False,
                 timeout=timeout,

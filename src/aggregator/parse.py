@@ -29,7 +29,7 @@ import json
 import re
 import xml.sax
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from html.parser import HTMLParser
 from typing import Any
@@ -69,6 +69,10 @@ _DAY = re.compile(rb"<day\b[^>]*>\s*([A-Za-z]+)\s*</day\s*>", re.I)
 _PROLOG = re.compile(rb"\s*(?:<\?.*?\?>\s*|<!--.*?-->\s*)*", re.S)
 _FIRST_TAG = re.compile(rb"<(!doctype\s+html|[A-Za-z][\w.:-]*)", re.I)
 _FEED_ROOTS = frozenset({b"rss", b"feed", b"rdf:rdf", b"rdf", b"channel"})
+# an RFC 8288 Link header value: <uri>; params, <uri>; params
+_LINK_VALUE = re.compile(r"<([^>]*)>((?:\s*;\s*[^;,<]*)*)")
+_LINK_REL = re.compile(r"""(?:^|;)\s*rel\s*=\s*(?:"([^"]*)"|([^\s;,"]+))""", re.I)
+MAX_HUBS = 5  # hub links kept per document (a hostile feed could list thousands)
 
 
 # --------------------------------------------------------------------------- public
@@ -151,7 +155,16 @@ def _parse_xml(body: bytes, headers: Mapping[str, str], base_url: str) -> Parsed
         link=_http_url(_text(dict.get(feed, "link")), base_url),
         entries=entries,
         problem=_problems(_bozo_sentence(bozo_exc) if bozo_exc is not None else None, notes),
-        hints=_hints(feed, body),
+        hints=_with_push_links(
+            _hints(feed, body),
+            [
+                (_text(dict.get(link, "rel")), _text(dict.get(link, "href")))
+                for link in (dict.get(feed, "links") or [])
+                if isinstance(link, dict)
+            ],
+            headers,
+            base_url,
+        ),
         key_level=level,
     )
 
@@ -269,6 +282,48 @@ def _hints(feed: dict[str, Any], body: bytes) -> FeedHints:
     )
 
 
+def _with_push_links(
+    hints: FeedHints,
+    links: Iterable[tuple[str | None, str | None]],
+    headers: Mapping[str, str],
+    base_url: str,
+) -> FeedHints:
+    """``hints`` with the WebSub hubs and the rel="self" URL (the topic): from the HTTP
+    ``Link`` headers when they name them (WebSub 4: discovery looks there first), else
+    from the document's links (Atom ``<link>``, ``atom:link`` in an RSS channel, JSON
+    Feed ``hubs`` and ``feed_url``). Only absolute http(s) URLs count."""
+    from_header = _link_header(headers, base_url)
+    from_document: dict[str, list[str]] = {}
+    for rel, href in links:
+        url = _http_url(href, base_url)
+        if url is None or rel is None:
+            continue
+        for name in rel.lower().split():
+            from_document.setdefault(name, []).append(url)
+    hubs = from_header.get("hub") or from_document.get("hub") or []
+    selfs = from_header.get("self") or from_document.get("self") or []
+    unique = tuple(dict.fromkeys(hubs))[:MAX_HUBS]
+    if not unique and not selfs:
+        return hints
+    return replace(hints, hubs=unique, self_url=selfs[0] if selfs else None)
+
+
+def _link_header(headers: Mapping[str, str], base_url: str) -> dict[str, list[str]]:
+    """The http(s) targets of an RFC 8288 ``Link`` header, by relation type."""
+    value = next((v for k, v in headers.items() if k.lower() == "link"), None)
+    found: dict[str, list[str]] = {}
+    if not value:
+        return found
+    for match in _LINK_VALUE.finditer(value[:65536]):
+        url = _http_url(match.group(1), base_url)
+        rel = _LINK_REL.search(match.group(2))
+        if url is None or rel is None:
+            continue
+        for name in (rel.group(1) or rel.group(2) or "").lower().split():
+            found.setdefault(name, []).append(url)
+    return found
+
+
 # --------------------------------------------------------------------------- JSON Feed
 
 
@@ -297,12 +352,20 @@ def _parse_json(body: bytes, base_url: str) -> ParsedFeed:
         else:
             problem = "the JSON Feed has items that are not objects; they were skipped"
     entries, level = _assign_keys([d for d in drafts if not d.is_empty])
+    hubs = doc.get("hubs")
+    links = [
+        ("hub", _text(hub.get("url")))
+        for hub in (hubs if isinstance(hubs, list) else [])
+        if isinstance(hub, dict) and (_text(hub.get("type")) or "").strip().lower() == "websub"
+    ]
+    links.append(("self", feed_url))
     return ParsedFeed(
         kind=kind,
         title=_plain_text(_text(doc.get("title"))),
         link=_http_url(home, base_url),
         entries=entries,
         problem=_problems(problem, notes),
+        hints=_with_push_links(FeedHints(), links, {}, base_url),
         key_level=level,
     )
 

@@ -54,8 +54,8 @@ class EntriesPort(Protocol):
 
     def known_entries(self, feed_id: int, keys: Sequence[str]) -> dict[str, KnownEntry]: ...
 
-
     def blocked_entries(self, feed_id: int) -> dict[str, str]: ...
+
 
 class SavePort(Protocol):
     """Where a poll goes once decided: saved all or nothing (``ingest``'s savers)."""
@@ -78,6 +78,8 @@ class PipelineSettings:
     # bounds the requests in flight; this bounds the work behind them, so that many
     # requests can wait on slow servers without as many parsed polls queuing at the store
     max_processing: int = 16
+    # polling of a feed while a live WebSub subscription pushes its updates (safety net)
+    push_poll_interval: float = 86400.0
 
 
 # ---- the orchestrator ----------------------------------------------------------------
@@ -219,18 +221,58 @@ class Pipeline:
         base_update, interval = self._base_update(spec, state, now, result)
         update = replace(
             base_update,
-            next_check_at=policy.next_check(now, interval, self.rng()),
+            next_check_at=self._next_check(state, now, interval),
             etag=result.etag or state.etag,
             last_modified=result.last_modified or state.last_modified,
         )
         await self.saver.save(PollToSave(state.id, update))
         return PollOutcome(state.url, result.status, ok=True, not_modified=True)
 
-    async def _process(
-        self, spec: FeedSpec, state: FeedState, now: datetime, result: FetchResult
+    def _next_check(self, state: FeedState, now: datetime, interval: float) -> datetime:
+        """The next poll after a successful one (rarer while WebSub pushes the feed)."""
+        next_at = policy.next_check(now, interval, self.rng())
+        return policy.while_pushed(next_at, now, state.push_until, self.settings.push_poll_interval)
+
+    async def push(
+        self,
+        spec: FeedSpec,
+        state: FeedState,
+        body: bytes,
+        headers: dict[str, str],
+        now: datetime,
+        *,
+        base_url: str,
     ) -> PollOutcome:
-        """A fetched document (200): parse, pick the new and changed entries, fetch their
-        pages, fingerprint, save. At most ``max_processing`` polls are here at once."""
+        """A document a WebSub hub pushed for the feed, as if fetched from ``base_url``
+        (its topic): the poll's parse, article pages, dedup and store path, one save, no
+        fetch of the feed. The feed's poll state is left alone (``FeedUpdate.pushed``).
+        A body that is no feed raises ParseError; a store failure StoreError (nothing
+        was stored either way)."""
+        started = time.monotonic()
+        result = FetchResult(
+            url=base_url,
+            final_url=base_url,
+            status=200,
+            headers={k.lower(): v for k, v in headers.items()},
+            body=body,
+        )
+        async with self._processing:
+            outcome = await self._process(spec, state, now, result, pushed=True)
+        outcome = replace(outcome, duration=time.monotonic() - started)
+        _log(spec, outcome, event="push")
+        return outcome
+
+    async def _process(
+        self,
+        spec: FeedSpec,
+        state: FeedState,
+        now: datetime,
+        result: FetchResult,
+        *,
+        pushed: bool = False,
+    ) -> PollOutcome:
+        """A fetched (or pushed) document: parse, pick the new and changed entries, fetch
+        their pages, fingerprint, save. At most ``max_processing`` polls are here at once."""
         status = result.status
         base_update, interval = self._base_update(spec, state, now, result)
         try:
@@ -244,6 +286,8 @@ class Pipeline:
                 spec.selectors,
             )
         except ParseError as exc:
+            if pushed:  # the hub's delivery is refused; the feed's polls are not affected
+                raise
             # the server answered; the body is not something we can read
             return await self._fail(state, now, status, _sentence(exc), result.headers)
         # parsed: the document's bytes are not held while the poll waits on the store
@@ -311,7 +355,7 @@ class Pipeline:
             fps = await self._in_pool(pooljobs.fingerprints, [c.text for c in new])
             new = [replace(c, fingerprint=fp) for c, fp in zip(new, fps, strict=True)]
         next_at = policy.respect_skips(
-            policy.next_check(now, interval, self.rng()),
+            self._next_check(state, now, interval),
             feed.hints.skip_hours,
             feed.hints.skip_days,
         )
@@ -326,6 +370,7 @@ class Pipeline:
             title=feed.title,
             error=notes.sentence(),
             blocked=screen.changes(),
+            pushed=pushed,
         )
         saved = await self.saver.save(PollToSave(state.id, update, tuple(new), tuple(changed)))
         return PollOutcome(
@@ -340,6 +385,8 @@ class Pipeline:
             entries_cut=prepared.cut,
             entries_blocked=screen.blocked,
             blocked_new=len(screen.added),
+            push_hub=feed.hints.hubs[0] if feed.hints.hubs and feed.hints.self_url else None,
+            push_topic=feed.hints.self_url if feed.hints.hubs else None,
         )
 
     def _known_and_blocked(
@@ -491,9 +538,9 @@ def _status_sentence(result: FetchResult) -> str:
     return text
 
 
-def _log(spec: FeedSpec, outcome: PollOutcome) -> None:
+def _log(spec: FeedSpec, outcome: PollOutcome, event: str = "poll") -> None:
     fields = {
-        "event": "poll",
+        "event": event,
         "feed": outcome.feed_url,
         "feed_name": spec.name,
         "status": outcome.status,
@@ -508,7 +555,9 @@ def _log(spec: FeedSpec, outcome: PollOutcome) -> None:
         "blocked": outcome.entries_blocked,
         "blocked_new": outcome.blocked_new,
     }
-    if outcome.ok:
+    if event == "push":
+        log.info("WebSub push stored for %s", outcome.feed_url, extra=fields)
+    elif outcome.ok:
         if outcome.entries_blocked:
             log.info(
                 "polled %s (%d entries blocked by filters, %d new)",

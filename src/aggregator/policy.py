@@ -35,6 +35,18 @@ def backoff_delay(interval: float, error_count: int, jitter: float) -> float:
     return min(with_jitter(delay, jitter), MAX_BACKOFF)
 
 
+def while_pushed(
+    next_at: datetime, now: datetime, push_until: datetime | None, safety_interval: float
+) -> datetime:
+    """The next poll of a feed whose updates a live WebSub subscription pushes until
+    ``push_until`` (its lease end): polled only as a safety net, ``safety_interval``
+    seconds from now, and at the latest when the lease ends (a lapsed subscription is
+    polled as usual at once). Never sooner than ``next_at``, the usual next poll."""
+    if push_until is None or push_until <= now or safety_interval <= 0:
+        return next_at
+    return max(next_at, min(dates.add(now, safety_interval), push_until))
+
+
 def next_check_after_error(
     now: datetime, interval: float, error_count: int, jitter: float
 ) -> datetime:

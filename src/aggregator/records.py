@@ -122,6 +122,9 @@ class FeedState:
     redirect_count: int = 0
     redirect_seen_at: datetime | None = None
     not_found_since: datetime | None = None
+    # the lease end of the feed's live WebSub subscription (``feeds.push_until``): until
+    # then the hub pushes its updates and it is polled only as a safety net
+    push_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +175,10 @@ class FeedHints:
     update_period_seconds: float | None = None  # sy:updatePeriod / sy:updateFrequency
     skip_hours: tuple[int, ...] = ()
     skip_days: tuple[str, ...] = ()
+    # WebSub discovery: the hubs the document (or its Link headers) names, and its
+    # rel="self" URL, the topic to subscribe to (see ``websub``)
+    hubs: tuple[str, ...] = ()
+    self_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -299,6 +306,9 @@ class PollOutcome:
     entries_cut: int = 0  # entries of the document past max_entries_per_feed, not stored
     entries_blocked: int = 0  # entries of the document the feed's filters drop (all)
     blocked_new: int = 0  # of those, the ones evaluated by this poll (not remembered)
+    # the WebSub hub and topic (rel="self") the document declared, both or neither
+    push_hub: str | None = None
+    push_topic: str | None = None
 
 
 DORMANT_DAYS = 30  # continuous 404s before a feed is only probed weekly (policy.py)
@@ -373,6 +383,10 @@ class FeedUpdate:
     not_found_since: datetime | None = None
     title: str | None = None
     blocked: BlockedChanges | None = None  # entries the filters blocked (store/blocked.py)
+    # a document pushed by a WebSub hub, not a poll: the feed's poll state (validators,
+    # status, next check, errors, lease) is left as it is; the push is recorded on the
+    # subscription (``store/websub.py``)
+    pushed: bool = False
 
 
 @dataclass(frozen=True)
@@ -464,3 +478,27 @@ def url_host(url: str) -> str:
     """A URL's host, lowercased: the unit of per-host politeness and of a Retry-After
     hold (``feeds.host``)."""
     return (urlsplit(url).hostname or "").lower()
+
+
+@dataclass(frozen=True)
+class PushSubscription:
+    """A WebSub subscription as the store keeps it (``websub_subscriptions``, with a few
+    columns of its feed); ``websub`` decides what to do with it."""
+
+    id: int
+    feed_id: int
+    hub: str
+    topic: str
+    callback_id: str  # the unguessable last segment of the callback URL
+    secret: str = field(repr=False)  # the HMAC key of its deliveries; never logged
+    state: str  # pending, live, failed, unsubscribing, unsubscribed
+    request_mode: str | None = None  # the (un)subscribe request awaiting verification
+    requested_at: datetime | None = None
+    lease_seconds: int | None = None  # as granted by the hub
+    lease_expires_at: datetime | None = None
+    next_attempt_at: datetime | None = None
+    attempts: int = 0  # failed attempts in a row
+    last_error: str | None = None
+    feed_url: str = ""
+    configured_url: str | None = None
+    feed_active: bool = True  # in feeds.yaml and enabled

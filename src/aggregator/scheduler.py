@@ -18,8 +18,8 @@ import signal
 import socket
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -28,11 +28,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import app, pooljobs
 from .config import Config, ExportModel, cron_trigger, load_config
 from .errors import AggregatorError, ConfigError, StoreError
+from .fetch import Fetcher
 from .pipeline import FetchPort, crash_sentence
 from .records import FeedSpec, FeedState, PollOutcome
 from .store import Store, is_permanent
 from .store.queries import Queries
 from .store.schedule import poll_schedule
+from .websub.subscriber import PostPort, Subscriber
 
 if TYPE_CHECKING:
     # imported where used: a one-shot run needs neither APScheduler nor prometheus_client,
@@ -108,7 +110,7 @@ class Runner:
         self,
         config: Config,
         store: Store,
-        pool: ProcessPoolExecutor | None = None,
+        pool: Executor | None = None,
         metrics: Metrics | None = None,
         fetcher: FetchPort | None = None,
         writer_process: bool = False,
@@ -133,10 +135,48 @@ class Runner:
         self.owner = worker_id()
         self._lease_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leases")
         self.active: set[int] = set()  # feeds this worker holds a lease on and is polling
+        # WebSub: the hub requests go through our fetcher (the address guard), or, when
+        # another fetch component was given that cannot POST, through one of our own
+        self._fetcher: FetchPort | None = fetcher or self.app.own_fetcher
+        self._hub_fetcher: Fetcher | None = None
+        self._subscriber: Subscriber | None = None
 
     def apply_config(self, config: Config) -> None:
         self.config = config
         self.specs = {spec.url: spec for spec in config.feeds}
+        self.pipeline.settings = replace(
+            self.pipeline.settings, push_poll_interval=app.push_poll_interval(config)
+        )
+
+    @property
+    def subscriber(self) -> Subscriber:
+        """The WebSub subscriber of this worker (made on first use)."""
+        if self._subscriber is None:
+            poster = self._fetcher
+            if not isinstance(poster, PostPort):
+                self._hub_fetcher = Fetcher(app.fetch_limits(self.config))
+                poster = self._hub_fetcher
+            self._subscriber = Subscriber(
+                self.store, poster, lambda: self.config.settings.websub, self.owner
+            )
+        return self._subscriber
+
+    async def websub_pass(self, *, reconcile: bool = False) -> None:
+        """Send the WebSub requests that are due (``reconcile``: first end the
+        subscriptions of feeds that left the config, restart those of feeds back in it).
+        A database failure is logged; the next pass retries."""
+        if self.config.settings.websub is None:
+            return
+        try:
+            if reconcile:
+                await self.subscriber.reconcile()
+            await self.subscriber.run_due()
+        except StoreError as exc:
+            log.warning(
+                "WebSub subscriptions not handled: %s",
+                exc,
+                extra={"event": "websub_error", "error": str(exc)},
+            )
 
     def spec_for(self, state: FeedState) -> FeedSpec | None:
         return self.specs.get(state.configured_url or state.url)
@@ -157,6 +197,8 @@ class Runner:
             self.active.discard(state.id)
         if self.metrics is not None:
             self.metrics.observe_poll(outcome)
+        if outcome.push_hub and outcome.push_topic and self.config.settings.websub is not None:
+            await self.subscriber.discovered(state.id, outcome.push_hub, outcome.push_topic)
         return outcome
 
     @property
@@ -225,6 +267,8 @@ class Runner:
 
     async def close(self) -> None:
         self._lease_thread.shutdown(wait=False)
+        if self._hub_fetcher is not None:
+            await self._hub_fetcher.aclose()
         await self.app.close()
 
     async def run_once(
@@ -288,6 +332,9 @@ class Runner:
             await self.release()
         # retired, held, leased by another worker, or enabled but not in the config
         summary.skipped = max(0, enabled - started_polls)
+        # WebSub requests due now (for a cron set-up whose `aggregator serve` answers
+        # the hubs' verifications and receives their deliveries)
+        await self.websub_pass(reconcile=True)
         summary.duration = loop.time() - started
         return summary
 
@@ -352,6 +399,7 @@ class Daemon:
         self._skipped_ticks = 0  # ticks skipped since the last "tick still running" line
         self._skip_logged_at: float | None = None
         self._fetcher = fetcher  # another fetch component for the runner (tests); else its own
+        self._websub_started = False  # the first WebSub pass reconciles with the config
 
     def _config_mtime(self) -> float | None:
         if self.config_path is None:
@@ -464,6 +512,8 @@ class Daemon:
         self.config = config
         if self.runner is not None:
             self.runner.apply_config(config)
+            # feeds that left the config are unsubscribed at their WebSub hubs
+            await self.runner.websub_pass(reconcile=True)
         if self.scheduler is not None:
             self.schedule_exports(self.scheduler)
         log.info(
@@ -518,6 +568,14 @@ class Daemon:
             coalesce=True,
             next_run_time=utcnow() + timedelta(seconds=PRUNE_DELAY),
         )
+        scheduler.add_job(
+            self.websub_job,
+            IntervalTrigger(seconds=self.config.settings.tick),
+            id="websub",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=utcnow(),
+        )
         self.schedule_exports(scheduler)
         from apscheduler.events import EVENT_JOB_MAX_INSTANCES
 
@@ -539,6 +597,15 @@ class Daemon:
             log.info("daemon stopped", extra={"event": "stopped"})
         if self.fatal is not None:
             raise self.fatal  # the command exits with status 3
+
+    async def websub_job(self) -> None:
+        """WebSub requests due (subscribe, renew, unsubscribe); the first pass also
+        reconciles the subscriptions with the config (as each reload does)."""
+        if self.runner is None:
+            return
+        first = not self._websub_started
+        self._websub_started = True
+        await self.runner.websub_pass(reconcile=first)
 
     async def _log_started(self) -> None:
         """The start line: the feeds and where their schedule stands (after a restart:
@@ -734,8 +801,13 @@ class Daemon:
         if http is None:
             return None
         from .server import EmbeddedServer, create_app
+        from .websub.receiver import Receiver
 
-        app = create_app(self.store, lambda: self.config, metrics=self.metrics)
+        assert self.runner is not None
+        # the WebSub callback is served whether settings.websub is set now or not (it
+        # answers 404 while it is not): a reload may switch it on or off
+        receiver = Receiver(self.store, self.runner.pipeline, lambda: self.config)
+        app = create_app(self.store, lambda: self.config, metrics=self.metrics, websub=receiver)
         server = EmbeddedServer(app, http.host, http.port)
         await server.start()
         return server

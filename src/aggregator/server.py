@@ -8,7 +8,9 @@
 - ``GET /metrics``: Prometheus text format.
 
 Served by ``aggregator serve`` or, with ``settings.http``, from the daemon itself.
-Nothing here writes to the database.
+Nothing here writes to the database, but for the WebSub callback (``GET`` and ``POST
+/websub/{id}``), mounted only when ``settings.websub`` is set and kept in its own module
+(``websub/routes.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import hashlib
 import itertools
 import json
 import socket
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
@@ -46,6 +48,8 @@ from .export.when import in_range
 from .metrics import Metrics, blocked_gauge
 from .store import Store, blocked
 from .store.queries import ChangeValidator, Cursor, ExportFilter, Queries, StoryRecord
+from .websub import routes as websub_routes
+from .websub.receiver import Receiver
 
 DEFAULT_PAGE = 50
 MAX_PAGE = 500
@@ -240,9 +244,11 @@ def create_app(
     *,
     metrics: Metrics | None = None,
     clock: Callable[[], datetime] = utcnow,
+    websub: Receiver | None = None,
 ) -> Starlette:
     """The ASGI app. ``config`` is called per request (the daemon reloads it);
-    ``clock`` gives "now" for filters and the health check."""
+    ``clock`` gives "now" for filters and the health check; ``websub``: the WebSub
+    callback routes are mounted (the only ones that write)."""
     queries = Queries(store)
     counters = metrics or Metrics()
     db_registry = CollectorRegistry(auto_describe=False)
@@ -393,6 +399,7 @@ def create_app(
             Route("/items", items_endpoint, methods=["GET", "HEAD"]),
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics_endpoint, methods=["GET", "HEAD"]),
+            *(websub_routes.routes(websub) if websub is not None else ()),
         ]
     )
 
@@ -493,10 +500,35 @@ class EmbeddedServer:
         self.sock.close()
 
 
-def serve_forever(app: Starlette, host: str, port: int) -> None:
-    """``aggregator serve``: run until SIGINT/SIGTERM (uvicorn handles the signals)."""
+class _Serving(uvicorn.Server):
+    """uvicorn for ``aggregator serve``, with what must stop on its event loop after it."""
+
+    def __init__(
+        self, config: uvicorn.Config, on_stop: Callable[[], Awaitable[None]] | None
+    ) -> None:
+        super().__init__(config)
+        self.on_stop = on_stop
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # still inside uvicorn's signal capture: it re-raises SIGTERM once serve() ends
+        try:
+            await super().shutdown(sockets)
+        finally:
+            if self.on_stop is not None:
+                await self.on_stop()
+
+
+def serve_forever(
+    app: Starlette,
+    host: str,
+    port: int,
+    *,
+    on_stop: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """``aggregator serve``: run until SIGINT/SIGTERM (uvicorn handles the signals);
+    ``on_stop`` runs on the server's event loop once it stopped."""
     sock = bind(host, port)
     try:
-        uvicorn.Server(_uvicorn_config(app, access_log=True)).run(sockets=[sock])
+        _Serving(_uvicorn_config(app, access_log=True), on_stop).run(sockets=[sock])
     finally:
         sock.close()

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, bindparam, or_, select, update
 from sqlalchemy.sql.dml import Update
 
 from ..records import FeedUpdate, url_host
+from . import websub as websub_sql
 from .tables import feeds
 
 
@@ -31,6 +32,9 @@ def write_feeds(conn: Connection, updates: Sequence[tuple[int, FeedUpdate]]) -> 
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     alone: list[tuple[int, FeedUpdate]] = []
     for feed_id, u in updates:
+        if u.pushed:  # a WebSub delivery, not a poll: the feed's poll state stays
+            websub_sql.record_push(conn, feed_id, u.polled_at)
+            continue
         if u.new_url is not None or u.hold_until is not None:
             alone.append((feed_id, u))
             continue

@@ -189,6 +189,7 @@ def feed_state_of(row: Any) -> FeedState:
         redirect_count=row["redirect_count"],
         redirect_seen_at=row["redirect_seen_at"],
         not_found_since=row["not_found_since"],
+        push_until=row["push_until"],  # WebSub (store/websub.py)
     )
 
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import OperationalError
 
 from ..errors import StoreError
 from . import faults
+from . import websub as websub_sql
 from .engine import WAL_LIMIT, open_engines, redact_url
 from .feeds import FeedsMixin
 from .index import IndexMixin
@@ -32,6 +33,11 @@ from .reports import ReportsMixin
 
 class Store(FeedsMixin, LeasesMixin, ItemsMixin, IndexMixin, ReportsMixin, MigrateMixin):
     """A handle on one database; thread-safe (one engine, short transactions)."""
+
+    @property
+    def websub(self) -> websub_sql.PushStore:
+        """WebSub subscriptions (``store/websub.py``), in this store's transactions."""
+        return websub_sql.PushStore(self.locked_tx, self.read, self.dialect)
 
 
 def open_store(

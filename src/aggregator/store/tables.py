@@ -95,6 +95,7 @@ feeds = Table(
     Column("lease_expires_at", UTCDateTime),
     Column("removed_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("push_until", UTCDateTime),  # lease end of a live WebSub subscription (0013)
     Index("ix_feeds_next_check_at", "next_check_at"),
     # ix_feeds_due (next_check_at NULLS FIRST, id): migration 0005, dialect-specific
     Index("ix_feeds_host", "host"),
@@ -202,4 +203,38 @@ blocked_entries = Table(
     Column("title", Text),
     Column("url", Text),
     Column("blocked_at", UTCDateTime, nullable=False),
+)
+
+
+# ---- WebSub subscriptions (0013) --------------------------------------------------------
+
+websub_subscriptions = Table(
+    "websub_subscriptions",
+    metadata,
+    Column("id", BigId, primary_key=True),
+    Column(
+        "feed_id",
+        BigId,
+        ForeignKey("feeds.id", ondelete="CASCADE"),
+        nullable=False,
+        unique=True,
+    ),
+    Column("hub", Text, nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("callback_id", String(64), nullable=False, unique=True),
+    Column("secret", String(128), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("request_mode", String(16)),
+    Column("requested_at", UTCDateTime),
+    Column("lease_seconds", Integer),
+    Column("lease_expires_at", UTCDateTime),
+    Column("next_attempt_at", UTCDateTime),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    Column("last_push_at", UTCDateTime),
+    Column("claim_owner", Text),
+    Column("claim_expires_at", UTCDateTime),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_websub_subscriptions_next_attempt_at", "next_attempt_at"),
 )
