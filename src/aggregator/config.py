@@ -5,13 +5,16 @@ Every error names the file, the feed (by index and url) and the field.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -27,9 +30,16 @@ from pydantic import (
     model_validator,
 )
 
-from . import configcheck
+from . import configcheck, secretref
 from .errors import ConfigError
-from .records import FeedSpec, HtmlSelectors
+from .records import (
+    DEFAULT_EVENTS,
+    DEFAULT_SOURCES_REACHED,
+    EVENT_TYPES,
+    FeedSpec,
+    HtmlSelectors,
+    WebhookSpec,
+)
 
 DEFAULT_CONFIG = "config/feeds.yaml"
 DEFAULT_DATABASE_URL = "sqlite:///data/aggregator.db"
@@ -119,6 +129,15 @@ class Settings(BaseModel):
     # where the HTTP face is reached from outside (export links); else the Host header
     public_url: str | None = None
     feed_export_limit: int = Field(100, ge=1)  # Atom/RSS/JSON Feed entries without a limit
+    # webhook delivery (docs/push.md): the defaults are the documented contract; the
+    # retry timings are settings so that tests (and impatient operators) can shorten them
+    webhook_timeout: Duration = 10.0  # no answer within this long: the attempt failed
+    webhook_retry_base: Duration = 30.0  # first retry after this; the wait doubles each time
+    webhook_retry_max: Duration = 3600.0  # the longest wait between two attempts
+    webhook_max_age: Duration = 86400.0  # a delivery still failing this long after it was due: dead
+    webhook_wait: Duration = 30.0  # `run --once` waits at most this long for deliveries
+    webhook_concurrency: int = Field(4, ge=1, le=64)  # deliveries in flight per process
+    events_retention: Duration = 7 * 86400.0  # the daemon deletes finished events older than this
 
     @field_validator("allow_private_networks", mode="before")
     @classmethod
@@ -143,6 +162,8 @@ class Settings(BaseModel):
     def _bounds(self) -> Settings:
         if self.min_interval > self.max_interval:
             raise ValueError("min_interval is larger than max_interval")
+        if self.webhook_timeout <= 0 or self.webhook_retry_base <= 0:
+            raise ValueError("webhook_timeout and webhook_retry_base must be more than 0s")
         return self
 
     def effective_user_agent(self) -> str:
@@ -371,11 +392,51 @@ class ExportModel(BaseModel):
         return value
 
 
+EventType = Literal[
+    "story.new",
+    "story.sources_reached",
+    "item.new",
+    "feed.failing",
+    "feed.recovered",
+    "feed.retired",
+    "feed.redirected",
+]
+assert set(get_args(EventType)) == set(EVENT_TYPES)
+
+
+class WebhookModel(BaseModel):
+    """One webhook subscription (``webhooks:``); see docs/push.md."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str
+    events: tuple[EventType, ...] = Field(cast(tuple[EventType, ...], DEFAULT_EVENTS), min_length=1)
+    sources_reached: int = Field(DEFAULT_SOURCES_REACHED, ge=2, le=10_000)
+    secret: Any = None  # a plain string, {env: NAME} or {file: PATH} (secretref)
+    tags: tuple[str, ...] = ()
+    feeds: tuple[str, ...] = ()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_http_url(value)
+
+    @field_validator("events", "tags", "feeds", mode="before")
+    @classmethod
+    def _listed(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: Any) -> Any:
+        return None if value is None else secretref.check(value)
+
+
 class ConfigModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     settings: Settings = Field(default_factory=lambda: Settings())
     feeds: list[FeedModel] = Field(default_factory=list)
     exports: list[ExportModel] = Field(default_factory=list)
+    webhooks: list[WebhookModel] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -384,6 +445,7 @@ class Config:
     settings: Settings
     feeds: tuple[FeedSpec, ...]
     exports: tuple[ExportModel, ...] = ()
+    webhooks: tuple[WebhookSpec, ...] = ()
 
     @property
     def database_url(self) -> str:
@@ -406,9 +468,56 @@ def _feed_spec(model: FeedModel, settings: Settings) -> FeedSpec:
     )
 
 
-def parse_config(raw: Any, path: Path | str = "<config>", text: str | None = None) -> Config:
+def _webhooks(
+    models: list[WebhookModel], path: Path | str, environ: Mapping[str, str] | None
+) -> tuple[tuple[WebhookSpec, ...], list[configcheck.Problem]]:
+    """The subscriptions with their secrets resolved (a relative ``{file: PATH}`` is
+    taken from the config file's folder); a secret that cannot be read is a problem."""
+    base = Path(path).parent if path != "<config>" else None
+    specs: list[WebhookSpec] = []
+    problems: list[configcheck.Problem] = []
+    for index, model in enumerate(models):
+        secret = None
+        if model.secret is not None:
+            try:
+                secret = secretref.resolve(model.secret, environ=environ, base=base)
+            except secretref.SecretRefError as exc:
+                problems.append(configcheck.Problem(("webhooks", index, "secret"), str(exc)))
+            else:
+                value = secret.reveal()
+                try:  # a Standard Webhooks secret: base64 after the prefix
+                    if value.startswith("whsec_"):
+                        base64.b64decode(value.removeprefix("whsec_"), validate=True)
+                except binascii.Error:
+                    problems.append(
+                        configcheck.Problem(
+                            ("webhooks", index, "secret"),
+                            f"a whsec_ secret ({secret.source}) must be base64 after 'whsec_'",
+                        )
+                    )
+        specs.append(
+            WebhookSpec(
+                url=model.url,
+                events=tuple(dict.fromkeys(model.events)),
+                sources_reached=model.sources_reached,
+                secret=secret,
+                tags=model.tags,
+                feeds=model.feeds,
+            )
+        )
+    return tuple(specs), problems
+
+
+def parse_config(
+    raw: Any,
+    path: Path | str = "<config>",
+    text: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
     """Validate already-loaded YAML data; ``text``, the document it was loaded from, gives
-    the problems their line numbers. Every problem is reported at once (``configcheck``)."""
+    the problems their line numbers. Every problem is reported at once (``configcheck``).
+    Secret references (``{env: NAME}``) are read from ``environ`` (default: the process
+    environment)."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -424,6 +533,8 @@ def parse_config(raw: Any, path: Path | str = "<config>", text: str | None = Non
         problems += configcheck.cross_problems(raw)
         raise configcheck.config_error(path, problems, raw, text) from None
     problems = configcheck.cross_problems(raw)
+    webhooks, secret_problems = _webhooks(model.webhooks, path, environ)
+    problems += secret_problems
     if problems:
         raise configcheck.config_error(path, problems, raw, text)
     specs = tuple(_feed_spec(f, model.settings) for f in model.feeds)
@@ -432,6 +543,7 @@ def parse_config(raw: Any, path: Path | str = "<config>", text: str | None = Non
         settings=model.settings,
         feeds=specs,
         exports=tuple(model.exports),
+        webhooks=webhooks,
     )
 
 
@@ -550,13 +662,8 @@ def load_config(
         raise configcheck.yaml_error(file, text, exc) from None
     except ValueError as exc:  # a value PyYAML recognised but could not build: 2026-02-30
         raise ConfigError(f"{file}: invalid YAML: {exc}") from None
-    config = parse_config(raw, file, text)
+    config = parse_config(raw, file, text, env)
     url = database_url or env.get(ENV_DATABASE_URL)
     if url:
-        config = Config(
-            path=config.path,
-            settings=config.settings.model_copy(update={"database_url": url}),
-            feeds=config.feeds,
-            exports=config.exports,
-        )
+        config = replace(config, settings=config.settings.model_copy(update={"database_url": url}))
     return config

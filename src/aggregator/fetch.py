@@ -58,6 +58,7 @@ FEED_ACCEPT = (
     "application/rdf+xml;q=0.9, application/xml;q=0.8, text/xml;q=0.8, text/html;q=0.5, */*;q=0.1"
 )
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.5"
+POST_ANSWER_BYTES = 64 * 1024  # of the answer to a POST (a webhook's receiver), read at most
 
 
 @dataclass(frozen=True)
@@ -348,6 +349,36 @@ class Fetcher:
         """GET ``url`` (any final status is returned; network failures raise FetchError)."""
         return await self._fetch(url, etag, last_modified, page)
 
+    async def post(
+        self, url: str, body: bytes, headers: dict[str, str], *, timeout: float
+    ) -> FetchResult:
+        """POST ``body`` to ``url`` (webhook deliveries): the address guard as for every
+        request, redirects not followed (a 3xx is the answer), at most
+        ``POST_ANSWER_BYTES`` of the answer read (a longer one is answered by its status
+        alone); no complete answer within ``timeout`` seconds raises FetchTimeout."""
+        started = time.monotonic()
+        host, addresses = await self.check_address(url)
+        answer_headers: dict[str, str] = {}
+        answer = b""
+        async with self._slot(host, 0.0):
+            try:
+                async with asyncio.timeout(timeout):
+                    status, answer_headers, answer = await self._request_any(
+                        url, host, addresses, headers, method="POST", content=body
+                    )
+            except TimeoutError:
+                raise FetchTimeout(f"no answer within {timeout:g} s", url=url) from None
+            except TooLarge as exc:
+                status = exc.status or 0
+        return FetchResult(
+            url=url,
+            final_url=url,
+            status=status,
+            headers=answer_headers,
+            body=answer,
+            elapsed=time.monotonic() - started,
+        )
+
     def _mark_unresponsive(self, url: str) -> None:
         netloc = urlsplit(url).netloc.lower()
         self._unresponsive[netloc] = time.monotonic() + self.limits.unresponsive_hold
@@ -435,7 +466,14 @@ class Fetcher:
             )
 
     async def _request_any(
-        self, url: str, host: str, addresses: list[str], headers: dict[str, str]
+        self,
+        url: str,
+        host: str,
+        addresses: list[str],
+        headers: dict[str, str],
+        *,
+        method: str = "GET",
+        content: bytes | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         """The request, to the first of the checked addresses that accepts a connection
         (the next address only when connecting failed: nothing was sent). When none does,
@@ -447,7 +485,9 @@ class Fetcher:
             if not last:
                 connect_timeout = min(connect_timeout, self.limits.fallback_connect_timeout)
             try:
-                return await self._request(url, host, address, headers, connect_timeout)
+                return await self._request(
+                    url, host, address, headers, connect_timeout, method, content
+                )
             except _ConnectFailed as failed:
                 failures.append((address, failed.error))
         self._mark_unresponsive(url)
@@ -464,6 +504,8 @@ class Fetcher:
         address: str,
         headers: dict[str, str],
         connect_timeout: float,
+        method: str = "GET",
+        content: bytes | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         parts = urlsplit(url)
         ip_host = f"[{address}]" if ":" in address else address
@@ -474,18 +516,19 @@ class Fetcher:
             host_header = f"[{host}]"
         if self._aiohttp is not None:
             return await self._aiohttp_request(
-                url, target, host, host_header, headers, connect_timeout
+                url, target, host, host_header, headers, connect_timeout, method, content
             )
         extensions: dict[str, object] = {"timeout": {**self._timeout, "connect": connect_timeout}}
         if parts.scheme == "https":
             extensions["sni_hostname"] = host
         request = httpx.Request(
-            "GET",
+            method,
             target,
             headers={**self._headers, **headers, "Host": host_header},
+            content=content,
             extensions=extensions,
         )
-        limit = self.limits.max_body_bytes
+        limit = self.limits.max_body_bytes if content is None else POST_ANSWER_BYTES
         assert self._transport is not None
         try:
             response = await self._transport.handle_async_request(request)
@@ -510,6 +553,8 @@ class Fetcher:
         host_header: str,
         headers: dict[str, str],
         connect_timeout: float,
+        method: str = "GET",
+        content: bytes | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
         """``_request`` on aiohttp's session: its default Accept-Encoding names the
         encodings it decodes, and it decodes as the body streams in, so the limit counts
@@ -529,17 +574,18 @@ class Fetcher:
                 connect=timeout.connect,
             )
         try:
-            async with self._aiohttp.session().get(
+            async with self._aiohttp.session().request(
+                method,
                 target,
+                data=content,
                 headers=request_headers,
                 allow_redirects=False,
                 timeout=timeout,
                 server_hostname=host if target.startswith("https:") else None,
             ) as response:
                 status = response.status
-                body = await _read_body(
-                    response.content.iter_any(), status, self.limits.max_body_bytes, url
-                )
+                limit = self.limits.max_body_bytes if content is None else POST_ANSWER_BYTES
+                body = await _read_body(response.content.iter_any(), status, limit, url)
                 resp_headers: dict[str, str] = {}
                 for key, value in response.headers.items():
                     key = key.lower()  # repeated headers joined, as httpx does

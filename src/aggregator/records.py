@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
+from .secretref import Secret
+
 SourceType = Literal["feed", "html"]
 # "css selector@attribute": the attribute name after the last "@" (outside brackets/quotes)
 _ATTR_SUFFIX = re.compile(r"^(.*?)\s*@([A-Za-z_:][-\w:.]*)\s*$", re.S)
@@ -371,3 +373,33 @@ def url_key(url: str) -> str:
     path = parts.path.rstrip("/") or ""
     query = f"?{parts.query}" if parts.query else ""
     return f"{host}{port_text}{path}{query}"
+
+
+# ---- events and webhooks (docs/push.md) --------------------------------------------------
+
+#: every event type, in the order the docs list them; ``item.new`` is opt-in (noisy)
+EVENT_TYPES = (
+    "story.new",
+    "story.sources_reached",
+    "item.new",
+    "feed.failing",
+    "feed.recovered",
+    "feed.retired",
+    "feed.redirected",
+)
+#: what a webhook without ``events:`` gets: everything but ``item.new``
+DEFAULT_EVENTS = tuple(t for t in EVENT_TYPES if t != "item.new")
+EVENT_SCHEMA_VERSION = 1  # the ``version`` of every event document (docs/push.md)
+DEFAULT_SOURCES_REACHED = 2
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    """One ``webhooks:`` entry of ``feeds.yaml``: where to POST which events."""
+
+    url: str
+    events: tuple[str, ...] = DEFAULT_EVENTS
+    sources_reached: int = DEFAULT_SOURCES_REACHED  # story.sources_reached threshold
+    secret: Secret | None = None  # signs each delivery (never stored in the database)
+    tags: tuple[str, ...] = ()  # only stories/feeds with a feed carrying one of these tags
+    feeds: tuple[str, ...] = ()  # only stories/feeds of these feeds (URL or name)

@@ -35,6 +35,7 @@ from .records import FeedSpec, FeedState, FetchResult, PollOutcome
 from .store import Store
 from .store.queries import Queries
 from .store.schedule import poll_schedule
+from .webhooks import Sender
 
 if TYPE_CHECKING:
     # imported where used: a one-shot run needs neither APScheduler nor prometheus_client,
@@ -377,13 +378,43 @@ async def run_once(
     fetcher: FetchPort | None = None,
 ) -> RunSummary:
     """``aggregator run --once``: make the feeds table match the config, then poll every
-    enabled feed once (see ``Runner.run_once``)."""
+    enabled feed once (see ``Runner.run_once``), then deliver the pending webhook events
+    (this run's and earlier ones; at most ``webhook_wait``: what fails stays pending)."""
     await asyncio.to_thread(store.sync_feeds, config.feeds, utcnow())
+    await asyncio.to_thread(store.outbox().sync_webhooks, config.webhooks, utcnow())
     runner = Runner(config, store, fetcher=fetcher)
     try:
-        return await runner.run_once(on_start, on_done)
+        summary = await runner.run_once(on_start, on_done)
     finally:
         await runner.close()
+    await deliver_pending(config, store, runner.owner)
+    return summary
+
+
+async def deliver_pending(config: Config, store: Store, owner: str) -> None:
+    """``run --once``'s webhook deliveries (see ``Sender.drain``); logged, never fatal."""
+    if not config.webhooks:
+        return
+    sender = Sender(store.outbox(), lambda: config, owner)
+    try:
+        done = await sender.drain(config.settings.webhook_wait)
+    except StoreError as exc:
+        log.warning("webhook deliveries not made: %s", exc, extra={"event": "webhook_error"})
+        return
+    log.info(
+        "webhooks: %d delivered, %d failed, %d dead; %d pending",
+        done.delivered,
+        done.failed,
+        done.dead,
+        done.pending,
+        extra={
+            "event": "webhooks_drained",
+            "delivered": done.delivered,
+            "failed": done.failed,
+            "dead": done.dead,
+            "pending": done.pending,
+        },
+    )
 
 
 class Daemon:
@@ -525,6 +556,7 @@ class Daemon:
             return
         self._bad_config = None
         await asyncio.to_thread(self.store.sync_feeds, config.feeds, utcnow())
+        await asyncio.to_thread(self.store.outbox().sync_webhooks, config.webhooks, utcnow())
         self.config = config
         if self.runner is not None:
             self.runner.apply_config(config)
@@ -545,8 +577,18 @@ class Daemon:
                 signal.SIGHUP, lambda: asyncio.ensure_future(self.reload(force=True))
             )
         await asyncio.to_thread(self.store.sync_feeds, self.config.feeds, utcnow())
+        await asyncio.to_thread(self.store.outbox().sync_webhooks, self.config.webhooks, utcnow())
         self.runner = Runner(self.config, self.store, metrics=self.metrics, fetcher=self._fetcher)
         await self.runner.reclaim_dead_leases()
+        # webhook deliveries: a task of their own beside the polls (webhooks.Sender)
+        sender = Sender(
+            self.store.outbox(),
+            lambda: self.config,
+            self.runner.owner,
+            on_result=self.metrics.observe_delivery,
+        )
+        sender_stop = asyncio.Event()
+        sending = asyncio.create_task(sender.run(sender_stop))
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
         from apscheduler.triggers.interval import IntervalTrigger
 
@@ -576,6 +618,14 @@ class Daemon:
             coalesce=True,
             next_run_time=utcnow() + timedelta(seconds=PRUNE_DELAY),
         )
+        scheduler.add_job(
+            self.prune_events,
+            IntervalTrigger(seconds=PRUNE_INTERVAL),
+            id="prune_events",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=utcnow() + timedelta(seconds=PRUNE_DELAY),
+        )
         self.schedule_exports(scheduler)
         from apscheduler.events import EVENT_JOB_MAX_INSTANCES
 
@@ -590,7 +640,9 @@ class Daemon:
             scheduler.shutdown(wait=False)
             if self.http is not None:
                 await self.http.stop()
+            sender_stop.set()
             await self._drain()
+            await sending
             renewer.cancel()
             await self.runner.release()
             await self.runner.close()
@@ -709,6 +761,18 @@ class Daemon:
                 "duration_ms": round(1000 * (time.monotonic() - started)),
             },
         )
+        return removed
+
+    async def prune_events(self) -> int | None:
+        """Delete finished events (every delivery delivered or dead, or none wanted)
+        older than ``events_retention``; a failure is retried next time."""
+        before = utcnow() - timedelta(seconds=self.config.settings.events_retention)
+        try:
+            removed = await asyncio.to_thread(self.store.outbox().purge, before)
+        except StoreError as exc:
+            log.warning("could not prune events: %s", exc, extra={"event": "events_prune_error"})
+            return None
+        log.info("events pruned: %d", removed, extra={"event": "events_pruned", "rows": removed})
         return removed
 
     # ---- scheduled exports ---------------------------------------------------------

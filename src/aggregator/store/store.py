@@ -53,10 +53,12 @@ from ..records import (
     StoryCandidate,
     StoryDecision,
 )
+from . import events as event_outbox
 from . import fingerprints, rebuild
 from . import stories as story_queries
 from .fingerprints import StoryRow
 from .groupwrite import GroupWriter
+from .outbox import Outbox
 from .stories import StoryExplanation
 from .tables import feeds, items, stories
 from .writerlock import WriterLock, writer_lock_path
@@ -743,6 +745,9 @@ class Store:
             conn.execute(
                 update(items).where(items.c.id == item_id).values(updated_at=now, **values)
             )
+        # OUTBOX HOOK (store/events.py): story.new / story.sources_reached / item.new
+        # events of this poll's new items, written in this same transaction
+        event_outbox.record_poll(conn, feed_id, [c.entry.key for c in new], now)
         self._write_feed(conn, feed_id, update_)
         return SaveResult(new_items, len(changed), new_stories, merged)
 
@@ -799,6 +804,9 @@ class Store:
         """Several polls' feed rows: those of one shape (the same columns set) in one
         executemany; a poll that moves the feed (a permanent redirect) or holds it (or
         its host) goes on its own, after those rows."""
+        # OUTBOX HOOK (store/events.py): feed.failing / recovered / retired / redirected
+        # events, computed from the rows' old values (so: before they are updated)
+        event_outbox.record_feed_changes(conn, updates)
         shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         alone: list[tuple[int, FeedUpdate]] = []
         for feed_id, u in updates:
@@ -928,6 +936,11 @@ class Store:
         fingerprints.count_anchors_many(conn, pending, now)
         for (clean, _site), story_id, item_id in zip(pending, story_ids, item_ids, strict=True):
             prefetch.add(item_id, story_id, clean, now)
+
+    def outbox(self) -> Outbox:
+        """Webhook subscriptions, deliveries and the ``events`` commands
+        (``store/outbox.py``), in this store's transactions."""
+        return Outbox(self._locked_tx, self._read, self.dialect)
 
     # ---- reporting -----------------------------------------------------------------
     def counts(self) -> dict[str, int]:
