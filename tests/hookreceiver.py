@@ -12,7 +12,19 @@ import threading
 import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
+
+import jsonschema
+
+SCHEMA = json.loads(
+    (Path(__file__).resolve().parent.parent / "docs" / "events.schema.json").read_text("utf-8")
+)
+
+
+def check_schema(document: dict[str, Any]) -> None:
+    """``document`` against the published schema (docs/events.schema.json)."""
+    jsonschema.Draft202012Validator(SCHEMA).validate(document)
 
 
 @dataclass
@@ -24,7 +36,9 @@ class Delivery:
 
     @property
     def document(self) -> dict[str, Any]:
+        """The body, checked against the published schema."""
         found: dict[str, Any] = json.loads(self.body)
+        check_schema(found)
         return found
 
 
@@ -48,7 +62,7 @@ def verify(secret: str, headers: dict[str, str], body: bytes) -> bool:
 
 
 class Receiver:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", delay: float = 0.0) -> None:
         self.deliveries: list[Delivery] = []
         self.status = 204  # what to answer; 0: hang (never answer, until released)
         self._lock = threading.Lock()
@@ -62,6 +76,8 @@ class Receiver:
                 pass
 
             def do_POST(self) -> None:
+                if delay:
+                    time.sleep(delay)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 status = receiver.status
@@ -82,10 +98,11 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.base = f"http://{host}:{self.port}"
+        self.url = f"{self.base}/hook"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     def start(self) -> Receiver:

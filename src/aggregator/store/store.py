@@ -745,10 +745,11 @@ class Store:
             conn.execute(
                 update(items).where(items.c.id == item_id).values(updated_at=now, **values)
             )
-        # OUTBOX HOOK (store/events.py): story.new / story.sources_reached / item.new
-        # events of this poll's new items, written in this same transaction
-        event_outbox.record_poll(conn, feed_id, [c.entry.key for c in new], now)
         self._write_feed(conn, feed_id, update_)
+        # OUTBOX HOOK (store/events.py): story.new / story.sources_reached / item.new
+        # events of this poll's new items (after the feed row: its title is news too),
+        # written in this same transaction
+        event_outbox.record_poll(conn, feed_id, [c.entry.key for c in new], now)
         return SaveResult(new_items, len(changed), new_stories, merged)
 
     def record_poll(self, feed_id: int, update_: FeedUpdate) -> None:
