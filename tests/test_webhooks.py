@@ -138,16 +138,21 @@ def utc(value: object) -> datetime:
     return found if found.tzinfo is not None else found.replace(tzinfo=UTC)
 
 
-def test_without_a_secret_deliveries_are_not_signed(
+def test_unsigned_without_a_secret_and_finished_events_are_pruned(
     server: FixtureServer, receiver: Receiver, tmp_path: Path
 ) -> None:
     feed = server.add("/news.xml", rss("News", [entry("news", 0)]))
-    cfg = write_config(tmp_path / "feeds.yaml", [{"url": feed}], [{"url": receiver.url}])
-    run_once(cfg, f"sqlite:///{tmp_path / 'db.sqlite'}")
+    db = f"sqlite:///{tmp_path / 'db.sqlite'}"
+    cfg = write_config(
+        tmp_path / "feeds.yaml", [{"url": feed}], [{"url": receiver.url}], events_retention="0s"
+    )
+    run_once(cfg, db)
     (delivery,) = receiver.accepted()
     assert "webhook-signature" not in delivery.headers
     # without a name, a source is named by the feed's own title
     assert delivery.document["data"]["sources"][0]["feed"] == "News"
+    # run --once ends by deleting finished events older than events_retention
+    assert rows(db, "SELECT count(*) FROM events") == [(0,)]
 
 
 def test_the_signature_follows_standard_webhooks() -> None:

@@ -392,14 +392,19 @@ async def run_once(
 
 
 async def deliver_pending(config: Config, store: Store, owner: str) -> None:
-    """``run --once``'s webhook deliveries (see ``Sender.drain``); logged, never fatal."""
-    if not config.webhooks:
-        return
-    sender = Sender(store.outbox(), lambda: config, owner)
+    """``run --once``'s webhook deliveries (see ``Sender.drain``), then what the daemon
+    does every 6 hours: finished events older than ``events_retention`` are deleted.
+    Logged, never fatal."""
+    before = utcnow() - timedelta(seconds=config.settings.events_retention)
     try:
-        done = await sender.drain(config.settings.webhook_wait)
+        if config.webhooks:
+            sender = Sender(store.outbox(), lambda: config, owner)
+            done = await sender.drain(config.settings.webhook_wait)
+        await asyncio.to_thread(store.outbox().purge, before)
     except StoreError as exc:
         log.warning("webhook deliveries not made: %s", exc, extra={"event": "webhook_error"})
+        return
+    if not config.webhooks:
         return
     log.info(
         "webhooks: %d delivered, %d failed, %d dead; %d pending",

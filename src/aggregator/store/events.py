@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, distinct, func, insert, select, text
+from sqlalchemy import Connection, and_, case, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..records import (
@@ -130,169 +130,136 @@ def wants(hook: Hook, event: NewEvent) -> bool:
 
 
 def record_poll(conn: Connection, feed_id: int, keys: Sequence[str], now: datetime) -> None:
-    """The events of one poll's new items (``keys``: the entry keys it was given as new;
-    those another worker stored first are not this poll's and are left out)."""
+    """The events of one poll's new items: those of ``feed_id`` first seen at ``now``
+    (``keys``, the entries the poll was given as new, only says whether there can be
+    any; entries another worker stored first are not this poll's)."""
     if not keys:
         return
-    mine: list[tuple[int, int | None]] = []  # (item id, story id)
-    for chunk in _chunks(list(keys)):
-        mine.extend(
-            (r.id, r.story_id)
-            for r in conn.execute(
-                select(items.c.id, items.c.story_id).where(
-                    items.c.feed_id == feed_id,
-                    items.c.first_seen_at == now,
-                    items.c.entry_key.in_(chunk),
-                )
+    mine = and_(items.c.feed_id == feed_id, items.c.first_seen_at == now)
+    touched = select(items.c.story_id).where(mine, items.c.story_id.is_not(None))
+    # ONE read: every item of every story this poll touched, with its feed and story
+    rows = conn.execute(
+        select(
+            items.c.story_id,
+            case((mine, 1), else_=0).label("mine"),
+            items.c.url.label("item_url"),
+            items.c.title.label("item_title"),
+            feeds.c.id.label("feed_id"),
+            feeds.c.url,
+            feeds.c.configured_url,
+            feeds.c.name,
+            feeds.c.title,
+            feeds.c.tags,
+            stories.c.title.label("story_title"),
+            stories.c.url.label("story_url"),
+            stories.c.first_seen_at,
+        )
+        .select_from(
+            items.join(feeds, feeds.c.id == items.c.feed_id).join(
+                stories, stories.c.id == items.c.story_id
             )
         )
-    if not mine:
-        return
+        .where(items.c.story_id.in_(touched.scalar_subquery()))
+        .order_by(items.c.story_id, items.c.first_seen_at, items.c.id)
+    ).all()
     hooks = active_hooks(conn)
+    found: list[NewEvent] = []
     thresholds = {DEFAULT_SOURCES_REACHED} | {
         h.sources_reached for h in hooks if "story.sources_reached" in h.events
     }
-    story_ids = sorted({story for _item, story in mine if story is not None})
-    this_poll = and_(items.c.feed_id == feed_id, items.c.first_seen_at == now)
-    new_stories: list[int] = []
-    reached: list[tuple[int, int]] = []  # (story id, threshold)
-    for chunk in _chunks(story_ids):
-        counts = conn.execute(
-            select(
-                items.c.story_id,
-                func.count(distinct(items.c.feed_id)).label("after"),
-                func.count(distinct(case((this_poll, None), else_=items.c.feed_id))).label(
-                    "before"
-                ),
-                func.sum(case((this_poll, 0), else_=1)).label("older"),
-            )
-            .where(items.c.story_id.in_(chunk))
-            .group_by(items.c.story_id)
-        )
-        for r in counts:
-            if not r.older:
-                new_stories.append(r.story_id)
-            reached.extend((r.story_id, n) for n in sorted(thresholds) if r.before < n <= r.after)
-    found: list[NewEvent] = []
-    docs = _story_documents(conn, sorted({*new_stories, *(s for s, _ in reached)}))
-    for story_id in new_stories:
-        if story_id in docs:
-            data, refs, _first = docs[story_id]
-            found.append(NewEvent("story.new", data, refs, feed_id=feed_id, story_id=story_id))
-    for story_id, n in reached:
-        if story_id in docs:
-            data, refs, first = docs[story_id]
-            found.append(
-                NewEvent(
-                    "story.sources_reached",
-                    {**data, "threshold": n},
-                    refs,
-                    feed_id=feed_id,
-                    story_id=story_id,
-                    # a story id can come back on SQLite (a merged-away story's id reused):
-                    # its first time keeps the two apart
-                    once_key=f"story.sources_reached:{story_id}@{iso(first)}:{n}",
-                    threshold=n,
+    for story_rows in _by_story(rows):
+        head = story_rows[0]
+        sources: dict[int, tuple[dict[str, Any], FeedRef]] = {}
+        for r in story_rows:  # one source per feed: its earliest item
+            if r.feed_id not in sources:
+                sources[r.feed_id] = (
+                    {
+                        "feed": r.name or r.title or r.url,
+                        "feed_url": r.url,
+                        "item_url": r.item_url,
+                        "title": r.item_title,
+                    },
+                    FeedRef(r.url, r.configured_url, r.name, tuple(r.tags or ())),
                 )
-            )
+        refs = [ref for _source, ref in sources.values()]
+        data = {
+            "story_id": head.story_id,
+            "title": head.story_title,
+            "url": head.story_url,
+            "first_seen_at": iso(head.first_seen_at),
+            "sources": [source for source, _ref in sources.values()],
+        }
+        before = len({r.feed_id for r in story_rows if not r.mine})
+        if all(r.mine for r in story_rows):  # every item is this poll's: a new story
+            found.append(NewEvent("story.new", data, refs, feed_id=feed_id, story_id=head.story_id))
+        for n in sorted(thresholds):
+            if before < n <= len(sources):
+                found.append(
+                    NewEvent(
+                        "story.sources_reached",
+                        {**data, "threshold": n},
+                        refs,
+                        feed_id=feed_id,
+                        story_id=head.story_id,
+                        # a story id can come back on SQLite (a merged-away story's id
+                        # reused): its first time keeps the two apart
+                        once_key=(
+                            f"story.sources_reached:{head.story_id}@{iso(head.first_seen_at)}:{n}"
+                        ),
+                        threshold=n,
+                    )
+                )
     if any("item.new" in h.events for h in hooks):
-        found.extend(_item_events(conn, feed_id, [item for item, _story in mine]))
+        found.extend(_item_events(conn, feed_id, now))
     write(conn, found, hooks, now)
 
 
-def _story_documents(
-    conn: Connection, story_ids: Sequence[int]
-) -> dict[int, tuple[dict[str, Any], list[FeedRef], datetime]]:
-    """Each story's event data (title, URL, first seen, its sources: one per feed, the
-    feed's earliest item) and the feeds it has, for the filters."""
-    result: dict[int, tuple[dict[str, Any], list[FeedRef], datetime]] = {}
-    for chunk in _chunks(list(story_ids)):
-        heads = {
-            r.id: r
-            for r in conn.execute(
-                select(stories.c.id, stories.c.title, stories.c.url, stories.c.first_seen_at).where(
-                    stories.c.id.in_(chunk)
-                )
-            )
-        }
-        sources: dict[int, dict[int, tuple[dict[str, Any], FeedRef]]] = {}
-        rows = conn.execute(
-            select(
-                items.c.story_id,
-                items.c.url.label("item_url"),
-                items.c.title.label("item_title"),
-                feeds.c.id.label("feed_id"),
-                feeds.c.url,
-                feeds.c.configured_url,
-                feeds.c.name,
-                feeds.c.title,
-                feeds.c.tags,
-            )
-            .select_from(items.join(feeds, feeds.c.id == items.c.feed_id))
-            .where(items.c.story_id.in_(chunk))
-            .order_by(items.c.story_id, items.c.first_seen_at, items.c.id)
-        )
-        for r in rows:
-            per_feed = sources.setdefault(r.story_id, {})
-            if r.feed_id in per_feed:
-                continue  # one source per feed: its earliest item
-            per_feed[r.feed_id] = (
-                {
-                    "feed": r.name or r.title or r.url,
-                    "feed_url": r.url,
-                    "item_url": r.item_url,
-                    "title": r.item_title,
-                },
-                FeedRef(r.url, r.configured_url, r.name, tuple(r.tags or ())),
-            )
-        for story_id, head in heads.items():
-            found = list(sources.get(story_id, {}).values())
-            data = {
-                "story_id": story_id,
-                "title": head.title,
-                "url": head.url,
-                "first_seen_at": iso(head.first_seen_at),
-                "sources": [source for source, _ref in found],
-            }
-            result[story_id] = (data, [ref for _source, ref in found], head.first_seen_at)
-    return result
+def _by_story(rows: Sequence[Any]) -> Iterator[list[Any]]:
+    """``rows`` (ordered by story) in one list per story."""
+    current: list[Any] = []
+    for row in rows:
+        if current and current[0].story_id != row.story_id:
+            yield current
+            current = []
+        current.append(row)
+    if current:
+        yield current
 
 
-def _item_events(conn: Connection, feed_id: int, item_ids: Sequence[int]) -> list[NewEvent]:
+def _item_events(conn: Connection, feed_id: int, now: datetime) -> list[NewEvent]:
     feed = conn.execute(
         select(
             feeds.c.url, feeds.c.configured_url, feeds.c.name, feeds.c.title, feeds.c.tags
         ).where(feeds.c.id == feed_id)
     ).one()
     ref = FeedRef(feed.url, feed.configured_url, feed.name, tuple(feed.tags or ()))
-    found: list[NewEvent] = []
-    for chunk in _chunks(sorted(item_ids)):
-        rows = conn.execute(
-            select(
-                items.c.id,
-                items.c.story_id,
-                items.c.url,
-                items.c.title,
-                items.c.first_seen_at,
-                items.c.published_at,
-            ).where(items.c.id.in_(chunk))
+    rows = conn.execute(
+        select(
+            items.c.id,
+            items.c.story_id,
+            items.c.url,
+            items.c.title,
+            items.c.first_seen_at,
+            items.c.published_at,
         )
-        for r in rows:
-            data = {
-                "item_id": r.id,
-                "story_id": r.story_id,
-                "title": r.title,
-                "url": r.url,
-                "feed": feed.name or feed.title or feed.url,
-                "feed_url": feed.url,
-                "first_seen_at": iso(r.first_seen_at),
-                "published_at": iso(r.published_at),
-            }
-            found.append(
-                NewEvent(
-                    "item.new", data, [ref], feed_id=feed_id, story_id=r.story_id, item_id=r.id
-                )
-            )
+        .where(items.c.feed_id == feed_id, items.c.first_seen_at == now)
+        .order_by(items.c.id)
+    )
+    found: list[NewEvent] = []
+    for r in rows:
+        data = {
+            "item_id": r.id,
+            "story_id": r.story_id,
+            "title": r.title,
+            "url": r.url,
+            "feed": feed.name or feed.title or feed.url,
+            "feed_url": feed.url,
+            "first_seen_at": iso(r.first_seen_at),
+            "published_at": iso(r.published_at),
+        }
+        found.append(
+            NewEvent("item.new", data, [ref], feed_id=feed_id, story_id=r.story_id, item_id=r.id)
+        )
     return found
 
 
@@ -334,9 +301,17 @@ def record_feed_changes(conn: Connection, updates: Sequence[tuple[int, FeedUpdat
         feeds.c.error_count,
         feeds.c.not_found_since,
     )
+    # A plain successful poll (the usual case: a 304) changes a feed's state only when
+    # the feed was failing: for those, only failing rows are read (usually none)
+    plain = {f for f, u in updates if u.ok and not u.error_count and not _moves(u)}
+    others = {f for f, _u in updates} - plain
     old: dict[int, Any] = {}
-    for chunk in _chunks(sorted({feed_id for feed_id, _u in updates})):
-        old.update((r.id, r) for r in conn.execute(select(*columns).where(feeds.c.id.in_(chunk))))
+    for ids, only_failing in ((plain, True), (others, False)):
+        for chunk in _chunks(sorted(ids)):
+            query = select(*columns).where(feeds.c.id.in_(chunk))
+            if only_failing:
+                query = query.where(feeds.c.error_count > 0)
+            old.update((r.id, r) for r in conn.execute(query))
     found: list[NewEvent] = []
     for feed_id, u in updates:
         row = old.get(feed_id)
@@ -383,6 +358,11 @@ def record_feed_changes(conn: Connection, updates: Sequence[tuple[int, FeedUpdat
             found.append(NewEvent(kind, data, [ref], feed_id=feed_id))
     if found:
         write(conn, found, active_hooks(conn), max(u.polled_at for _f, u in updates))
+
+
+def _moves(u: FeedUpdate) -> bool:
+    """Can this update retire or move its feed?"""
+    return u.new_url is not None or u.disabled_reason is not None
 
 
 def _taken(conn: Connection, url: str, feed_id: int) -> bool:
