@@ -66,6 +66,9 @@ def test_the_daemon_delivers_beside_its_polls_and_counts_deliveries(
             receiver.status = 204
             while len(receiver.accepted()) < 2:
                 await asyncio.sleep(0.05)
+            # a reload applies webhooks: changes (the subscription removed here)
+            write_config(cfg, [{"url": feed}], [], tick="0.2s")
+            await daemon.reload(force=True)
         finally:
             daemon.stop_event.set()
             await running
@@ -84,6 +87,7 @@ def test_the_daemon_delivers_beside_its_polls_and_counts_deliveries(
     assert count("failed") == len(receiver.deliveries) - 2 >= 2
     assert count("dead") == 0
     assert all(verify(SECRET, d.headers, d.body) for d in receiver.accepted())
+    assert rows(db, "SELECT removed_at IS NOT NULL FROM webhooks") == [(1,)]
     # the daemon gave its leases back when it stopped
     assert rows(db, "SELECT count(*) FROM event_deliveries WHERE lease_owner IS NOT NULL") == [(0,)]
 
