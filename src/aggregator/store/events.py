@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, insert, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 
 from ..records import (
     DEFAULT_SOURCES_REACHED,
@@ -447,12 +446,16 @@ def _row(event: NewEvent, now: datetime) -> dict[str, Any]:
 def _insert_once(conn: Connection, event: NewEvent, now: datetime) -> int | None:
     """An event with a ``once_key``: its id, or None when that key fired already (a
     concurrent transaction inserting the same key waits for it, then inserts nothing)."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = (
-        dialect.insert(events)
-        .values(_row(event, now))
-        .on_conflict_do_nothing(index_elements=["once_key"])
-        .returning(events.c.id)
-    )
+    # the dialect's INSERT … ON CONFLICT; its module is the one the engine loaded already
+    statement: Any
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        statement = pg_insert(events).values(_row(event, now))
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(events).values(_row(event, now))
+    statement = statement.on_conflict_do_nothing(index_elements=["once_key"]).returning(events.c.id)
     found: int | None = conn.execute(statement).scalar_one_or_none()
     return found
