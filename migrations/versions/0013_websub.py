@@ -3,7 +3,7 @@ declared a hub, and ``feeds.push_until``, the lease end of the feed's live subsc
 (while in the future the feed is polled only as a safety net). See docs/push.md.
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 Create Date: 2026-12-10
 """
 
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0013"
-down_revision = "0010"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 

@@ -5,6 +5,8 @@ Every error names the file, the feed (by index and url) and the field.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -12,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast, get_args
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -37,11 +39,15 @@ from .configopts import (
 )
 from .errors import ConfigError
 from .records import (
+    DEFAULT_EVENTS,
+    DEFAULT_SOURCES_REACHED,
+    EVENT_TYPES,
     FeedSpec,
     FilterRule,
     FilterRules,
     HtmlSelectors,
     HttpOptions,
+    WebhookSpec,
 )
 from .secret import Secret
 
@@ -171,6 +177,15 @@ class Settings(BaseModel):
     filters: tuple[FilterRuleModel, ...] = ()  # entry filters of every feed, before its own
     http_proxy: SecretValue | None = None  # every request through this proxy (see docs)
     websub: WebSubSettings | None = None  # WebSub subscriptions (push); off when absent
+    # webhook delivery (docs/push.md): the defaults are the documented contract; the
+    # retry timings are settings so that tests (and impatient operators) can shorten them
+    webhook_timeout: Duration = 10.0  # no answer within this long: the attempt failed
+    webhook_retry_base: Duration = 30.0  # first retry after this; the wait doubles each time
+    webhook_retry_max: Duration = 3600.0  # the longest wait between two attempts
+    webhook_max_age: Duration = 86400.0  # a delivery still failing this long after it was due: dead
+    webhook_wait: Duration = 30.0  # `run --once` waits at most this long for deliveries
+    webhook_concurrency: int = Field(4, ge=1, le=64)  # deliveries in flight per process
+    events_retention: Duration = 7 * 86400.0  # the daemon deletes finished events older than this
 
     @field_validator("allow_private_networks", mode="before")
     @classmethod
@@ -195,6 +210,8 @@ class Settings(BaseModel):
     def _bounds(self) -> Settings:
         if self.min_interval > self.max_interval:
             raise ValueError("min_interval is larger than max_interval")
+        if self.webhook_timeout <= 0 or self.webhook_retry_base <= 0:
+            raise ValueError("webhook_timeout and webhook_retry_base must be more than 0s")
         return self
 
     def effective_user_agent(self) -> str:
@@ -425,11 +442,46 @@ class ExportModel(BaseModel):
         return value
 
 
+EventType = Literal[
+    "story.new",
+    "story.sources_reached",
+    "item.new",
+    "feed.failing",
+    "feed.recovered",
+    "feed.retired",
+    "feed.redirected",
+]
+assert set(get_args(EventType)) == set(EVENT_TYPES)
+
+
+class WebhookModel(BaseModel):
+    """One webhook subscription (``webhooks:``); see docs/push.md."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    url: str
+    events: tuple[EventType, ...] = Field(cast(tuple[EventType, ...], DEFAULT_EVENTS), min_length=1)
+    sources_reached: int = Field(DEFAULT_SOURCES_REACHED, ge=2, le=10_000)
+    secret: SecretValue | None = None  # a plain string, {env: NAME} or {file: PATH}
+    tags: tuple[str, ...] = ()
+    feeds: tuple[str, ...] = ()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return _check_http_url(value)
+
+    @field_validator("events", "tags", "feeds", mode="before")
+    @classmethod
+    def _listed(cls, value: Any) -> Any:
+        return (value,) if isinstance(value, str) else value
+
+
 class ConfigModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     settings: Settings = Field(default_factory=lambda: Settings())
     feeds: list[FeedModel] = Field(default_factory=list)
     exports: list[ExportModel] = Field(default_factory=list)
+    webhooks: list[WebhookModel] = Field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -439,6 +491,7 @@ class Config:
     feeds: tuple[FeedSpec, ...]
     exports: tuple[ExportModel, ...] = ()
     http_proxy: Secret | None = None  # settings.http_proxy, read (it may hold a password)
+    webhooks: tuple[WebhookSpec, ...] = ()
 
     @property
     def database_url(self) -> str:
@@ -467,6 +520,43 @@ def _feed_spec(
         filters=FilterRules(rules, filters.fingerprint(rules)) if rules else None,
         http=http,
     )
+
+
+def _webhooks(
+    models: list[WebhookModel], secrets: configopts.Secrets
+) -> tuple[tuple[WebhookSpec, ...], list[configcheck.Problem]]:
+    """The subscriptions with their secrets read (``configopts.Secrets``: a relative
+    ``{file: PATH}`` is taken from the config file's folder; one that cannot be read is
+    a problem there)."""
+    specs: list[WebhookSpec] = []
+    problems: list[configcheck.Problem] = []
+    for index, model in enumerate(models):
+        secret = None
+        if model.secret is not None:
+            secret = secrets.read(model.secret, ("webhooks", index, "secret"))
+            if secret is not None:
+                value = secret.reveal()
+                try:  # a Standard Webhooks secret: base64 after the prefix
+                    if value.startswith("whsec_"):
+                        base64.b64decode(value.removeprefix("whsec_"), validate=True)
+                except binascii.Error:
+                    problems.append(
+                        configcheck.Problem(
+                            ("webhooks", index, "secret"),
+                            f"a whsec_ secret ({secret.source}) must be base64 after 'whsec_'",
+                        )
+                    )
+        specs.append(
+            WebhookSpec(
+                url=model.url,
+                events=tuple(dict.fromkeys(model.events)),
+                sources_reached=model.sources_reached,
+                secret=secret,
+                tags=model.tags,
+                feeds=model.feeds,
+            )
+        )
+    return tuple(specs), problems
 
 
 def parse_config(
@@ -507,7 +597,8 @@ def parse_config(
             http = configopts.http_options(feed.http, feed.url, secrets, ("feeds", index, "http"))
             proxied = proxied or http.proxy is not None
         specs.append(_feed_spec(feed, model.settings, global_rules, http))
-    problems += secrets.problems
+    webhooks, webhook_problems = _webhooks(model.webhooks, secrets)
+    problems += secrets.problems + webhook_problems
     if proxied and model.settings.http_transport == "httpx":
         problems.append(
             configcheck.Problem(
@@ -524,6 +615,7 @@ def parse_config(
         feeds=tuple(specs),
         exports=tuple(model.exports),
         http_proxy=http_proxy,
+        webhooks=webhooks,
     )
 
 

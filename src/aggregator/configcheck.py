@@ -197,6 +197,43 @@ def cross_problems(raw: dict[str, Any]) -> list[Problem]:
                     other=("exports", first),
                 )
             )
+    problems += _webhook_problems(raw, feeds)
+    return problems
+
+
+def _webhook_problems(raw: dict[str, Any], feeds: list[Any]) -> list[Problem]:
+    """A webhook URL listed twice; a ``feeds:`` filter naming no configured feed."""
+    problems: list[Problem] = []
+    hooks = raw.get("webhooks")
+    known = {
+        str(entry.get(key)).strip()
+        for entry in feeds
+        if isinstance(entry, dict)
+        for key in ("url", "name")
+        if isinstance(entry.get(key), str)
+    }
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(hooks if isinstance(hooks, list) else []):
+        if not isinstance(entry, dict):
+            continue
+        url = entry.get("url")
+        if isinstance(url, str):
+            first = seen.setdefault(url.strip(), index)
+            if first != index:
+                problems.append(
+                    Problem(
+                        ("webhooks", index, "url"),
+                        f"duplicate of webhook #{first + 1}{{other_line}}: list its events "
+                        "in one entry",
+                        other=("webhooks", first),
+                    )
+                )
+        wanted = entry.get("feeds")
+        for name in [wanted] if isinstance(wanted, str) else wanted or ():
+            if isinstance(name, str) and name.strip() not in known:
+                problems.append(
+                    Problem(("webhooks", index, "feeds"), f"no feed has the URL or name {name!r}")
+                )
     return problems
 
 
@@ -214,7 +251,11 @@ def _entry_url(entries: list[Any], index: int) -> str:
 
 def _where(loc: Loc, raw: Any) -> str:
     """``feed #2 (https://…), field 'interval'``: the entry by number and url (or name)."""
-    for section, noun, label in (("feeds", "feed", "url"), ("exports", "export", "name")):
+    for section, noun, label in (
+        ("feeds", "feed", "url"),
+        ("exports", "export", "name"),
+        ("webhooks", "webhook", "url"),
+    ):
         if len(loc) >= 2 and loc[0] == section and isinstance(loc[1], int):
             index = loc[1]
             value = None

@@ -72,6 +72,7 @@ FEED_ACCEPT = (
     "application/rdf+xml;q=0.9, application/xml;q=0.8, text/xml;q=0.8, text/html;q=0.5, */*;q=0.1"
 )
 PAGE_ACCEPT = "text/html, application/xhtml+xml;q=0.9, */*;q=0.5"
+POST_ANSWER_BYTES = 64 * 1024  # of the answer to a POST (a webhook's receiver), read at most
 
 
 @dataclass(frozen=True)
@@ -469,34 +470,41 @@ class Fetcher:
         self,
         url: str,
         body: bytes,
-        *,
-        content_type: str,
         headers: Mapping[str, str] | None = None,
+        *,
+        content_type: str | None = None,
+        timeout: float | None = None,
     ) -> FetchResult:
-        """POST ``body`` to ``url`` (a WebSub hub's subscription request): the same address
-        guard, timeouts and response limit as a GET; redirects are not followed (a POST is
-        not repeated elsewhere: a 3xx is returned as the answer). Any final status is
-        returned; network failures raise FetchError."""
+        """POST ``body`` to ``url`` (a webhook delivery, a WebSub hub's subscription
+        request): the address guard as for every request; redirects are not followed (a
+        POST is not repeated elsewhere: a 3xx is the answer); at most ``POST_ANSWER_BYTES``
+        of the answer read (a longer one is answered by its status alone). No complete
+        answer within ``timeout`` seconds (default: the total timeout) raises
+        FetchTimeout; other network failures raise FetchError."""
         started = time.monotonic()
+        limit = self.limits.total_timeout if timeout is None else timeout
         host, addresses = await self.check_address(url)
-        sent = {"Accept": "*/*", **(headers or {}), "Content-Type": content_type}
+        sent = {"Accept": "*/*", **(headers or {})}
+        if content_type is not None:
+            sent["Content-Type"] = content_type
+        answer_headers: dict[str, str] = {}
+        answer = b""
         async with self._slot(host, 0.0):
             try:
-                async with asyncio.timeout(self.limits.total_timeout):
-                    status, resp_headers, resp_body = await self._request_any(
+                async with asyncio.timeout(limit):
+                    status, answer_headers, answer = await self._request_any(
                         url, host, addresses, sent, ("POST", body)
                     )
             except TimeoutError:
-                raise FetchTimeout(
-                    f"no complete response within {self.limits.total_timeout:g} s (total timeout)",
-                    url=url,
-                ) from None
+                raise FetchTimeout(f"no complete answer within {limit:g} s", url=url) from None
+            except TooLarge as exc:
+                status = exc.status or 0
         return FetchResult(
             url=url,
             final_url=url,
             status=status,
-            headers=resp_headers,
-            body=resp_body,
+            headers=answer_headers,
+            body=answer,
             elapsed=time.monotonic() - started,
         )
 
@@ -681,9 +689,8 @@ class Fetcher:
         self, response: aiohttp.ClientResponse, url: str
     ) -> tuple[int, dict[str, str], bytes]:
         status = response.status
-        body = await _read_body(
-            response.content.iter_any(), status, self.limits.max_body_bytes, url
-        )
+        limit = self.limits.max_body_bytes if response.method == "GET" else POST_ANSWER_BYTES
+        body = await _read_body(response.content.iter_any(), status, limit, url)
         resp_headers: dict[str, str] = {}
         for key, value in response.headers.items():
             key = key.lower()  # repeated headers joined, as httpx does
@@ -722,7 +729,7 @@ class Fetcher:
             content=content,
             extensions=extensions,
         )
-        limit = self.limits.max_body_bytes
+        limit = self.limits.max_body_bytes if send[1] is None else POST_ANSWER_BYTES
         assert self._transport is not None
         try:
             response = await self._transport.handle_async_request(request)

@@ -19,6 +19,7 @@ from .records import FetchResult, PollOutcome
 
 # no "*_created" series: they double the output for no use here
 disable_created_metrics()  # type: ignore[no-untyped-call]
+DELIVERY_RESULTS = ("delivered", "failed", "dead")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -79,6 +80,13 @@ class Metrics:
             ["export", "outcome"],
             registry=r,
         )
+        self.webhook_deliveries = Counter(
+            "aggregator_webhook_deliveries",
+            "Webhook delivery attempts by result (delivered; failed: retried later; dead: "
+            "given up).",
+            ["result"],
+            registry=r,
+        )
         self._last_size: dict[str, int] = {}
         self._lock = threading.Lock()
         for outcome in ("ok", "not_modified", "failed"):
@@ -86,6 +94,8 @@ class Metrics:
         for kind in ("feed", "page"):
             self.fetch_seconds.labels(kind=kind)
             self.bytes_downloaded.labels(kind=kind)
+        for result in DELIVERY_RESULTS:
+            self.webhook_deliveries.labels(result=result)
 
     def observe_poll(self, outcome: PollOutcome) -> None:
         if not outcome.ok:
@@ -118,6 +128,11 @@ class Metrics:
 
     def observe_export(self, name: str, ok: bool) -> None:
         self.exports.labels(export=name, outcome="ok" if ok else "failed").inc()
+
+    def observe_delivery(self, result: str) -> None:
+        """A webhook delivery attempt's result (``webhooks.Sender``)."""
+        if result in DELIVERY_RESULTS:
+            self.webhook_deliveries.labels(result=result).inc()
 
 
 def blocked_gauge(counts: dict[str, int]) -> GaugeMetricFamily:

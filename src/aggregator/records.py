@@ -502,3 +502,33 @@ class PushSubscription:
     feed_url: str = ""
     configured_url: str | None = None
     feed_active: bool = True  # in feeds.yaml and enabled
+
+
+# ---- events and webhooks (docs/push.md) --------------------------------------------------
+
+#: every event type, in the order the docs list them; ``item.new`` is opt-in (noisy)
+EVENT_TYPES = (
+    "story.new",
+    "story.sources_reached",
+    "item.new",
+    "feed.failing",
+    "feed.recovered",
+    "feed.retired",
+    "feed.redirected",
+)
+#: what a webhook without ``events:`` gets: everything but ``item.new``
+DEFAULT_EVENTS = tuple(t for t in EVENT_TYPES if t != "item.new")
+EVENT_SCHEMA_VERSION = 1  # the ``version`` of every event document (docs/push.md)
+DEFAULT_SOURCES_REACHED = 2
+
+
+@dataclass(frozen=True)
+class WebhookSpec:
+    """One ``webhooks:`` entry of ``feeds.yaml``: where to POST which events."""
+
+    url: str
+    events: tuple[str, ...] = DEFAULT_EVENTS
+    sources_reached: int = DEFAULT_SOURCES_REACHED  # story.sources_reached threshold
+    secret: Secret | None = None  # signs each delivery (never stored in the database)
+    tags: tuple[str, ...] = ()  # only stories/feeds with a feed carrying one of these tags
+    feeds: tuple[str, ...] = ()  # only stories/feeds of these feeds (URL or name)

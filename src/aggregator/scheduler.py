@@ -34,6 +34,7 @@ from .records import FeedSpec, FeedState, PollOutcome
 from .store import Store, is_permanent
 from .store.queries import Queries
 from .store.schedule import poll_schedule
+from .webhooks import Sender
 from .websub.subscriber import PostPort, Subscriber
 
 if TYPE_CHECKING:
@@ -350,13 +351,49 @@ async def run_once(
     saver: app.Saver | None = None,
 ) -> RunSummary:
     """``aggregator run --once``: make the feeds table match the config, then poll every
-    enabled feed once (see ``Runner.run_once``). ``writer_process``: see ``app.build``."""
+    enabled feed once (see ``Runner.run_once``), then deliver the pending webhook events
+    (this run's and earlier ones; at most ``webhook_wait``: what fails stays pending).
+    ``writer_process``: see ``app.build``."""
     await asyncio.to_thread(store.sync_feeds, config.feeds, utcnow())
+    await asyncio.to_thread(store.outbox().sync_webhooks, config.webhooks, utcnow())
     runner = Runner(config, store, fetcher=fetcher, writer_process=writer_process, saver=saver)
     try:
-        return await runner.run_once(on_start, on_done)
+        summary = await runner.run_once(on_start, on_done)
     finally:
         await runner.close()
+    await deliver_pending(config, store, runner.owner)
+    return summary
+
+
+async def deliver_pending(config: Config, store: Store, owner: str) -> None:
+    """``run --once``'s webhook deliveries (see ``Sender.drain``), then what the daemon
+    does every 6 hours: finished events older than ``events_retention`` are deleted.
+    Logged, never fatal."""
+    before = utcnow() - timedelta(seconds=config.settings.events_retention)
+    try:
+        if config.webhooks:
+            sender = Sender(store.outbox(), lambda: config, owner)
+            done = await sender.drain(config.settings.webhook_wait)
+        await asyncio.to_thread(store.outbox().purge, before)
+    except StoreError as exc:
+        log.warning("webhook deliveries not made: %s", exc, extra={"event": "webhook_error"})
+        return
+    if not config.webhooks:
+        return
+    log.info(
+        "webhooks: %d delivered, %d failed, %d dead; %d pending",
+        done.delivered,
+        done.failed,
+        done.dead,
+        done.pending,
+        extra={
+            "event": "webhooks_drained",
+            "delivered": done.delivered,
+            "failed": done.failed,
+            "dead": done.dead,
+            "pending": done.pending,
+        },
+    )
 
 
 class Daemon:
@@ -509,6 +546,7 @@ class Daemon:
             return
         self._bad_config = None
         await asyncio.to_thread(self.store.sync_feeds, config.feeds, utcnow())
+        await asyncio.to_thread(self.store.outbox().sync_webhooks, config.webhooks, utcnow())
         self.config = config
         if self.runner is not None:
             self.runner.apply_config(config)
@@ -531,6 +569,7 @@ class Daemon:
                 signal.SIGHUP, lambda: asyncio.ensure_future(self.reload(force=True))
             )
         await asyncio.to_thread(self.store.sync_feeds, self.config.feeds, utcnow())
+        await asyncio.to_thread(self.store.outbox().sync_webhooks, self.config.webhooks, utcnow())
         self.runner = Runner(
             self.config,
             self.store,
@@ -539,6 +578,15 @@ class Daemon:
             writer_process=self._writer_process,
         )
         await self.runner.reclaim_dead_leases()
+        # webhook deliveries: a task of their own beside the polls (webhooks.Sender)
+        sender = Sender(
+            self.store.outbox(),
+            lambda: self.config,
+            self.runner.owner,
+            on_result=self.metrics.observe_delivery,
+        )
+        sender_stop = asyncio.Event()
+        sending = asyncio.create_task(sender.run(sender_stop))
         from apscheduler.schedulers.asyncio import AsyncIOScheduler
         from apscheduler.triggers.interval import IntervalTrigger
 
@@ -576,6 +624,14 @@ class Daemon:
             coalesce=True,
             next_run_time=utcnow(),
         )
+        scheduler.add_job(
+            self.prune_events,
+            IntervalTrigger(seconds=PRUNE_INTERVAL),
+            id="prune_events",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=utcnow() + timedelta(seconds=PRUNE_DELAY),
+        )
         self.schedule_exports(scheduler)
         from apscheduler.events import EVENT_JOB_MAX_INSTANCES
 
@@ -590,7 +646,9 @@ class Daemon:
             scheduler.shutdown(wait=False)
             if self.http is not None:
                 await self.http.stop()
+            sender_stop.set()
             await self._drain()
+            await sending
             renewer.cancel()
             await self.runner.release()
             await self.runner.close()
@@ -720,6 +778,18 @@ class Daemon:
                 "duration_ms": round(1000 * (time.monotonic() - started)),
             },
         )
+        return removed
+
+    async def prune_events(self) -> int | None:
+        """Delete finished events (every delivery delivered or dead, or none wanted)
+        older than ``events_retention``; a failure is retried next time."""
+        before = utcnow() - timedelta(seconds=self.config.settings.events_retention)
+        try:
+            removed = await asyncio.to_thread(self.store.outbox().purge, before)
+        except StoreError as exc:
+            log.warning("could not prune events: %s", exc, extra={"event": "events_prune_error"})
+            return None
+        log.info("events pruned: %d", removed, extra={"event": "events_pruned", "rows": removed})
         return removed
 
     # ---- scheduled exports ---------------------------------------------------------

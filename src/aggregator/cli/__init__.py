@@ -11,7 +11,7 @@ import logging
 import sys
 
 from ..errors import AggregatorError
-from . import export, feeds, run, serve, sources, stories  # noqa: F401  (registers the commands)
+from . import events, export, feeds, run, serve, sources, stories  # noqa: F401  (registers the commands)
 from .common import app, err
 from .root import StdoutClosed, silence_stdout, stdout_closed
 

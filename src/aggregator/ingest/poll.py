@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import dedup
 from ..records import CleanEntry, PollToSave, SaveResult, StoryDecision
-from ..store import blocked, feedrows, items, storyrows
+from ..store import blocked, events, feedrows, items, storyrows
 from ..store import index as dedup_index
 from .candidates import BatchIndex, Prefetch
 
@@ -45,6 +45,10 @@ def save_poll(conn: Connection, poll: PollToSave, window: float) -> SaveResult:
     # entry filters: the entries this poll blocked, remembered by key (store/blocked.py)
     blocked.save(conn, poll.feed_id, poll.update.blocked, poll.update.polled_at)
     feedrows.write_feeds(conn, [(poll.feed_id, poll.update)])
+    # OUTBOX HOOK (store/events.py): story.new / story.sources_reached / item.new events
+    # of this poll's new items (after the feed row: its title is news too), in this same
+    # transaction
+    events.record_poll(conn, poll.feed_id, [c.entry.key for c in poll.new], poll.update.polled_at)
     return SaveResult(result.new_items, len(poll.changed), result.new_stories, result.merged_items)
 
 

@@ -16,6 +16,7 @@ from sqlalchemy import Connection, bindparam, or_, select, update
 from sqlalchemy.sql.dml import Update
 
 from ..records import FeedUpdate, url_host
+from . import events as event_outbox
 from . import websub as websub_sql
 from .tables import feeds
 
@@ -29,6 +30,10 @@ def write_feeds(conn: Connection, updates: Sequence[tuple[int, FeedUpdate]]) -> 
     """Several polls' feed rows: those of one shape (the same columns set) in one
     executemany; a poll that moves the feed (a permanent redirect) or holds it (or
     its host) goes on its own, after those rows."""
+    # OUTBOX HOOK (store/events.py): feed.failing / recovered / retired / redirected
+    # events, computed from the rows' old values (so: before they are updated); a push
+    # changes no feed state
+    event_outbox.record_feed_changes(conn, [(f, u) for f, u in updates if not u.pushed])
     shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     alone: list[tuple[int, FeedUpdate]] = []
     for feed_id, u in updates:

@@ -28,6 +28,7 @@ from .index import IndexMixin
 from .items import ItemsMixin
 from .leases import LeasesMixin
 from .migrate import MigrateMixin
+from .outbox import Outbox
 from .reports import ReportsMixin
 
 
@@ -38,6 +39,11 @@ class Store(FeedsMixin, LeasesMixin, ItemsMixin, IndexMixin, ReportsMixin, Migra
     def websub(self) -> websub_sql.PushStore:
         """WebSub subscriptions (``store/websub.py``), in this store's transactions."""
         return websub_sql.PushStore(self.locked_tx, self.read, self.dialect)
+
+    def outbox(self) -> Outbox:
+        """Webhook subscriptions, deliveries and the ``events`` commands
+        (``store/outbox.py``), in this store's transactions."""
+        return Outbox(self.locked_tx, self.read, self.dialect)
 
 
 def open_store(
