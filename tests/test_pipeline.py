@@ -174,40 +174,6 @@ def test_real_feed_files_are_stored(server: FixtureServer, tmp_path: Path, fixtu
         assert "<script" not in str(content).lower()
 
 
-def test_many_requests_in_flight_but_few_polls_processing(
-    server: FixtureServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``concurrency`` bounds requests in flight; the polls between a fetched document and
-    its commit (parsed entries held in memory) are bounded apart, by ``max_processing``
-    (8 per pool worker): a slow store makes fetched polls wait, not pile up parsed."""
-    import asyncio
-
-    from aggregator.pipeline import Pipeline
-
-    feeds = [
-        {"url": server.add(f"/p{i}/feed.xml", rss(f"p{i}", [_item(i, j) for j in range(3)]))}
-        for i in range(20)
-    ]
-    cfg = write_config(tmp_path / "feeds.yaml", feeds, concurrency=20, workers=1, full_text=False)
-    inside = peak = 0
-    process = Pipeline._process
-
-    async def counted(self: Pipeline, *args: object) -> object:
-        nonlocal inside, peak
-        inside += 1
-        peak = max(peak, inside)
-        try:
-            await asyncio.sleep(0.2)  # a slow store: the other fetched polls must wait
-            return await process(self, *args)  # type: ignore[arg-type]
-        finally:
-            inside -= 1
-
-    monkeypatch.setattr(Pipeline, "_process", counted)
-    summary = run_once(cfg, f"sqlite:///{tmp_path / 'gate.db'}")
-    assert (summary.polled, summary.failed, summary.new_items) == (20, 0, 60)
-    assert peak == 8
-
-
 def test_run_once_holds_coroutines_for_the_polls_in_flight_not_for_every_feed(
     server: FixtureServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
