@@ -69,14 +69,14 @@ class Hub:
                 problem = hub._check(form, self.headers.get("Content-Type", ""))
                 status = 400 if problem else hub.answer
                 body = (problem or "").encode()
+                with hub._lock:  # recorded before the answer: the caller may look at once
+                    hub.requests.append(form)
+                    hub._lock.notify_all()
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-                with hub._lock:
-                    hub.requests.append(form)
-                    hub._lock.notify_all()
                 if not problem and 200 <= status < 300 and hub.verify:
                     threading.Thread(target=hub._verify, args=(form,), daemon=True).start()
 
