@@ -266,6 +266,17 @@ def create_app(
             return _error(400, f"no feed named {', '.join(map(repr, unknown))}")
         return None
 
+    async def lag_headers(f: ExportFilter) -> dict[str, str]:
+        """A search's ``X-Search-Lag``: the items the full-text index does not hold yet
+        (SQLite indexes new items in batches, a few seconds behind; see exports.md)."""
+        if f.search is None:
+            return {}
+        lag = await run_in_threadpool(queries.store.search_lag)
+        if not lag.items or lag.oldest is None:
+            return {"X-Search-Lag": "0"}
+        age = max(0.0, (clock() - lag.oldest).total_seconds())
+        return {"X-Search-Lag": f"{lag.items} items, {age:.0f} s"}
+
     async def export_endpoint(request: Request) -> Response:
         name = request.path_params["format"]
         fmt = export.FORMATS.get(name)
@@ -290,6 +301,10 @@ def create_app(
         )
         feed_limit = cfg.settings.feed_export_limit
         headers = {"X-Content-Type-Options": "nosniff"}
+        try:
+            headers.update(await lag_headers(f))
+        except StoreError as exc:
+            return _error(503, str(exc))
         if name == "html":
             headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
         if name in export.FEED_FORMATS:
@@ -345,10 +360,12 @@ def create_app(
 
         try:
             objects, cursor = await run_in_threadpool(load)
+            lag = await lag_headers(f)
         except StoreError as exc:
             return _error(503, str(exc))
         return JSONResponse(
-            {kind: objects, "next_cursor": encode_cursor(cursor) if cursor else None}
+            {kind: objects, "next_cursor": encode_cursor(cursor) if cursor else None},
+            headers=lag,
         )
 
     async def stories_endpoint(request: Request) -> Response:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
@@ -21,7 +22,8 @@ from typing import TYPE_CHECKING
 from ..records import PollToSave, SaveResult
 from ..store import Store
 from ..store.database import db_errors
-from .direct import DEDUP_WINDOW
+from ..store.search import BATCH, INDEX_EVERY
+from .direct import DEDUP_WINDOW, index_for_search
 from .groupwrite import GroupWriter, settle
 
 if TYPE_CHECKING:
@@ -44,8 +46,10 @@ class BatchingSaver:
             db_errors,
             max_jobs=max_jobs,
             max_seconds=max_seconds,
-            after_commit=store.keep_wal_small,
+            after_commit=self._after_commit,
         )
+        self._indexed_at = time.monotonic()
+        self._unindexed = 0  # items saved since the last indexing pass (about)
 
     async def save(self, poll: PollToSave) -> SaveResult:
         return await asyncio.wrap_future(self.submit(poll))
@@ -54,6 +58,7 @@ class BatchingSaver:
         """Queue ``poll`` for the next group: a future of its result once committed."""
         future = self.writer.submit(functools.partial(_save, poll, self.window))
         self._watch(future, [poll])
+        future.add_done_callback(functools.partial(_count, self))
         return future
 
     def submit_all(self, polls: Sequence[PollToSave]) -> list[Future[SaveResult]]:
@@ -78,8 +83,21 @@ class BatchingSaver:
             )
 
     def close(self) -> None:
-        """Write what is queued, then stop the writer thread."""
+        """Write what is queued, stop the writer thread, then index what is left for
+        search."""
         self.writer.close()
+        index_for_search(self.store, everything=True)
+
+    def _after_commit(self) -> None:
+        """The writer's upkeep after a commit: the write-ahead log kept small, and the
+        new items indexed for search every ``INDEX_EVERY`` seconds (or once a batch is
+        waiting), in transactions of their own."""
+        self.store.keep_wal_small()
+        due = time.monotonic() - self._indexed_at >= INDEX_EVERY
+        if due or self._unindexed >= BATCH:
+            self._indexed_at = time.monotonic()
+            self._unindexed = 0
+            index_for_search(self.store)
 
     @property
     def cpu_seconds(self) -> float:
@@ -93,6 +111,11 @@ def _save(poll: PollToSave, window: float, conn: Connection) -> SaveResult:
         saving.save_feed_rows(conn, [poll])
         return SaveResult()
     return saving.save_poll(conn, poll, window)
+
+
+def _count(saver: BatchingSaver, future: Future[SaveResult]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        saver._unindexed += future.result().new_items
 
 
 def _save_feed_rows(polls: Sequence[PollToSave], conn: Connection) -> SaveResult:

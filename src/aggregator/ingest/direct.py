@@ -9,12 +9,14 @@ as a deadlock or serialization victim is tried again at once, up to three times.
 from __future__ import annotations
 
 import asyncio
+import logging
 from concurrent.futures import Executor
 
 from ..errors import StoreError
 from ..records import PollToSave, SaveResult
 from ..store import Store
 
+log = logging.getLogger(__name__)
 DEDUP_WINDOW = 14 * 86400.0  # seconds; the `dedup_window` setting's default
 RETRIED = ("40P01", "40001")  # PostgreSQL: deadlock detected, serialization failure
 
@@ -44,6 +46,8 @@ class DirectSaver:
                     else:
                         saved = saving.save_poll(conn, poll, self.window)
                 self.store.failures.succeeded()
+                if saved.new_items:
+                    index_for_search(self.store)
                 return saved
             except StoreError as exc:
                 cause = getattr(exc.__cause__, "orig", None)
@@ -54,6 +58,19 @@ class DirectSaver:
 
     def close(self) -> None:
         """Nothing of its own to stop (its threads are the caller's)."""
+
+
+def index_for_search(store: Store, *, everything: bool = False) -> None:
+    """SQLite: index the new items for search (``store.search``). The poll is committed
+    whatever happens here: a failure leaves them queued for the next pass."""
+    try:
+        store.index_search(everything=everything)
+    except StoreError as exc:
+        log.warning(
+            "new items not indexed for search yet: %s",
+            exc,
+            extra={"event": "search_index_error", "error": str(exc)},
+        )
 
 
 def save_now(store: Store, poll: PollToSave, *, window: float = DEDUP_WINDOW) -> SaveResult:

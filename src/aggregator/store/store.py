@@ -8,6 +8,7 @@
 | ``LeasesMixin`` | ``leases`` | claims and leases of several workers |
 | ``ItemsMixin`` | ``items`` | stored entries (the save path's statements too) |
 | ``IndexMixin`` | ``index`` | the dedup index (bands, anchor counts), its pruning |
+| ``SearchMixin`` | ``search`` | full-text indexing in batches (SQLite), its lag |
 | ``ReportsMixin`` | ``reports`` | counts and story reports |
 
 Rows never leave the store: it returns records. It holds no thread and no policy: saving
@@ -30,9 +31,12 @@ from .leases import LeasesMixin
 from .migrate import MigrateMixin
 from .outbox import Outbox
 from .reports import ReportsMixin
+from .search import SearchMixin
 
 
-class Store(FeedsMixin, LeasesMixin, ItemsMixin, IndexMixin, ReportsMixin, MigrateMixin):
+class Store(
+    FeedsMixin, LeasesMixin, ItemsMixin, IndexMixin, SearchMixin, ReportsMixin, MigrateMixin
+):
     """A handle on one database; thread-safe (one engine, short transactions)."""
 
     @property
