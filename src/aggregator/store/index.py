@@ -192,19 +192,23 @@ def band_items(conn: Connection, bands: Sequence[int], since: datetime) -> dict[
 
 
 def anchor_counts(
-    conn: Connection, sites: Sequence[int], anchors: Sequence[int]
+    conn: Connection, pairs: Sequence[tuple[int, int]]
 ) -> dict[tuple[int, int], int]:
-    """In how many stories of each site each anchor appeared: ``(site, anchor) -> df``."""
+    """In how many stories of its site each ``(site, anchor)`` appeared (pairs never seen
+    are left out): per site, one query over its anchors (a primary-key probe each; a
+    row-value ``IN`` of the pairs made SQLite scan)."""
+    by_site: dict[int, list[int]] = {}
+    for site, anchor in pairs:
+        by_site.setdefault(site, []).append(anchor)
     counts: dict[tuple[int, int], int] = {}
-    if not sites or not anchors:
-        return counts
-    for chunk in chunks(anchors):
-        for site, shingle, df in conn.execute(
-            select(dedup_shingles.c.site, dedup_shingles.c.shingle, dedup_shingles.c.df).where(
-                dedup_shingles.c.site.in_(list(sites)), dedup_shingles.c.shingle.in_(chunk)
-            )
-        ):
-            counts[(int(site), int(shingle))] = int(df)
+    for site, anchors in sorted(by_site.items()):
+        for chunk in chunks(sorted(set(anchors))):
+            for shingle, df in conn.execute(
+                select(dedup_shingles.c.shingle, dedup_shingles.c.df).where(
+                    dedup_shingles.c.site == site, dedup_shingles.c.shingle.in_(chunk)
+                )
+            ):
+                counts[(site, int(shingle))] = int(df)
     return counts
 
 
