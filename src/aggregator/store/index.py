@@ -191,9 +191,7 @@ def band_items(conn: Connection, bands: Sequence[int], since: datetime) -> dict[
     return found
 
 
-def anchor_counts(
-    conn: Connection, pairs: Sequence[tuple[int, int]]
-) -> dict[tuple[int, int], int]:
+def anchor_counts(conn: Connection, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], int]:
     """In how many stories of its site each ``(site, anchor)`` appeared (pairs never seen
     are left out): per site, one query over its anchors (a primary-key probe each; a
     row-value ``IN`` of the pairs made SQLite scan)."""
