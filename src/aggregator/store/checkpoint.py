@@ -12,9 +12,10 @@ fully and truncates it (``PRAGMA wal_checkpoint(TRUNCATE)``): SQLite stops new w
 waits for the readers of older snapshots to finish (new readers go on), copies the log
 and empties it. The wait is bounded: 1 s while the log is under twice its limit, longer
 as it grows (5 s, then 30 s), so a checkpoint that readers keep from completing is tried
-again a few seconds later with more patience, and the writer is never held long while
-the log is small. ``journal_size_limit`` (set on every connection, see ``engine``) cuts a
-log SQLite restarted by itself back to the same limit.
+again a few seconds later, or as soon as the log has grown by another limit (a fast writer
+fills a 2 MiB limit ten times over in 5 s), with more patience, and the writer is never
+held long while the log is small. ``journal_size_limit`` (set on every connection, see
+``engine``) cuts a log SQLite restarted by itself back to the same limit.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class WalKeeper:
         self.wal = database.with_name(database.name + "-wal")
         self.limit = limit
         self._retry_at = 0.0
+        self._retry_size = 0  # or once the log has grown to this size, if sooner
         self.truncated = 0  # completed checkpoints (tests, diagnostics)
         self.incomplete = 0  # checkpoints readers kept from completing
 
@@ -51,7 +53,10 @@ class WalKeeper:
             return 0
 
     def due(self) -> bool:
-        return self.size() > self.limit and time.monotonic() >= self._retry_at
+        size = self.size()
+        return size > self.limit and (
+            time.monotonic() >= self._retry_at or size >= self._retry_size
+        )
 
     def checkpoint(self, conn: Connection, *, wait_ms: int | None = None) -> bool:
         """Copy the log into the database and truncate it; ``conn``: a writing connection
@@ -73,6 +78,7 @@ class WalKeeper:
         if busy:
             self.incomplete += 1
             self._retry_at = time.monotonic() + RETRY_SECONDS
+            self._retry_size = self.size() + self.limit
             log.debug(
                 "WAL checkpoint incomplete (readers): %d of %d frames copied, log %d bytes",
                 copied,
