@@ -321,3 +321,26 @@ def test_repeated_export_names_name_both(tmp_path: Path) -> None:
     assert message.endswith(
         "feeds.yaml, line 3: export #2 (daily), field 'name': duplicate of export #1 (daily, line 2)"
     )
+
+
+def test_a_scheduled_exports_since_and_until_out_of_range_are_config_errors(
+    tmp_path: Path,
+) -> None:
+    """Caught at load, with the line, rather than failing the export at its first run."""
+    message = problems_of(
+        tmp_path,
+        "exports:\n"
+        "  - {name: a, format: atom, path: a.xml, schedule: '0 7 * * *', since: '0001-01-01'}\n"
+        "  - {name: b, format: atom, path: b.xml, schedule: '0 7 * * *', since: 5000000d}\n"
+        "  - {name: c, format: atom, path: c.xml, schedule: '0 7 * * *', until: '9999-12-31'}\n"
+        "  - {name: d, format: atom, path: d.xml, schedule: '0 7 * * *', since: 7d,"
+        " until: '2030-01-01T00:00:00+02:00'}\n",
+    )
+    lines = message.splitlines()[1:]
+    assert lines == [
+        "  line 2: export #1 (a), field 'since': '0001-01-01' is out of range: use a date "
+        "between 0001-01-03 and 9999-12-29 (UTC)",
+        "  line 3: export #2 (b), field 'since': '5000000d' reaches back before 0001-01-03",
+        "  line 4: export #3 (c), field 'until': '9999-12-31' is out of range: use a date "
+        "between 0001-01-03 and 9999-12-29 (UTC)",
+    ]

@@ -8,11 +8,12 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, cast, get_args
 from urllib.parse import urlsplit
@@ -37,6 +38,7 @@ from .configopts import (
     SecretValue,
     filter_rules,
 )
+from .dates import QUERY_EARLIEST, QUERY_LATEST, in_query_range
 from .errors import ConfigError
 from .records import (
     DEFAULT_EVENTS,
@@ -359,20 +361,32 @@ EXPORT_FORMATS: tuple[str, ...] = ("atom", "rss", "json", "jsonl", "csv", "html"
 
 
 def _check_when(value: str | None) -> str | None:
-    """A duration before the run (``24h``) or an ISO 8601 date/timestamp."""
+    """A duration before the run (``24h``) or an ISO 8601 date/timestamp, within the
+    range every ``since``/``until`` must keep (``dates.QUERY_EARLIEST``…``QUERY_LATEST``),
+    so a scheduled export cannot fail on it later, at its first run."""
     if value is None:
         return None
+    span = f"{QUERY_EARLIEST.date().isoformat()} and {QUERY_LATEST.date().isoformat()}"
     try:
-        parse_duration(value)
-        return value
+        seconds = parse_duration(value)
     except ValueError:
         pass
+    else:
+        # a duration reaching back before QUERY_EARLIEST from today is refused now
+        if (
+            not math.isfinite(seconds)
+            or seconds > (datetime.now(UTC) - QUERY_EARLIEST).days * 86400
+        ):
+            raise ValueError(f"{value!r} reaches back before {QUERY_EARLIEST.date().isoformat()}")
+        return value
     try:
-        datetime.fromisoformat(value.strip())
+        when = datetime.fromisoformat(value.strip())
     except ValueError:
         raise ValueError(
             f"{value!r} is neither a duration (e.g. 24h, 7d) nor an ISO 8601 timestamp"
         ) from None
+    if not in_query_range(when if when.tzinfo else when.replace(tzinfo=UTC)):
+        raise ValueError(f"{value!r} is out of range: use a date between {span} (UTC)")
     return value
 
 

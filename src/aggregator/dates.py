@@ -27,6 +27,20 @@ EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 _SHOWN = 64  # characters of a hostile value quoted in a note
 
+# The range of a ``since``/``until`` an operator or client asks for (``export.when``, and
+# the config check of scheduled exports): two days inside what ``datetime`` holds, so that
+# showing it in any time zone or counting a 24-hour window back from it cannot overflow.
+QUERY_EARLIEST = datetime(1, 1, 3, tzinfo=UTC)
+QUERY_LATEST = datetime(9999, 12, 29, tzinfo=UTC)
+
+
+def in_query_range(when: datetime) -> bool:
+    """True when ``when`` (timezone-aware) lies between the two ``QUERY_`` bounds."""
+    try:
+        return QUERY_EARLIEST <= when.astimezone(UTC) <= QUERY_LATEST
+    except (OverflowError, ValueError):
+        return False
+
 
 def parse_date(
     value: object,

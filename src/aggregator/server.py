@@ -40,11 +40,11 @@ from starlette.routing import Route
 
 from . import export
 from .config import VERSION, Config
+from .dates import in_query_range as in_range
 from .errors import AggregatorError, StoreError
 from .export.digest import CONTENT_SECURITY_POLICY
 from .export.model import entry_from_story
 from .export.rows import row
-from .export.when import in_range
 from .metrics import Metrics, blocked_gauge
 from .store import Store, blocked
 from .store.queries import ChangeValidator, Cursor, ExportFilter, Queries, StoryRecord

@@ -13,22 +13,15 @@ import math
 from datetime import UTC, datetime, timedelta
 
 from ..config import parse_duration
+from ..dates import QUERY_EARLIEST as EARLIEST
+from ..dates import QUERY_LATEST as LATEST
+from ..dates import in_query_range as in_range
 
-EARLIEST = datetime(1, 1, 3, tzinfo=UTC)
-LATEST = datetime(9999, 12, 29, tzinfo=UTC)
 _RANGE = f"between {EARLIEST.date().isoformat()} and {LATEST.date().isoformat()} (UTC)"
 
 
 class OutOfRange(ValueError):
     """A well-formed date or duration that lies outside ``EARLIEST``…``LATEST``."""
-
-
-def in_range(when: datetime) -> bool:
-    """True when ``when`` (timezone-aware) lies between ``EARLIEST`` and ``LATEST``."""
-    try:
-        return EARLIEST <= when.astimezone(UTC) <= LATEST
-    except (OverflowError, ValueError):
-        return False
 
 
 def duration_before(now: datetime, value: str) -> datetime:
