@@ -2,7 +2,7 @@
 dedup rules, so that a store filled by older rules heals.
 
 Two passes, each in short transactions so that a live daemon's polls wait for one batch at
-most (SQLite: ``BEGIN IMMEDIATE`` per batch; PostgreSQL: the advisory locks of
+most (SQLite: ``BEGIN IMMEDIATE`` per batch; PostgreSQL: the row locks of
 ``store.index.lock`` on the batch's band keys and URLs, as a poll takes them):
 
 1. **URLs.** Per feed, its items (first seen since ``since``) are read as one document and

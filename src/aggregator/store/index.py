@@ -6,8 +6,9 @@ loop that reads and writes it in ``ingest``).
   window (measured on when the aggregator first saw an item, not on feed dates).
 - ``dedup_shingles`` counts, per site, in how many stories each sampled anchor shingle
   appeared; the caller decides from how many on an anchor is boilerplate.
-- PostgreSQL, several workers: ``lock`` takes transaction-scoped advisory locks on every
-  band key, site and canonical URL of a poll's new items, in sorted order (no deadlock
+- PostgreSQL, several workers: ``lock`` takes row locks (``dedup_lock_stripes``, migration 0015)
+  on the stripes of every band key, site and canonical URL of a poll's new items, in sorted
+  order (no deadlock
   between two polls), so a worker ingesting a copy waits for the one ingesting the
   original and then sees its rows. SQLite needs nothing: ``BEGIN IMMEDIATE`` serializes
   writers.
@@ -36,10 +37,16 @@ URL_COLUMNS = (items.c.canonical_url, items.c.page_canonical_url)
 URL_ROWS = 50  # items looked at per URL (the latest), before the window is applied
 
 
+LOCK_STRIPES = 65536  # rows of ``dedup_lock_stripes`` (migration 0015)
+
+
 def lock(conn: Connection, bands: Iterable[int], sites: Iterable[int], urls: Iterable[str]) -> None:
-    """PostgreSQL: advisory locks on a poll's band keys, sites and canonical URLs, in one
-    statement, sorted. The sites too: two polls of one site upsert the same anchor-count
-    rows, in orders that could deadlock; with the site locked they take turns."""
+    """PostgreSQL: lock a poll's band keys, sites and canonical URLs, in one statement,
+    in ascending order, as row locks on their stripes of ``dedup_lock_stripes`` (a key's
+    hash modulo ``LOCK_STRIPES``). The sites too: two polls of one site upsert the same
+    anchor-count rows, in orders that could deadlock; with the site locked they take turns.
+    Row locks, not advisory locks: a large poll takes thousands, and advisory locks fill
+    PostgreSQL's shared lock table ("out of shared memory"; see migration 0015)."""
     if conn.dialect.name != "postgresql":
         return
     keys = sorted(set(bands)) + sorted(set(sites))
@@ -48,13 +55,15 @@ def lock(conn: Connection, bands: Iterable[int], sites: Iterable[int], urls: Ite
         return
     conn.execute(
         text(
-            "SELECT count(pg_advisory_xact_lock(k)) FROM ("
-            " SELECT k FROM ("
-            "  SELECT unnest(CAST(:bands AS bigint[])) AS k"
-            "  UNION SELECT hashtextextended(u, 0) FROM unnest(CAST(:urls AS text[])) AS u"
-            " ) keys ORDER BY k) ordered"
+            "SELECT count(*) FROM ("
+            " SELECT id FROM dedup_lock_stripes WHERE id IN ("
+            "  SELECT ((k % :n) + :n) % :n FROM ("
+            "   SELECT unnest(CAST(:bands AS bigint[])) AS k"
+            "   UNION ALL SELECT hashtextextended(u, 0) FROM unnest(CAST(:urls AS text[])) AS u"
+            "  ) keys)"
+            " ORDER BY id FOR UPDATE) locked"
         ),
-        {"bands": keys, "urls": url_list},
+        {"bands": keys, "urls": url_list, "n": LOCK_STRIPES},
     )
 
 
