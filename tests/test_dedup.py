@@ -406,6 +406,31 @@ def test_a_short_text_between_feeds_needs_agreeing_titles() -> None:
     assert dedup.MIN_EVIDENCE_WORDS == 50
 
 
+def test_one_body_under_different_titles_needs_a_long_text() -> None:
+    """Test pages sharing a lorem-ipsum filler body are different pages; a long article
+    under another outlet's headline is still the same article."""
+    words = body("duvet-gizmodo").split()
+    filler = " ".join(words[:120])
+    pages = dedup.decide_story(
+        entry(filler, "Basic tag cleaning test"), [candidate(filler, "Normalize space test")]
+    )
+    assert pages.story_id is None
+    assert (
+        dedup.decide_story(
+            entry(filler, "Normalize space test - Gazette"),
+            [candidate(filler, "Normalize space test")],
+        ).story_id
+        == 1
+    )
+    article = " ".join(words[: dedup.CONTRADICTED_MIN_WORDS + 20])
+    assert len(article.split()) > dedup.CONTRADICTED_MIN_WORDS
+    retitled = dedup.decide_story(
+        entry(article, "Bedding blamed for rare illness"),
+        [candidate(article, TITLES["duvet-gizmodo"])],
+    )
+    assert (retitled.story_id, retitled.reason) == (1, "text")
+
+
 def test_a_shared_url_contradicted_by_the_content_is_no_identity() -> None:
     link = "http://example.com/1.html"
     a, b = body("omar-thehill"), body("duvet-gizmodo")

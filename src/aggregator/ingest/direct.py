@@ -1,8 +1,9 @@
 """``DirectSaver``: each poll in a transaction of its own, in a thread.
 
 The save path of PostgreSQL, where several workers write at once (row locks on the
-stripes of the poll's dedup keys make a copy wait for its original, see ``poll``): a transaction aborted
-as a deadlock or serialization victim is tried again at once, up to three times. Also
+stripes of the poll's dedup keys make a copy wait for its original, see ``poll``): a
+transaction aborted as a deadlock or serialization victim is tried again at once, up to
+three times. Also
 ``save_now``, the same blocking call for commands, tests and benchmarks.
 """
 
