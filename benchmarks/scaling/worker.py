@@ -44,27 +44,23 @@ CLAIMS: list[tuple[float, int, float, float]] = []
 
 
 class TimedLock:
-    """``threading.Lock`` that adds its wait time to the call being timed in this thread."""
+    """The store's own ``write_lock`` (SQLite: the machine-wide writer turn; PostgreSQL: a
+    no-op), with the time spent entering it added to the call being timed in this thread.
+    It must wrap, not replace, that lock: a real lock here would serialize a PostgreSQL
+    daemon's saves, which the daemon itself does not do."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
 
-    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+    def __enter__(self) -> object:
         started = time.perf_counter()
-        got = self._lock.acquire(blocking, timeout)
-        name = getattr(_local, "call", None)
-        if name is not None:
+        got = self._inner.__enter__()
+        if getattr(_local, "call", None) is not None:
             _local.wait += time.perf_counter() - started
         return got
 
-    def release(self) -> None:
-        self._lock.release()
-
-    def __enter__(self) -> bool:
-        return self.acquire()
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
+    def __exit__(self, *exc: Any) -> Any:
+        return self._inner.__exit__(*exc)
 
 
 def _timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -98,7 +94,7 @@ def _instrument() -> None:
 
     def init(self: Any, *args: Any, **kwargs: Any) -> None:
         original_init(self, *args, **kwargs)
-        self.write_lock = TimedLock()
+        self.write_lock = TimedLock(self.write_lock)
 
     store_cls.__init__ = init  # type: ignore[method-assign]
     for name in LEASE_CALLS + OTHER_CALLS:
