@@ -1,6 +1,7 @@
-"""A farm of generated feeds and article pages served on 127.0.0.1 (nginx), for benchmarks.
+"""A farm of generated feeds and article pages served on loopback (nginx), for benchmarks.
 
     python -m benchmarks.farm generate --feeds 2000 --out benchmarks/work/farm
+    python -m benchmarks.farm generate --feeds 2000 --hosts 50 --out …   # 127.0.1.1 … .50
     python -m benchmarks.farm serve benchmarks/work/farm
     python -m benchmarks.farm config benchmarks/work/farm --out feeds.yaml
 

@@ -25,6 +25,12 @@ def main() -> None:
     g.add_argument("--corpora", type=Path, default=ROOT.parent / "shared" / "corpora")
     g.add_argument("--port", type=int, default=18080, help="nginx port (the proxy: port + 1)")
     g.add_argument("--jobs", type=int, default=None, help="processes (default: all cores)")
+    g.add_argument(
+        "--hosts",
+        type=int,
+        default=1,
+        help="spread the sites over N addresses 127.0.1.1 … 127.0.1.N (default 1: 127.0.0.1)",
+    )
 
     s = sub.add_parser("serve", help="serve a farm until Ctrl-C; prints the base URLs")
     s.add_argument("farm", type=Path)
@@ -42,7 +48,7 @@ def main() -> None:
     c.add_argument("--concurrency", type=int, default=32)
 
     p = sub.add_parser("proxy", help="(internal) the latency proxy")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1", help="address(es), comma-separated")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--upstream-port", type=int, required=True)
     p.add_argument("--latency", type=float, default=0.2)
@@ -56,10 +62,11 @@ def main() -> None:
             corpora=args.corpora,
             port=args.port,
             jobs=args.jobs,
+            hosts=args.hosts,
         )
         st = farm.stats
         print(
-            f"{args.out}: {st['feeds']:.0f} feeds, {st['entries']:.0f} entries/pages "
+            f"{args.out}: {st['feeds']:.0f} feeds on {st['hosts']:.0f} host(s), {st['entries']:.0f} entries/pages "
             f"({st['shared_entries']:.0f} copies of shared stories), "
             f"{(st['page_bytes'] + st['feed_bytes']) / 1e6:.0f} MB in {st['seconds']} s; "
             + ", ".join(f"{k[5:]} {v:.0f}" for k, v in st.items() if k.startswith("kind_"))

@@ -16,6 +16,12 @@ URL; half of the copies name the wire original as ``<link rel=canonical>``).
 
 URLs inside the documents are absolute and name ``host:port`` chosen at generation time;
 ``serve`` listens there (and the latency proxy on ``port + 1`` rewrites them to its own port).
+
+With ``hosts=N`` (N > 1) the sites are spread over N loopback addresses, 127.0.1.1 …
+127.0.1.N, site i on address i mod N (its feed, its article pages and the ``/wire/``
+canonical of a shared story on the address of that story's number mod N), so each address
+is a site of its own for dedup (anchor counts per host) and for per-host limits, as on the
+web. ``hosts=1`` (the default) keeps everything on ``host`` (127.0.0.1).
 """
 
 from __future__ import annotations
@@ -133,8 +139,19 @@ def _text(corpus: Corpus, rng: Random, words: int) -> tuple[str, tuple[str, ...]
 # ---- one site --------------------------------------------------------------------------
 
 
+def host_list(host: str, hosts: int) -> tuple[str, ...]:
+    """The farm's addresses: ``(host,)`` for one, else 127.0.1.1 … 127.0.1.N."""
+    if hosts <= 1:
+        return (host,)
+    if hosts > 254:
+        raise SystemExit("at most 254 hosts (127.0.1.1 … 127.0.1.254)")
+    return tuple(f"127.0.1.{i + 1}" for i in range(hosts))
+
+
 class Site:
-    def __init__(self, corpus: Corpus, seed: int, index: int, n_feeds: int, base: str) -> None:
+    def __init__(
+        self, corpus: Corpus, seed: int, index: int, n_feeds: int, bases: tuple[str, ...]
+    ) -> None:
         self.corpus = corpus
         self.seed = seed
         self.index = index
@@ -143,8 +160,9 @@ class Site:
         self.n_shared = max(1, n_feeds)  # ~3 copies per shared story on average
         self.name = f"The {rng.choice(LAST_NAMES)} {rng.choice(SITE_NOUNS)}"
         self.slug = f"s{index:04d}"
-        self.home = f"{base}/{self.slug}/"
-        self.base = base
+        self.bases = bases
+        self.base = bases[index % len(bases)]
+        self.home = f"{self.base}/{self.slug}/"
         r = rng.random()
         acc = 0.0
         self.kind = KINDS[-1][0]
@@ -177,7 +195,7 @@ class Site:
                 title, paragraphs, author = story_cache[story]
                 url = f"{self.home}a/{j:02d}-{_slug(title)}.html"
                 canonical = (
-                    f"{self.base}/wire/{story:05d}-{_slug(title)}.html"
+                    f"{self.bases[story % len(self.bases)]}/wire/{story:05d}-{_slug(title)}.html"
                     if rng.random() < 0.5
                     else url
                 )
@@ -406,13 +424,15 @@ def _init(corpora: str) -> None:
     _corpus = load_corpus(Path(corpora))
 
 
-def _write_sites(job: tuple[int, list[int], int, str, str]) -> list[tuple[int, FeedInfo, int, int]]:
-    seed, indices, n_feeds, base, root = job
+def _write_sites(
+    job: tuple[int, list[int], int, tuple[str, ...], str],
+) -> list[tuple[int, FeedInfo, int, int]]:
+    seed, indices, n_feeds, bases, root = job
     assert _corpus is not None
     cache: dict[int, tuple[str, tuple[str, ...], str]] = {}
     out = []
     for i in indices:
-        site = Site(_corpus, seed, i, n_feeds, base)
+        site = Site(_corpus, seed, i, n_feeds, bases)
         entries = site.entries(cache)
         folder = Path(root) / "site" / site.slug
         (folder / "a").mkdir(parents=True, exist_ok=True)
@@ -440,10 +460,15 @@ def _write_sites(job: tuple[int, list[int], int, str, str]) -> list[tuple[int, F
 class Farm:
     root: Path
     seed: int
-    host: str
+    host: str  # the first (or only) address
     port: int
     feeds: list[FeedInfo]
     stats: dict[str, float]
+    hosts: tuple[str, ...] = ()  # every address (site i on hosts[i % len(hosts)])
+
+    def __post_init__(self) -> None:
+        if not self.hosts:
+            self.hosts = (self.host,)
 
     @property
     def base(self) -> str:
@@ -455,7 +480,10 @@ class Farm:
 
     def urls(self, *, latency: bool = False, limit: int | None = None) -> list[str]:
         port = self.latency_port if latency else self.port
-        return [f"http://{self.host}:{port}{f.path}" for f in self.feeds[:limit]]
+        n = len(self.hosts)
+        return [
+            f"http://{self.hosts[i % n]}:{port}{f.path}" for i, f in enumerate(self.feeds[:limit])
+        ]
 
     @classmethod
     def load(cls, root: Path) -> Farm:
@@ -467,6 +495,7 @@ class Farm:
             port=meta["port"],
             feeds=[FeedInfo(**f) for f in meta["feeds"]],
             stats=meta["stats"],
+            hosts=tuple(meta.get("hosts") or (meta["host"],)),
         )
 
 
@@ -479,6 +508,7 @@ def generate(
     host: str = "127.0.0.1",
     port: int = 18080,
     jobs: int | None = None,
+    hosts: int = 1,
 ) -> Farm:
     """Write the farm into ``out`` (replacing a previous one) and return its description."""
     if len(str(port + 1)) != len(str(port)):
@@ -488,11 +518,12 @@ def generate(
     if (out / "site").exists():
         shutil.rmtree(out / "site")
     out.mkdir(parents=True, exist_ok=True)
-    base = f"http://{host}:{port}"
+    addresses = host_list(host, hosts)
+    bases = tuple(f"http://{h}:{port}" for h in addresses)
     jobs = jobs or os.cpu_count() or 1
     chunk = 25
     work = [
-        (seed, list(range(s, min(feeds, s + chunk))), feeds, base, str(out))
+        (seed, list(range(s, min(feeds, s + chunk))), feeds, bases, str(out))
         for s in range(0, feeds, chunk)
     ]
     results: list[tuple[int, FeedInfo, int, int]] = []
@@ -507,6 +538,7 @@ def generate(
         kinds[info.kind] = kinds.get(info.kind, 0) + 1
     stats: dict[str, float] = {
         "feeds": feeds,
+        "hosts": len(addresses),
         "entries": sum(i.entries for i in infos),
         "shared_entries": sum(i.shared for i in infos),
         "page_bytes": sum(r[2] for r in results),
@@ -514,10 +546,11 @@ def generate(
         "seconds": round(time.monotonic() - started, 1),
         **{f"kind_{k}": v for k, v in sorted(kinds.items())},
     }
-    farm = Farm(out, seed, host, port, infos, stats)
+    farm = Farm(out, seed, addresses[0], port, infos, stats, addresses)
     meta = {
         "seed": seed,
-        "host": host,
+        "host": addresses[0],
+        "hosts": list(addresses),
         "port": port,
         "stats": stats,
         "text": "sentences of the Zyte article-extraction benchmark ground truth (MIT), recombined",

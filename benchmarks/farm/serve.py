@@ -9,6 +9,11 @@
   length), so the article pages a feed links to are also delayed. Validators pass through
   untouched, so 304s work through it too.
 
+A farm generated with ``hosts=N`` is served on each of its addresses (127.0.1.1 …
+127.0.1.N): one nginx ``listen`` line per address, same port, same files; the proxy listens
+on each address at ``port + 1``, forwards to nginx on the same address and rewrites every
+address's ``ADDRESS:PORT`` to ``ADDRESS:PORT+1``.
+
 nginx runs with ``worker_processes`` 1 (2 with ``--nginx-workers 2``), no access log unless
 asked for (``access_log=True`` writes ``<uri> <status>`` lines, for counting requests).
 """
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -67,7 +73,7 @@ http {{
     uwsgi_temp_path {work}/tmp/uwsgi;
     scgi_temp_path {work}/tmp/scgi;
     server {{
-        listen {host}:{port} backlog=4096;
+{listen}
         server_name farm;
         root {root};
         location / {{ try_files $uri =404; }}
@@ -137,11 +143,12 @@ def serve(
     """Start nginx (and the latency proxy unless ``latency`` is None) for the farm."""
     farm = Farm.load(farm_dir)
     host, port = farm.host, farm.port
-    for p in (port, port + 1) if latency is not None else (port,):
-        if not port_free(host, p):
-            raise SystemExit(
-                f"{host}:{p} is busy (another farm?); regenerate with --port to use others"
-            )
+    for h in farm.hosts:
+        for p in (port, port + 1) if latency is not None else (port,):
+            if not port_free(h, p):
+                raise SystemExit(
+                    f"{h}:{p} is busy (another farm?); regenerate with --port to use others"
+                )
     work = Path(tempfile.mkdtemp(prefix="farm-nginx-", dir=workdir))
     (work / "tmp").mkdir()
     log_path = work / "access.log" if access_log else None
@@ -157,8 +164,7 @@ def serve(
             workers=nginx_workers,
             work=work,
             access_log=log_line,
-            host=host,
-            port=port,
+            listen="\n".join(f"        listen {h}:{port} backlog=4096;" for h in farm.hosts),
             root=(farm_dir / "site").resolve(),
         )
     )
@@ -170,7 +176,8 @@ def serve(
             stderr=subprocess.DEVNULL,
         )
         procs.append(nginx)
-        wait_port(host, port)
+        for h in farm.hosts:
+            wait_port(h, port)
         latency_base = None
         if latency is not None:
             env = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -181,7 +188,7 @@ def serve(
                     "benchmarks.farm",
                     "proxy",
                     "--host",
-                    host,
+                    ",".join(farm.hosts),
                     "--port",
                     str(port + 1),
                     "--upstream-port",
@@ -193,7 +200,8 @@ def serve(
                 cwd=str(ROOT),
             )
             procs.append(proxy)
-            wait_port(host, port + 1)
+            for h in farm.hosts:
+                wait_port(h, port + 1)
             latency_base = f"http://{host}:{port + 1}"
         yield Served(farm, f"http://{host}:{port}", latency_base, log_path)
     finally:
@@ -235,7 +243,7 @@ async def _handle(
     host: str,
     upstream_port: int,
     latency: float,
-    old: bytes,
+    rewrite: re.Pattern[bytes],
     new: bytes,
 ) -> None:
     up_reader: asyncio.StreamReader | None = None
@@ -261,7 +269,7 @@ async def _handle(
             no_body = method == b"HEAD" or status in (204, 304) or status < 200
             size = 0 if no_body else int(_header(rhead, b"content-length") or 0)
             payload = await up_reader.readexactly(size) if size else b""
-            writer.write(rhead + payload.replace(old, new))
+            writer.write(rhead + rewrite.sub(new, payload))
             await writer.drain()
             if (_header(head, b"connection") or b"").lower() == b"close":
                 return
@@ -274,18 +282,26 @@ async def _handle(
 
 
 async def run_proxy(host: str, port: int, upstream_port: int, latency: float) -> None:
-    old = f"{host}:{upstream_port}".encode()
-    new = f"{host}:{port}".encode()
-    server = await asyncio.start_server(
-        lambda r, w: _handle(r, w, host, upstream_port, latency, old, new),
-        host,
-        port,
-        backlog=4096,
-        limit=1 << 20,
-    )
+    """Listen on ``port`` of each address in ``host`` (comma-separated), forward to
+    ``upstream_port`` on the same address."""
+    hosts = host.split(",")
+    names = b"|".join(re.escape(h.encode()) for h in hosts)
+    rewrite = re.compile(rb"(" + names + rb"):" + str(upstream_port).encode() + rb"(?!\d)")
+    new = rb"\1:" + str(port).encode()
+    servers = [
+        await asyncio.start_server(
+            lambda r, w, h=h: _handle(r, w, h, upstream_port, latency, rewrite, new),
+            h,
+            port,
+            backlog=4096,
+            limit=1 << 20,
+        )
+        for h in hosts
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
+    await stop.wait()
+    for server in servers:
+        server.close()

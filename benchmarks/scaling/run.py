@@ -79,6 +79,9 @@ class Case:
     lease_share_without_lock_wait: float = 0.0
     claim_ms_mean: float = 0.0
     save_poll_s_per_daemon: float = 0.0
+    advisory_lock_s_per_daemon: float = 0.0  # PostgreSQL: inside the saves, waiting for locks
+    save_lock_share: float = 0.0  # advisory_lock seconds / save seconds
+    pinned: list[str] = field(default_factory=list)  # taskset CPU list of each daemon
     claimed_per_daemon: list[int] = field(default_factory=list)
     warm_cycle_s: float = 0.0
     warm_feeds_per_s: float = 0.0
@@ -248,12 +251,18 @@ def run_case(
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
         env["PYTHONPATH"] = str(ROOT)
         launched = time.time()
+        cpus = os.cpu_count() or 1
         for i in range(daemons):
             env_i = dict(env, SCALING_STATS=str(work / f"stats-{i}.json"))
             (work / f"stats-{i}.json").unlink(missing_ok=True)
+            pin: list[str] = []
+            if args.pin:  # daemon i (and its pool) on core i mod cores
+                case.pinned.append(str(i % cpus))
+                pin = ["taskset", "-c", str(i % cpus)]
             procs.append(
                 subprocess.Popen(
                     [
+                        *pin,
                         sys.executable,
                         str(WORKER),
                         "run",
@@ -365,7 +374,7 @@ def _lease_figures(
     cold: tuple[float, float],
     warm: tuple[float, float] | None,
 ) -> None:
-    lease_s = lock_wait = save_s = 0.0
+    lease_s = lock_wait = save_s = advisory_s = 0.0
     claim_s = warm_claim_s = 0.0
     for i in range(daemons):
         path = work / f"stats-{i}.json"
@@ -389,6 +398,7 @@ def _lease_figures(
                 warm_claim_s += seconds
         case.renewals += int(stats["renew_leases"]["calls"])
         save_s += stats["save_poll"]["seconds"] + stats["record_poll"]["seconds"]
+        advisory_s += stats.get("advisory_lock", {}).get("seconds", 0.0)
         case.saves += int(stats["save_poll"]["calls"])
         case.claimed_per_daemon.append(int(stats["claim_feeds"]["rows"]))
     lease_s += claim_s
@@ -401,6 +411,8 @@ def _lease_figures(
         case.warm_claim_ms_mean = round(1000 * warm_claim_s / max(1, case.warm_claims), 2)
         case.warm_lease_share = round(warm_claim_s / daemons / case.warm_cycle_s, 4)
     case.save_poll_s_per_daemon = round(save_s / daemons, 1)
+    case.advisory_lock_s_per_daemon = round(advisory_s / daemons, 2)
+    case.save_lock_share = round(advisory_s / save_s, 4) if save_s else 0.0
 
 
 # ---- main ------------------------------------------------------------------------------------
@@ -425,6 +437,8 @@ def table(cases: list[Case]) -> str:
             f"{100 * c.warm_lease_share:11.2f}% "
             + "/".join(str(n) for n in c.claimed_per_daemon)
             + (f" deadlocks {c.deadlocks}" if c.deadlocks else "")
+            + (f" save lock wait {100 * c.save_lock_share:.1f}%" if c.save_lock_share else "")
+            + (" pinned " + ",".join(c.pinned) if c.pinned else "")
             + (" TIMED OUT" if c.timed_out else "")
         )
     return "\n".join(lines)
@@ -437,6 +451,17 @@ def main() -> None:
     parser.add_argument("--farm", type=Path, default=ROOT / "benchmarks" / "work" / "farm")
     parser.add_argument("--corpora", type=Path, default=ROOT.parent / "shared" / "corpora")
     parser.add_argument("--feeds", type=int, default=2000, help="feeds for the feeds-only cycle")
+    parser.add_argument(
+        "--hosts",
+        type=int,
+        default=1,
+        help="generate the farm over N loopback addresses (127.0.1.1 …); issue 18 asks for 50",
+    )
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="pin daemon i to core i mod cores (taskset -c): issue 18's one vs two daemons",
+    )
     parser.add_argument("--full-feeds", type=int, default=100, help="feeds for the full pipeline")
     parser.add_argument("--workers", default="1,2,4", help="numbers of daemons")
     parser.add_argument("--backends", default="sqlite,postgres")
@@ -461,9 +486,13 @@ def main() -> None:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up daemons and nginx
     farm_json = args.farm / "farm.json"
-    if not farm_json.exists() or Farm.load(args.farm).stats["feeds"] < args.feeds:
-        print(f"generating a farm of {args.feeds} feeds in {args.farm} ...", flush=True)
-        generate(args.farm, feeds=args.feeds, corpora=args.corpora)
+    if (
+        not farm_json.exists()
+        or Farm.load(args.farm).stats["feeds"] < args.feeds
+        or len(Farm.load(args.farm).hosts) != args.hosts
+    ):
+        print(f"generating a farm of {args.feeds} feeds on {args.hosts} host(s) ...", flush=True)
+        generate(args.farm, feeds=args.feeds, corpora=args.corpora, hosts=args.hosts)
     started = time.time()
     cases: list[Case] = []
     with serve(args.farm, latency=None, access_log=True, workdir=None) as served:
@@ -486,6 +515,8 @@ def main() -> None:
             "tick_s": args.tick,
             "pool_workers_per_daemon": 1,
             "lease_seconds": args.lease_seconds,
+            "pinned": args.pin,
+            "load_at_end": os.getloadavg()[0],
         },
         "farm": Farm.load(args.farm).stats,
         "seconds": round(time.time() - started),
