@@ -14,12 +14,13 @@ SQLite file gives its free pages back (``Store.reclaim_space``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from .. import dedup, retention
-from ..records import PruneCounts, Retention
+from ..records import FeedSpec, PruneCounts, Retention
 from ..store import retention as retention_sql
 from ..store.batches import chunks
 from ..store.store import Store
@@ -114,14 +115,31 @@ def _prune_feed(
                 on_batch(step)
             step.skipped_feeds = min(step.skipped_feeds, 1 - counts.skipped_feeds)
             counts.add(step)
-    # tombstones of entries that have left their feed's document
-    with store.read() if dry_run else store.locked_tx() as conn:
+    # tombstones of entries that have left their feed's document: read first, so a feed
+    # without any costs no write transaction
+    with store.read() as conn:
         current = retention_sql.current_keys(conn, feed_id)
         stale = retention.stale_tombstones(retention_sql.tombstones(conn, feed_id), current, now)
-        if stale and not dry_run:
+    if stale and not dry_run:
+        with store.locked_tx() as conn:
+            current = retention_sql.current_keys(conn, feed_id)
+            stale = retention.stale_tombstones(
+                retention_sql.tombstones(conn, feed_id), current, now
+            )
             retention_sql.forget_tombstones(conn, feed_id, stale)
-    if stale:
-        counts.tombstones_pruned = len(stale)
-        if on_batch is not None and not dry_run:
+        if on_batch is not None:
             on_batch(PruneCounts(tombstones_pruned=len(stale)))
+    counts.tombstones_pruned = len(stale)
     return counts
+
+
+def prune_config(
+    store: Store,
+    feeds: Sequence[FeedSpec],
+    default: Retention | None,
+    now: datetime,
+    **options: Any,
+) -> PruneReport:
+    """``prune`` with the rules of the configured ``feeds`` (by their configured URL)
+    and ``default`` (``settings.retention``) for the feeds no longer configured."""
+    return prune(store, {spec.url: spec.retention for spec in feeds}, default, now, **options)
