@@ -19,6 +19,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,10 +44,12 @@ from sqlalchemy.sql.elements import ColumnElement
 from ..records import ItemAge
 from .batches import chunks
 from .database import Database, db_errors
+from .engine import BUSY_TIMEOUT_MS
 from .storyrows import refresh_story
 from .tables import dedup_bands, feed_documents, feeds, item_tombstones, items, stories
 
 HEAVY = ("content", "text", "shingles")  # the columns drop_text_after clears
+log = logging.getLogger("aggregator.store")
 VACUUM_STEP = 2048  # pages (8 MiB at 4 KiB) given back per incremental_vacuum statement
 
 
@@ -348,29 +352,23 @@ def counts(conn: Connection) -> dict[str, int]:
 class RetentionMixin(Database):
     def reclaim_space(self, *, max_seconds: float = 30.0) -> int:
         """SQLite: give the file's free pages back to the file system; bytes given back.
+        PostgreSQL: nothing (autovacuum makes the space reusable). Steps of
+        ``VACUUM_STEP`` pages, each in its own write turn, for at most ``max_seconds``.
         A file made without ``auto_vacuum=INCREMENTAL`` (before migration 0015) is
-        converted first, once, by a ``VACUUM``: it rewrites the whole file, inside the
-        write turn, and needs free disk as large as the file. PostgreSQL: nothing
-        (autovacuum reuses the space). Steps of ``VACUUM_STEP`` pages, each its own
-        turn, for at most ``max_seconds``."""
+        converted first (``convert_auto_vacuum``); while it cannot be, nothing is given
+        back (the free pages are reused by later writes)."""
         if self.dialect != "sqlite" or self.read_only or self.file_path is None:
             return 0
-        with db_errors(), self.write_lock, self.write_engine.connect() as conn:
-            dbapi = conn.connection.dbapi_connection
-            assert dbapi is not None
-            page = int(dbapi.execute("PRAGMA page_size").fetchone()[0])
-            before = int(dbapi.execute("PRAGMA page_count").fetchone()[0])
-            if int(dbapi.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2:
-                dbapi.execute("PRAGMA auto_vacuum=INCREMENTAL")
-                dbapi.execute("VACUUM")
-                after = int(dbapi.execute("PRAGMA page_count").fetchone()[0])
-                return max(0, before - after) * page
+        if self.auto_vacuum() != "incremental":
+            return self.convert_auto_vacuum()
         freed = 0
+        page = 0
         deadline = time.monotonic() + max_seconds
         while time.monotonic() < deadline:
             with db_errors(), self.write_lock, self.write_engine.connect() as conn:
                 dbapi = conn.connection.dbapi_connection
                 assert dbapi is not None
+                page = int(dbapi.execute("PRAGMA page_size").fetchone()[0])
                 free = int(dbapi.execute("PRAGMA freelist_count").fetchone()[0])
                 if free == 0:
                     break
@@ -379,6 +377,46 @@ class RetentionMixin(Database):
                 freed += step
         self.keep_wal_small()
         return freed * page
+
+    def convert_auto_vacuum(self) -> int:
+        """SQLite: switch a file made before migration 0015 to ``auto_vacuum=INCREMENTAL``,
+        once. That takes a ``VACUUM`` outside WAL mode, so this process must be the only
+        one with the file open (stop the daemon, run ``aggregator prune``); it rewrites
+        the whole file in the write turn and needs free disk as large as the file.
+        Returns the bytes given back; 0 (and the file unchanged) when another connection
+        has the file open."""
+        self.engine.dispose()  # this process's readers let go of the file
+        with db_errors(), self.write_lock, self.write_engine.connect() as conn:
+            dbapi = conn.connection.dbapi_connection
+            assert dbapi is not None
+            page = int(dbapi.execute("PRAGMA page_size").fetchone()[0])
+            before = int(dbapi.execute("PRAGMA page_count").fetchone()[0])
+            dbapi.execute("PRAGMA busy_timeout=1000")
+            try:
+                mode = str(dbapi.execute("PRAGMA journal_mode=DELETE").fetchone()[0])
+            except sqlite3.OperationalError:
+                mode = "wal"
+            try:
+                if mode.lower() != "delete":
+                    log.warning(
+                        "the database file cannot give freed space back yet: it was made "
+                        "before auto_vacuum=INCREMENTAL and converting it needs the file "
+                        "to itself; stop the daemon and run `aggregator prune` once",
+                        extra={"event": "auto_vacuum_not_converted"},
+                    )
+                    return 0
+                dbapi.execute("PRAGMA auto_vacuum=INCREMENTAL")
+                dbapi.execute("VACUUM")
+                after = int(dbapi.execute("PRAGMA page_count").fetchone()[0])
+            finally:
+                dbapi.execute("PRAGMA journal_mode=WAL")
+                dbapi.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        log.info(
+            "database file converted to auto_vacuum=INCREMENTAL (%d bytes given back)",
+            max(0, before - after) * page,
+            extra={"event": "auto_vacuum_converted"},
+        )
+        return max(0, before - after) * page
 
     def auto_vacuum(self) -> str | None:
         """SQLite's auto_vacuum mode of the file (none, full, incremental); None: not SQLite."""
