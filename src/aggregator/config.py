@@ -249,6 +249,8 @@ class Settings(BaseModel):
             raise ValueError("min_interval is larger than max_interval")
         if self.webhook_timeout <= 0 or self.webhook_retry_base <= 0:
             raise ValueError("webhook_timeout and webhook_retry_base must be more than 0s")
+        if self.retention_interval < 60:
+            raise ValueError("retention_interval must be at least 1m")
         return self
 
     def effective_user_agent(self) -> str:
