@@ -35,12 +35,6 @@ class Cutoffs:
     drop_text_before: datetime | None  # and before this, for their text to be dropped
     keep_newest: int | None  # the feed's newest N are kept by count
 
-    @property
-    def older_than(self) -> datetime | None:
-        """The items a store reads by age (the later of the two cutoffs)."""
-        times = [t for t in (self.delete_before, self.drop_text_before) if t is not None]
-        return max(times) if times else None
-
 
 def cutoffs(rule: Retention, now: datetime) -> Cutoffs:
     return Cutoffs(

@@ -89,7 +89,13 @@ def _prune_feed(
     if rule is not None:
         cut = retention.cutoffs(rule, now)
         with store.read() as conn:
-            found = retention_sql.candidates(conn, feed_id, cut.older_than, cut.keep_newest)
+            found = retention_sql.candidates(
+                conn,
+                feed_id,
+                delete_before=cut.delete_before,
+                drop_text_before=cut.drop_text_before,
+                keep_newest=cut.keep_newest,
+            )
         for chunk in chunks(found, batch):
             step = PruneCounts()
             with store.read() if dry_run else store.locked_tx() as conn:

@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     LargeBinary,
+    and_,
     cast,
     delete,
     exists,
@@ -174,10 +175,16 @@ def _heavy() -> ColumnElement[bool]:
 
 
 def candidates(
-    conn: Connection, feed_id: int, older_than: datetime | None, keep_newest: int | None
+    conn: Connection,
+    feed_id: int,
+    *,
+    delete_before: datetime | None,
+    drop_text_before: datetime | None,
+    keep_newest: int | None,
 ) -> list[ItemAge]:
-    """The feed's items first seen before ``older_than``, and those past its newest
-    ``keep_newest`` (newest first by first_seen_at, then id): those a rule may remove."""
+    """The feed's items a rule may remove, oldest first: first seen before
+    ``delete_before``; first seen before ``drop_text_before`` with their text still
+    stored; past the feed's newest ``keep_newest`` (by first seen, then id)."""
     columns = (
         items.c.id,
         items.c.entry_key,
@@ -198,10 +205,13 @@ def candidates(
             found[row.id] = ItemAge(
                 row.id, row.entry_key, row.first_seen_at, bool(row.heavy), beyond_newest=True
             )
-    if older_than is not None:
-        query = select(*columns).where(
-            items.c.feed_id == feed_id, items.c.first_seen_at < older_than
-        )
+    by_age: list[ColumnElement[bool]] = []
+    if delete_before is not None:
+        by_age.append(items.c.first_seen_at < delete_before)
+    if drop_text_before is not None:
+        by_age.append(and_(items.c.first_seen_at < drop_text_before, _heavy()))
+    if by_age:
+        query = select(*columns).where(items.c.feed_id == feed_id, or_(*by_age))
         for row in conn.execute(query):
             if row.id not in found:
                 found[row.id] = ItemAge(row.id, row.entry_key, row.first_seen_at, bool(row.heavy))
