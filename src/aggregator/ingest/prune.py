@@ -102,7 +102,7 @@ def _prune_feed(
                 current = retention_sql.current_keys(conn, feed_id)
                 due = retention.due(cut, chunk, current)
                 if current is None and rule.deletes:
-                    step.skipped_feeds = 1
+                    counts.skipped_feeds = 1  # its next poll records its document
                 step.kept_in_feed = due.kept_in_feed
                 if dry_run:
                     step.stories, step.bytes = retention_sql.dry_counts(conn, due.delete)
@@ -119,7 +119,6 @@ def _prune_feed(
                 step.tombstones = step.items
             if on_batch is not None and not dry_run:
                 on_batch(step)
-            step.skipped_feeds = min(step.skipped_feeds, 1 - counts.skipped_feeds)
             counts.add(step)
     # tombstones of entries that have left their feed's document: read first, so a feed
     # without any costs no write transaction
