@@ -163,6 +163,16 @@ def size_of(url: str, path: Path | None) -> tuple[int, int]:
         engine.dispose()
 
 
+def table_sizes(path: Path) -> dict[str, int]:
+    """SQLite: bytes per table and index (``dbstat``), largest first."""
+    with sqlite3.connect(path) as conn:
+        found = dict(
+            conn.execute("SELECT name, SUM(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC")
+        )
+    conn.close()
+    return found
+
+
 def vacuum(url: str) -> None:
     """PostgreSQL: a plain VACUUM after the time shift (autovacuum would get there)."""
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
@@ -195,6 +205,7 @@ def run(
     )
     config = load_config(cfg, url)
     sizes: dict[int, tuple[int, int]] = {}
+    tables: dict[int, dict[str, int]] = {}
     rows: dict[int, int] = {}
     started = time.monotonic()
     store = open_store(url)
@@ -211,8 +222,12 @@ def run(
                 store.upgrade()
                 summary = asyncio.run(run_once(config, store))
                 assert summary.failed == 0, summary
+                now = datetime.now(UTC)
+                # the daemon's upkeep jobs: the dedup index kept to its window (every
+                # 6 h), retention (every hour)
+                store.prune_dedup(now - timedelta(seconds=config.settings.dedup_window))
                 if not keep:
-                    prune_config(store, config.feeds, config.retention, datetime.now(UTC))
+                    prune_config(store, config.feeds, config.retention, now)
             finally:
                 store.close()
             if day in (7, days):
@@ -221,6 +236,8 @@ def run(
                 with engine.connect() as conn:
                     rows[day] = int(conn.execute(text("SELECT COUNT(*) FROM items")).scalar_one())
                 engine.dispose()
+                if path is not None:
+                    tables[day] = table_sizes(path)
                 size, live = sizes[day]
                 print(
                     f"  day {day}: {size / 1e6:.1f} MB ({live / 1e6:.1f} MB live), {rows[day]} items",
@@ -249,6 +266,10 @@ def run(
         f"live_mb_per_1000_feeds_day{days}": round(
             (sizes[days][1] - empty[1]) / feeds * 1000 / 1e6
         ),
+        "largest_tables_mb": {
+            day: {name: round(size / 1e6, 1) for name, size in list(t.items())[:8]}
+            for day, t in tables.items()
+        },
         "seconds": round(time.monotonic() - started, 1),
     }
 

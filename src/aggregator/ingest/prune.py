@@ -71,6 +71,7 @@ def prune(
             report.feeds.append(FeedPruned(feed.url, counts))
         report.total.add(counts)
     if reclaim and not dry_run and (report.total.items or report.total.texts):
+        store.compact_search_index()  # SQLite: the deleted rows leave the FTS5 segments
         report.reclaimed_bytes = store.reclaim_space()
     report.seconds = time.monotonic() - started
     return report

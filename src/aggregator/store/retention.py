@@ -52,6 +52,7 @@ from .tables import dedup_bands, feed_documents, feeds, item_tombstones, items, 
 HEAVY = ("content", "text", "shingles")  # the columns drop_text_after clears
 log = logging.getLogger("aggregator.store")
 VACUUM_STEP = 2048  # pages (8 MiB at 4 KiB) given back per incremental_vacuum statement
+FTS_MERGE_PAGES = 500  # full-text index pages merged per step
 
 
 # ---- the current documents (the save path) -------------------------------------------------
@@ -387,6 +388,29 @@ class RetentionMixin(Database):
                 freed += step
         self.keep_wal_small()
         return freed * page
+
+    def compact_search_index(self, *, max_seconds: float = 10.0) -> int:
+        """SQLite: merge the full-text index's segments after deletions (FTS5 keeps a
+        deleted row's entries, as delete markers, until its segments are merged), in
+        steps of ``FTS_MERGE_PAGES`` pages, each in its own write turn, for at most
+        ``max_seconds`` (FTS5 resumes an unfinished merge at the next call). Returns
+        the steps that did work."""
+        if self.dialect != "sqlite" or self.read_only:
+            return 0
+        steps = 0
+        deadline = time.monotonic() + max_seconds
+        while time.monotonic() < deadline:
+            with self.locked_tx() as conn:
+                before = conn.exec_driver_sql("SELECT total_changes()").scalar_one()
+                conn.exec_driver_sql(
+                    "INSERT INTO items_fts(items_fts, rank) VALUES ('merge', ?)",
+                    (-FTS_MERGE_PAGES,),
+                )
+                after = conn.exec_driver_sql("SELECT total_changes()").scalar_one()
+            if after - before < 2:  # nothing left to merge (FTS5's documented test)
+                break
+            steps += 1
+        return steps
 
     def convert_auto_vacuum(self) -> int:
         """SQLite: switch a file made before migration 0015 to ``auto_vacuum=INCREMENTAL``,
