@@ -261,7 +261,7 @@ def test_every_problem_is_listed_in_file_order(tmp_path: Path) -> None:
         "http(s) URL with a host",
         "  line 7: feed #2 (ftp://b.example/x), field 'colour': unknown key "
         "(known keys: url, name, tags, interval, full_text, enabled, type, selectors, "
-        "filters, http)",
+        "filters, http, retention)",
     ]
 
 

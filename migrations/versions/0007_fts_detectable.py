@@ -48,7 +48,7 @@ TRIGGER_SQL = (
 # The declaration datasette and sqlite-utils detect: content="items" (double quotes).
 DETECTABLE = (
     "CREATE VIRTUAL TABLE items_fts USING fts5("
-    'title, text, content="items", content_rowid=\'id\', '
+    "title, text, content=\"items\", content_rowid='id', "
     "tokenize='unicode61 remove_diacritics 2')"
 )
 # Migration 0002's declaration, for the downgrade.

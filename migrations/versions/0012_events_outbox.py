@@ -84,9 +84,7 @@ def upgrade() -> None:
         sa.Column("lease_expires_at", TS, nullable=True),
         sa.UniqueConstraint("event_id", "webhook_id", name="uq_event_deliveries_event_webhook"),
     )
-    op.create_index(
-        "ix_event_deliveries_due", "event_deliveries", ["state", "next_attempt_at"]
-    )
+    op.create_index("ix_event_deliveries_due", "event_deliveries", ["state", "next_attempt_at"])
     op.create_index("ix_event_deliveries_webhook_id", "event_deliveries", ["webhook_id"])
 
 

@@ -49,6 +49,7 @@ from .records import (
     FilterRules,
     HtmlSelectors,
     HttpOptions,
+    Retention,
     WebhookSpec,
 )
 from .secret import Secret
@@ -139,6 +140,40 @@ class WebSubSettings(BaseModel):
         return value
 
 
+class RetentionModel(BaseModel):
+    """``retention:`` in ``settings`` (every feed) or on a feed (its keys over the global
+    ones; a key set to null turns that rule off for the feed). See ``retention.py``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_age: Duration | None = None  # items first seen longer ago are deleted
+    max_items_per_feed: int | None = Field(None, ge=1)  # the newest N per feed are kept
+    drop_text_after: Duration | None = None  # content, text and shingles cleared
+
+    @field_validator("max_age", "drop_text_after")
+    @classmethod
+    def _positive(cls, value: float | None) -> float | None:
+        if value is not None and value < 60:
+            raise ValueError("must be at least 1m")
+        return value
+
+    def over(self, base: Retention | None) -> Retention | None:
+        """This block's keys over ``base`` (None, or a rule that keeps everything: None)."""
+        values: dict[str, float | int | None] = {
+            "max_age": base.max_age if base else None,
+            "max_items_per_feed": base.max_items_per_feed if base else None,
+            "drop_text_after": base.drop_text_after if base else None,
+        }
+        for name in self.model_fields_set:
+            values[name] = getattr(self, name)
+        items = values["max_items_per_feed"]
+        rule = Retention(
+            max_age=values["max_age"],
+            max_items_per_feed=None if items is None else int(items),
+            drop_text_after=values["drop_text_after"],
+        )
+        return rule if rule.active else None
+
+
 class Settings(BaseModel):
     """The ``settings:`` block; every key optional."""
 
@@ -188,6 +223,8 @@ class Settings(BaseModel):
     webhook_wait: Duration = 30.0  # `run --once` waits at most this long for deliveries
     webhook_concurrency: int = Field(4, ge=1, le=64)  # deliveries in flight per process
     events_retention: Duration = 7 * 86400.0  # the daemon deletes finished events older than this
+    retention: RetentionModel | None = None  # items deleted or slimmed by age and count
+    retention_interval: Duration = 3600.0  # how often the daemon applies retention
 
     @field_validator("allow_private_networks", mode="before")
     @classmethod
@@ -214,6 +251,8 @@ class Settings(BaseModel):
             raise ValueError("min_interval is larger than max_interval")
         if self.webhook_timeout <= 0 or self.webhook_retry_base <= 0:
             raise ValueError("webhook_timeout and webhook_retry_base must be more than 0s")
+        if self.retention_interval < 60:
+            raise ValueError("retention_interval must be at least 1m")
         return self
 
     def effective_user_agent(self) -> str:
@@ -277,6 +316,7 @@ class FeedModel(BaseModel):
     selectors: SelectorsModel | None = None
     filters: tuple[FilterRuleModel, ...] = ()
     http: FeedHttpModel | None = None
+    retention: RetentionModel | None = None  # over settings.retention
 
     @field_validator("url")
     @classmethod
@@ -511,6 +551,12 @@ class Config:
     def database_url(self) -> str:
         return self.settings.database_url
 
+    @property
+    def retention(self) -> Retention | None:
+        """``settings.retention``: the rule of feeds that are no longer configured."""
+        model = self.settings.retention
+        return None if model is None else model.over(None)
+
 
 def _feed_spec(
     model: FeedModel,
@@ -522,6 +568,9 @@ def _feed_spec(
     if model.selectors is not None:
         selectors = HtmlSelectors(**model.selectors.model_dump())
     rules = global_rules + filter_rules(model.filters, "filters")
+    retention = settings.retention.over(None) if settings.retention is not None else None
+    if model.retention is not None:
+        retention = model.retention.over(retention)
     return FeedSpec(
         url=model.url,
         name=model.name,
@@ -533,6 +582,7 @@ def _feed_spec(
         selectors=selectors,
         filters=FilterRules(rules, filters.fingerprint(rules)) if rules else None,
         http=http,
+        retention=retention,
     )
 
 

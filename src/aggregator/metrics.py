@@ -15,11 +15,12 @@ import threading
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 
-from .records import FetchResult, PollOutcome
+from .records import FetchResult, PollOutcome, PruneCounts
 
 # no "*_created" series: they double the output for no use here
 disable_created_metrics()  # type: ignore[no-untyped-call]
 DELIVERY_RESULTS = ("delivered", "failed", "dead")
+RETENTION_KINDS = ("items", "stories", "texts", "tombstones")
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -97,6 +98,21 @@ class Metrics:
         for result in DELIVERY_RESULTS:
             self.webhook_deliveries.labels(result=result)
 
+        self.retention_rows = Counter(
+            "aggregator_retention_rows_deleted",
+            "Rows retention removed: items and stories deleted, item texts dropped, "
+            "tombstones forgotten.",
+            ["kind"],
+            registry=r,
+        )
+        for kind in RETENTION_KINDS:
+            self.retention_rows.labels(kind)
+        self.retention_bytes = Counter(
+            "aggregator_retention_bytes_deleted",
+            "Bytes of item data retention deleted or cleared (text columns and shingles).",
+            registry=r,
+        )
+
     def observe_poll(self, outcome: PollOutcome) -> None:
         if not outcome.ok:
             label = "failed"
@@ -111,6 +127,18 @@ class Metrics:
         self.items_merged.inc(outcome.merged_items)
         self.entries_cut.inc(outcome.entries_cut)
         self.entries_blocked.inc(outcome.blocked_new)
+
+    def observe_prune(self, counts: PruneCounts) -> None:
+        """What one committed retention transaction removed."""
+        for kind, n in zip(
+            RETENTION_KINDS,
+            (counts.items, counts.stories, counts.texts, counts.tombstones_pruned),
+            strict=True,
+        ):
+            if n:
+                self.retention_rows.labels(kind).inc(n)
+        if counts.bytes:
+            self.retention_bytes.inc(counts.bytes)
 
     def observe_fetch(self, result: FetchResult, *, page: bool) -> None:
         kind = "page" if page else "feed"

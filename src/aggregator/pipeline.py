@@ -330,6 +330,8 @@ class Pipeline:
             seen = known.get(clean.entry.key)
             if seen is None:
                 new.append(clean)
+            elif seen.deleted:  # deleted by retention while still served: not stored again
+                continue
             elif pages.is_owed(seen.content_hash):
                 if spec.full_text and clean.entry.link:
                     differs = seen.content_hash != pages.owed_hash(clean.content_hash)
@@ -372,7 +374,12 @@ class Pipeline:
             blocked=screen.changes(),
             pushed=pushed,
         )
-        saved = await self.saver.save(PollToSave(state.id, update, tuple(new), tuple(changed)))
+        # the document's entry keys: retention never deletes what the feed still serves
+        # (a push may carry only the newest entries: the polled document stays the record)
+        document = None if pushed else tuple(c.entry.key for c in prepared.entries)
+        saved = await self.saver.save(
+            PollToSave(state.id, update, tuple(new), tuple(changed), document=document)
+        )
         return PollOutcome(
             state.url,
             status,

@@ -21,6 +21,24 @@ _ATTR_SUFFIX = re.compile(r"^(.*?)\s*@([A-Za-z_:][-\w:.]*)\s*$", re.S)
 
 
 @dataclass(frozen=True)
+class Retention:
+    """How long a feed's items are kept (``retention`` in feeds.yaml; see ``retention.py``).
+    Durations in seconds; None: that rule is off."""
+
+    max_age: float | None = None  # items first seen longer ago are deleted
+    max_items_per_feed: int | None = None  # the newest N items of the feed are kept
+    drop_text_after: float | None = None  # content, text and shingles cleared after this
+
+    @property
+    def deletes(self) -> bool:
+        return self.max_age is not None or self.max_items_per_feed is not None
+
+    @property
+    def active(self) -> bool:
+        return self.deletes or self.drop_text_after is not None
+
+
+@dataclass(frozen=True)
 class HtmlSelectors:
     """Explicit CSS selectors for a ``type: html`` source (all optional)."""
 
@@ -97,6 +115,7 @@ class FeedSpec:
     selectors: HtmlSelectors | None = None
     filters: FilterRules | None = None  # the global rules, then the feed's; None: none
     http: HttpOptions | None = None
+    retention: Retention | None = None  # settings.retention with the feed's own keys over it
 
     @property
     def label(self) -> str:
@@ -418,6 +437,10 @@ class PollToSave:
     update: FeedUpdate
     new: tuple[CleanEntry, ...] = ()
     changed: tuple[tuple[int, CleanEntry], ...] = ()
+    # the entry keys of the document this poll read (its feed's current document, which
+    # retention never deletes from: ``feed_documents``); None: the record stays as it was
+    # (a failure, a 304, a push)
+    document: tuple[str, ...] | None = None
 
     @property
     def feed_only(self) -> bool:
@@ -437,6 +460,48 @@ class SaveResult:
 class KnownEntry:
     item_id: int
     content_hash: str
+    # the item was deleted by retention while its entry was still served (a tombstone,
+    # ``item_tombstones``): known, never stored again, never updated
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class ItemAge:
+    """What retention needs to know of one stored item (``retention.due``)."""
+
+    item_id: int
+    entry_key: str
+    first_seen_at: datetime
+    heavy: bool  # content, text or shingles still stored
+    beyond_newest: bool = False  # past the feed's newest ``max_items_per_feed``
+
+
+@dataclass(frozen=True)
+class RetentionDue:
+    """What retention removes from one feed now: items deleted, texts cleared."""
+
+    delete: tuple[ItemAge, ...] = ()
+    drop_text: tuple[int, ...] = ()
+    kept_in_feed: int = 0  # items due by the rules but kept: still in the feed's document
+
+
+@dataclass
+class PruneCounts:
+    """What a retention pass removed (or, dry, would remove)."""
+
+    items: int = 0  # items deleted
+    texts: int = 0  # items whose content, text and shingles were cleared
+    stories: int = 0  # stories deleted with their last item
+    tombstones: int = 0  # tombstones written (one per deleted item)
+    tombstones_pruned: int = 0  # tombstones of entries that left their feed
+    kept_in_feed: int = 0  # due by the rules, kept: still in their feed's document
+    bytes: int = 0  # bytes of item data deleted or cleared (text columns and shingles)
+    feeds: int = 0  # feeds something was removed from
+    skipped_feeds: int = 0  # feeds whose current document is not recorded yet (no deletion)
+
+    def add(self, other: PruneCounts) -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 @dataclass(frozen=True)

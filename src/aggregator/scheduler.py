@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
     from apscheduler.triggers.cron import CronTrigger
 
+    from .ingest.prune import PruneReport
     from .metrics import Metrics
     from .server import EmbeddedServer
 
@@ -632,6 +633,14 @@ class Daemon:
             coalesce=True,
             next_run_time=utcnow() + timedelta(seconds=PRUNE_DELAY),
         )
+        scheduler.add_job(
+            self.apply_retention,
+            IntervalTrigger(seconds=self.config.settings.retention_interval),
+            id="retention",
+            max_instances=1,
+            coalesce=True,
+            next_run_time=utcnow() + timedelta(seconds=PRUNE_DELAY),
+        )
         self.schedule_exports(scheduler)
         from apscheduler.events import EVENT_JOB_MAX_INSTANCES
 
@@ -791,6 +800,54 @@ class Daemon:
             return None
         log.info("events pruned: %d", removed, extra={"event": "events_pruned", "rows": removed})
         return removed
+
+    async def apply_retention(self, now: datetime | None = None) -> PruneReport | None:
+        """Retention (``settings.retention`` and the feeds' own, see ``retention.py``):
+        items deleted, texts dropped, tombstones forgotten, in short transactions; the
+        space given back (SQLite). Logged, counted in ``/metrics``; a failure is
+        retried next time."""
+        from .ingest.prune import prune_config
+
+        config = self.config
+        try:
+            report = await asyncio.to_thread(
+                prune_config,
+                self.store,
+                config.feeds,
+                config.retention,
+                now or utcnow(),
+                on_batch=self.metrics.observe_prune,
+            )
+        except StoreError as exc:
+            log.warning(
+                "could not apply retention: %s",
+                exc,
+                extra={"event": "retention_error", "error": str(exc)},
+            )
+            return None
+        total = report.total
+        log.info(
+            "retention: %d items deleted (%d stories), %d texts dropped, %d tombstones "
+            "forgotten, %d bytes of item data; %d kept (still in their feed)",
+            total.items,
+            total.stories,
+            total.texts,
+            total.tombstones_pruned,
+            total.bytes,
+            total.kept_in_feed,
+            extra={
+                "event": "retention_pruned",
+                "items": total.items,
+                "stories": total.stories,
+                "texts": total.texts,
+                "tombstones": total.tombstones_pruned,
+                "bytes": total.bytes,
+                "kept_in_feed": total.kept_in_feed,
+                "reclaimed_bytes": report.reclaimed_bytes,
+                "duration_ms": round(1000 * report.seconds),
+            },
+        )
+        return report
 
     # ---- scheduled exports ---------------------------------------------------------
     def export_triggers(self) -> dict[str, tuple[ExportModel, CronTrigger]]:

@@ -11,7 +11,16 @@ import logging
 import sys
 
 from ..errors import AggregatorError
-from . import events, export, feeds, run, serve, sources, stories  # noqa: F401  (registers the commands)
+from . import (  # noqa: F401  (registers the commands)
+    events,
+    export,
+    feeds,
+    prune,
+    run,
+    serve,
+    sources,
+    stories,
+)
 from .common import app, err
 from .root import StdoutClosed, silence_stdout, stdout_closed
 

@@ -14,7 +14,8 @@ module only sequences them:
    no candidate: it is a new story for certain and is written in bulk. The others are
    decided one by one, after the bulk rows before them are written.
 4. Changed entries are updated in place (``changed_values``: what the feed may replace).
-5. The feed's row (``feedrows``).
+5. The feed's row (``feedrows``), and the entry keys of the document the poll read
+   (``retention.record_documents``: retention never deletes what is still in it).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import dedup
 from ..records import CleanEntry, PollToSave, SaveResult, StoryDecision
-from ..store import blocked, events, feedrows, items, storyrows
+from ..store import blocked, events, feedrows, items, retention, storyrows
 from ..store import index as dedup_index
 from .candidates import BatchIndex, Prefetch
 
@@ -45,6 +46,9 @@ def save_poll(conn: Connection, poll: PollToSave, window: float) -> SaveResult:
     # entry filters: the entries this poll blocked, remembered by key (store/blocked.py)
     blocked.save(conn, poll.feed_id, poll.update.blocked, poll.update.polled_at)
     feedrows.write_feeds(conn, [(poll.feed_id, poll.update)])
+    # retention: the entry keys of the feed's current document (store/retention.py)
+    if poll.document is not None:
+        retention.record_documents(conn, [(poll.feed_id, poll.document, poll.update.polled_at)])
     # OUTBOX HOOK (store/events.py): story.new / story.sources_reached / item.new events
     # of this poll's new items (after the feed row: its title is news too), in this same
     # transaction
@@ -53,8 +57,12 @@ def save_poll(conn: Connection, poll: PollToSave, window: float) -> SaveResult:
 
 
 def save_feed_rows(conn: Connection, polls: Sequence[PollToSave]) -> None:
-    """Polls without entries (failures, 304s): their feed rows, one statement per shape."""
+    """Polls without entries (failures, 304s, documents with nothing new): their feed
+    rows, one statement per shape, and the documents read (``retention``)."""
     feedrows.write_feeds(conn, [(p.feed_id, p.update) for p in polls])
+    retention.record_documents(
+        conn, [(p.feed_id, p.document, p.update.polled_at) for p in polls if p.document is not None]
+    )
 
 
 class _NewItems:

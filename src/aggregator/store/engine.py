@@ -231,6 +231,10 @@ def sqlite_connections(
         cursor = dbapi_conn.cursor()
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         if wal:
+            # a new file: freed pages can be given back (retention, store/retention.py);
+            # an existing file keeps its mode until a VACUUM (its first retention pass)
+            if cursor.execute("PRAGMA page_count").fetchone()[0] == 0:
+                cursor.execute("PRAGMA auto_vacuum=INCREMENTAL")
             _wal_mode(cursor)
             cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT}")
             cursor.execute(f"PRAGMA journal_size_limit={WAL_LIMIT}")

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
 from ..records import CleanEntry, KnownEntry, StoryDecision
-from . import blocked
+from . import blocked, retention
 from .batches import chunks
 from .database import Database
 from .tables import items, stories
@@ -38,8 +38,11 @@ class ItemsMixin(Database):
 
 
 def known_entries(conn: Connection, feed_id: int, keys: Sequence[str]) -> dict[str, KnownEntry]:
-    """The stored items of ``feed_id`` among the entry ``keys``."""
-    found: dict[str, KnownEntry] = {}
+    """The stored items of ``feed_id`` among the entry ``keys``, and the entries whose
+    items retention deleted while the feed still served them (``deleted``: tombstones)."""
+    found: dict[str, KnownEntry] = {
+        key: KnownEntry(0, "", deleted=True) for key in retention.tombstoned(conn, feed_id, keys)
+    }
     for chunk in chunks(keys):
         rows = conn.execute(
             select(items.c.entry_key, items.c.id, items.c.content_hash).where(
@@ -53,8 +56,9 @@ def known_entries(conn: Connection, feed_id: int, keys: Sequence[str]) -> dict[s
 
 def stored_keys(conn: Connection, feed_id: int, keys: Sequence[str]) -> set[str]:
     """Which of ``keys`` the feed has stored (inside the save's transaction: another
-    worker may have stored them since the pipeline asked)."""
-    found: set[str] = set()
+    worker may have stored them since the pipeline asked), or had stored until retention
+    deleted them (tombstones: never stored again while the feed serves them)."""
+    found: set[str] = retention.tombstoned(conn, feed_id, keys)
     for chunk in chunks(keys):
         found.update(
             r.entry_key

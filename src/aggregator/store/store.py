@@ -10,6 +10,7 @@
 | ``IndexMixin`` | ``index`` | the dedup index (bands, anchor counts), its pruning |
 | ``SearchMixin`` | ``search`` | full-text indexing in batches (SQLite), its lag |
 | ``ReportsMixin`` | ``reports`` | counts and story reports |
+| ``RetentionMixin`` | ``retention`` | retention's SQL, the space SQLite gives back |
 
 Rows never leave the store: it returns records. It holds no thread and no policy: saving
 a poll (dedup decisions, group commits, the writer process) is ``ingest``'s, which runs
@@ -31,11 +32,19 @@ from .leases import LeasesMixin
 from .migrate import MigrateMixin
 from .outbox import Outbox
 from .reports import ReportsMixin
+from .retention import RetentionMixin
 from .search import SearchMixin
 
 
 class Store(
-    FeedsMixin, LeasesMixin, ItemsMixin, IndexMixin, SearchMixin, ReportsMixin, MigrateMixin
+    FeedsMixin,
+    LeasesMixin,
+    ItemsMixin,
+    IndexMixin,
+    SearchMixin,
+    ReportsMixin,
+    RetentionMixin,
+    MigrateMixin,
 ):
     """A handle on one database; thread-safe (one engine, short transactions)."""
 

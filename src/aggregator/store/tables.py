@@ -149,6 +149,7 @@ items = Table(
     Index("ix_items_story_id", "story_id"),
     Index("ix_items_first_seen_at", "first_seen_at"),
     Index("ix_items_page_canonical_url", "page_canonical_url"),
+    Index("ix_items_feed_first_seen", "feed_id", "first_seen_at"),  # retention (0015)
 )
 
 # ---- story deduplication (0003) -------------------------------------------------------
@@ -203,6 +204,30 @@ blocked_entries = Table(
     Column("title", Text),
     Column("url", Text),
     Column("blocked_at", UTCDateTime, nullable=False),
+)
+
+
+# ---- retention (0015) ---------------------------------------------------------------------
+
+# the entry keys of each feed's current document (the last one a poll read): retention
+# never deletes an item whose entry is in it
+feed_documents = Table(
+    "feed_documents",
+    metadata,
+    Column("feed_id", BigId, ForeignKey("feeds.id", ondelete="CASCADE"), primary_key=True),
+    Column("entry_keys", Text, nullable=False),  # a JSON array of the keys, in document order
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# the entries whose items retention deleted while their feed still served them: known,
+# so they are not stored again as new; dropped once the entry has left the document
+item_tombstones = Table(
+    "item_tombstones",
+    metadata,
+    Column("feed_id", BigId, ForeignKey("feeds.id", ondelete="CASCADE"), primary_key=True),
+    Column("entry_key", Text, primary_key=True),
+    Column("deleted_at", UTCDateTime, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 
