@@ -120,7 +120,7 @@ def test_the_daemon_applies_retention_and_counts_it_in_metrics(
 
 def test_an_older_sqlite_file_is_converted_to_incremental_auto_vacuum(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
-    with sqlite3.connect(path) as conn:  # as files were made before migration 0015
+    with sqlite3.connect(path) as conn:  # as files were made before migration 0016
         conn.execute("CREATE TABLE filler (x BLOB)")
         conn.execute("INSERT INTO filler VALUES (zeroblob(2000000))")
         conn.execute("DROP TABLE filler")

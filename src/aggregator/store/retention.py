@@ -1,4 +1,4 @@
-"""Retention's SQL (migration 0015): current documents, tombstones, deletions, space.
+"""Retention's SQL (migration 0016): current documents, tombstones, deletions, space.
 
 - ``record_documents``: the save path records the entry keys of the document each poll
   read (``feed_documents``), in the poll's transaction; a row is rewritten only when the
@@ -365,7 +365,7 @@ class RetentionMixin(Database):
         """SQLite: give the file's free pages back to the file system; bytes given back.
         PostgreSQL: nothing (autovacuum makes the space reusable). Steps of
         ``VACUUM_STEP`` pages, each in its own write turn, for at most ``max_seconds``.
-        A file made without ``auto_vacuum=INCREMENTAL`` (before migration 0015) is
+        A file made without ``auto_vacuum=INCREMENTAL`` (before migration 0016) is
         converted first (``convert_auto_vacuum``); while it cannot be, nothing is given
         back (the free pages are reused by later writes)."""
         if self.dialect != "sqlite" or self.read_only or self.file_path is None:
@@ -413,7 +413,7 @@ class RetentionMixin(Database):
         return steps
 
     def convert_auto_vacuum(self) -> int:
-        """SQLite: switch a file made before migration 0015 to ``auto_vacuum=INCREMENTAL``,
+        """SQLite: switch a file made before migration 0016 to ``auto_vacuum=INCREMENTAL``,
         once. That takes a ``VACUUM`` outside WAL mode, so this process must be the only
         one with the file open (stop the daemon, run ``aggregator prune``); it rewrites
         the whole file in the write turn and needs free disk as large as the file.

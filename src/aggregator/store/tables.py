@@ -149,7 +149,7 @@ items = Table(
     Index("ix_items_story_id", "story_id"),
     Index("ix_items_first_seen_at", "first_seen_at"),
     Index("ix_items_page_canonical_url", "page_canonical_url"),
-    Index("ix_items_feed_first_seen", "feed_id", "first_seen_at"),  # retention (0015)
+    Index("ix_items_feed_first_seen", "feed_id", "first_seen_at"),  # retention (0016)
 )
 
 # ---- story deduplication (0003) -------------------------------------------------------
@@ -207,7 +207,7 @@ blocked_entries = Table(
 )
 
 
-# ---- retention (0015) ---------------------------------------------------------------------
+# ---- retention (0016) ---------------------------------------------------------------------
 
 # the entry keys of each feed's current document (the last one a poll read): retention
 # never deletes an item whose entry is in it

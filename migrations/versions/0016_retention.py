@@ -17,8 +17,8 @@ SQLite's ``auto_vacuum=INCREMENTAL`` is not set here: a file made before it need
 the whole file. New files get it when created (``store/engine.py``); an existing file is
 converted by its first retention pass (``store/retention.py``, see docs/operations.md).
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-12-06
 """
 
@@ -27,8 +27,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015"
-down_revision = "0014"
+revision = "0016"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
