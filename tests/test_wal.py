@@ -29,8 +29,8 @@ from builders import paragraph
 pytestmark = pytest.mark.slow
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-LIMIT = 2 * 1024 * 1024  # the store's WAL limit in this test (the default is 64 MiB)
-ROUNDS = 160  # of one poll per feed, 10 feeds, 4 new entries each
+LIMIT = 1024 * 1024  # the store's WAL limit in this test (the default is 64 MiB)
+ROUNDS = 90  # of one poll per feed, 10 feeds, 4 new entries each
 
 
 def entries(feed: int, round_: int, n: int) -> list[CleanEntry]:
@@ -125,6 +125,7 @@ def test_the_wal_stays_bounded_under_a_crowd_of_readers(tmp_path: Path) -> None:
         saver.close()
         store.close()
     assert answered[0] > 100  # the readers really read all along
-    assert db.stat().st_size > 6 * LIMIT, "too little written to tell"  # ~18 MiB
-    # a group or two may come on top of the limit before a checkpoint empties the log
-    assert largest <= 3 * LIMIT, f"the WAL reached {largest / 2**20:.1f} MiB"
+    assert db.stat().st_size > 8 * LIMIT, "too little written to tell"  # ~10 MiB
+    # a few groups may come on top of the limit before a checkpoint that readers held up
+    # is tried again (once the log has grown by another limit) and empties the log
+    assert largest <= 4 * LIMIT, f"the WAL reached {largest / 2**20:.1f} MiB"
