@@ -247,6 +247,20 @@ class Deleted:
     bytes: int
 
 
+def stories_of(conn: Connection, ids: Sequence[int]) -> set[int]:
+    """The stories of the items ``ids``."""
+    found: set[int] = set()
+    for chunk in chunks(ids):
+        found.update(
+            s
+            for s in conn.execute(
+                select(items.c.story_id).where(items.c.id.in_(list(chunk))).distinct()
+            ).scalars()
+            if s is not None
+        )
+    return found
+
+
 def delete_items(
     conn: Connection, feed_id: int, doomed: Sequence[ItemAge], now: datetime, full_share: float
 ) -> Deleted:
@@ -256,15 +270,7 @@ def delete_items(
         return Deleted(0, 0, 0)
     ids = [a.item_id for a in doomed]
     size = item_bytes(conn, ids, ITEM_DATA)
-    story_ids: set[int] = set()
-    for chunk in chunks(ids):
-        story_ids.update(
-            s
-            for s in conn.execute(
-                select(items.c.story_id).where(items.c.id.in_(list(chunk))).distinct()
-            ).scalars()
-            if s is not None
-        )
+    story_ids = stories_of(conn, ids)
     have = tombstoned(conn, feed_id, [a.entry_key for a in doomed])
     fresh = [a for a in doomed if a.entry_key not in have]
     if fresh:
@@ -323,15 +329,7 @@ def dry_counts(conn: Connection, doomed: Sequence[ItemAge]) -> tuple[int, int]:
     if not ids:
         return 0, 0
     size = item_bytes(conn, ids, ITEM_DATA)
-    story_ids: set[int] = set()
-    for chunk in chunks(ids):
-        story_ids.update(
-            s
-            for s in conn.execute(
-                select(items.c.story_id).where(items.c.id.in_(list(chunk))).distinct()
-            ).scalars()
-            if s is not None
-        )
+    story_ids = stories_of(conn, ids)
     doomed_ids = set(ids)
     emptied = 0
     for chunk in chunks(sorted(story_ids)):
