@@ -593,54 +593,31 @@ class Daemon:
 
         scheduler = AsyncIOScheduler(timezone=UTC, event_loop=loop)
         self.scheduler = scheduler
-        scheduler.add_job(
-            self.scheduled_tick,
-            IntervalTrigger(seconds=self.config.settings.tick),
-            id="tick",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=utcnow(),
-        )
-        if self.config.settings.reload_interval > 0:
+        settings = self.config.settings
+        later = utcnow() + timedelta(seconds=PRUNE_DELAY)
+
+        def every(
+            job: Callable[[], Any], seconds: float, name: str, first: datetime | None
+        ) -> None:
+            # one instance at a time, missed runs coalesced; first run at ``first``, or one
+            # interval from now (APScheduler reads next_run_time=None as "paused")
+            start = {} if first is None else {"next_run_time": first}
             scheduler.add_job(
-                self.reload,
-                IntervalTrigger(seconds=self.config.settings.reload_interval),
-                id="reload",
+                job,
+                IntervalTrigger(seconds=seconds),
+                id=name,
                 max_instances=1,
                 coalesce=True,
+                **start,
             )
-        scheduler.add_job(
-            self.prune_dedup,
-            IntervalTrigger(seconds=PRUNE_INTERVAL),
-            id="prune_dedup",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=utcnow() + timedelta(seconds=PRUNE_DELAY),
-        )
-        scheduler.add_job(
-            self.websub_job,
-            IntervalTrigger(seconds=self.config.settings.tick),
-            id="websub",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=utcnow(),
-        )
-        scheduler.add_job(
-            self.prune_events,
-            IntervalTrigger(seconds=PRUNE_INTERVAL),
-            id="prune_events",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=utcnow() + timedelta(seconds=PRUNE_DELAY),
-        )
-        scheduler.add_job(
-            self.apply_retention,
-            IntervalTrigger(seconds=self.config.settings.retention_interval),
-            id="retention",
-            max_instances=1,
-            coalesce=True,
-            next_run_time=utcnow() + timedelta(seconds=PRUNE_DELAY),
-        )
+
+        every(self.scheduled_tick, settings.tick, "tick", utcnow())
+        if settings.reload_interval > 0:
+            every(self.reload, settings.reload_interval, "reload", None)
+        every(self.prune_dedup, PRUNE_INTERVAL, "prune_dedup", later)
+        every(self.websub_job, settings.tick, "websub", utcnow())
+        every(self.prune_events, PRUNE_INTERVAL, "prune_events", later)
+        every(self.apply_retention, settings.retention_interval, "retention", later)
         self.schedule_exports(scheduler)
         from apscheduler.events import EVENT_JOB_MAX_INSTANCES
 
