@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 from html import escape
+
+from aggregator.records import CleanEntry, ParsedEntry
 
 WORDS = [
     "council",
@@ -94,3 +97,26 @@ def rss(
 <description>test</description>{extra_channel}
 {"".join(parts)}
 </channel></rss>"""
+
+
+def clean_entries(feed: int, round_: int, n: int, words: int) -> list[CleanEntry]:
+    """``n`` new entries of feed ``feed`` in poll ``round_``, each with its own text of
+    ``words`` words, as the pipeline hands them to a saver (for store-level tests)."""
+    out = []
+    for j in range(n):
+        key = f"{feed}-{round_}-{j}"
+        body = paragraph(key, words)
+        entry = ParsedEntry(
+            key=f"guid:{key}", guid=key, link=f"https://f{feed}.example/{round_}/{j}", title=key
+        )
+        out.append(
+            CleanEntry(
+                entry=entry,
+                canonical_url=entry.link,
+                summary=None,
+                content=None,
+                text=body,
+                content_hash=hashlib.sha1(body.encode()).hexdigest(),
+            )
+        )
+    return out

@@ -6,7 +6,6 @@ that fills up under a running daemon (where this machine lets the test mount one
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,9 +28,9 @@ from sqlalchemy import create_engine, event, text
 from aggregator.errors import StoreError
 from aggregator.ingest.batching import BatchingSaver
 from aggregator.ingest.direct import save_now
-from aggregator.records import CleanEntry, FeedSpec, FeedUpdate, ParsedEntry, PollToSave
+from aggregator.records import CleanEntry, FeedSpec, FeedUpdate, PollToSave
 from aggregator.store import open_store
-from builders import paragraph, rss
+from builders import clean_entries, paragraph, rss
 from httpserver import FixtureServer
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
@@ -39,24 +38,7 @@ FEEDS = 40
 
 
 def entries(feed: int, round_: int, n: int = 5) -> list[CleanEntry]:
-    out = []
-    for j in range(n):
-        key = f"{feed}-{round_}-{j}"
-        body = paragraph(key, 400)
-        entry = ParsedEntry(
-            key=f"guid:{key}", guid=key, link=f"https://f{feed}.example/{round_}/{j}", title=key
-        )
-        out.append(
-            CleanEntry(
-                entry=entry,
-                canonical_url=entry.link,
-                summary=None,
-                content=None,
-                text=body,
-                content_hash=hashlib.sha1(body.encode()).hexdigest(),
-            )
-        )
-    return out
+    return clean_entries(feed, round_, n, 400)
 
 
 def rows(path: Path, sql: str) -> list[tuple[Any, ...]]:

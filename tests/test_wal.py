@@ -6,7 +6,6 @@ never start the log again."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import subprocess
@@ -22,9 +21,9 @@ from pathlib import Path
 import pytest
 
 from aggregator.ingest.batching import BatchingSaver
-from aggregator.records import CleanEntry, FeedSpec, FeedUpdate, ParsedEntry, PollToSave
+from aggregator.records import CleanEntry, FeedSpec, FeedUpdate, PollToSave
 from aggregator.store import open_store
-from builders import paragraph
+from builders import clean_entries
 
 pytestmark = pytest.mark.slow
 
@@ -34,24 +33,7 @@ ROUNDS = 90  # of one poll per feed, 10 feeds, 4 new entries each
 
 
 def entries(feed: int, round_: int, n: int) -> list[CleanEntry]:
-    out = []
-    for j in range(n):
-        key = f"{feed}-{round_}-{j}"
-        body = paragraph(key, 300)
-        entry = ParsedEntry(
-            key=f"guid:{key}", guid=key, link=f"https://f{feed}.example/{round_}/{j}", title=key
-        )
-        out.append(
-            CleanEntry(
-                entry=entry,
-                canonical_url=entry.link,
-                summary=None,
-                content=None,
-                text=body,
-                content_hash=hashlib.sha1(body.encode()).hexdigest(),
-            )
-        )
-    return out
+    return clean_entries(feed, round_, n, 300)
 
 
 def free_port() -> int:
