@@ -21,10 +21,12 @@ boundary), so its growth with the store's size reads as ``growth_last_vs_first_t
 from __future__ import annotations
 
 import argparse
+import collections
 import itertools
 import json
 import os
 import pickle
+import resource
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -78,9 +80,12 @@ def prepare(farm_dir: Path, feeds: int, out: Path) -> None:
     print(f"{len(polls)} polls, {entries} entries in {time.monotonic() - started:.1f} s -> {out}")
 
 
-def run(source: Path, db: str, in_flight: int, limit: int | None = None) -> dict[str, Any]:
+def run(
+    source: Path, db: str, in_flight: int, limit: int | None = None, plan: int = 0
+) -> dict[str, Any]:
     from aggregator.ingest.batching import BatchingSaver
     from aggregator.ingest.direct import DirectSaver
+    from aggregator.ingest.plan import plan_job
     from aggregator.records import PollToSave
     from aggregator.store import open_store
 
@@ -94,9 +99,19 @@ def run(source: Path, db: str, in_flight: int, limit: int | None = None) -> dict
     ids = {s.url: s.id for s in store.feed_states(now + timedelta(days=1))}
     batching = BatchingSaver(store) if store.one_writer else None
     direct = DirectSaver(store)
+    # --plan N: story decisions planned in N worker processes against read snapshots,
+    # as ``aggregator run`` does on SQLite; a poll goes to the writer once planned, in
+    # order, with ``in_flight`` polls planned ahead of the writer
+    planner = ProcessPoolExecutor(plan) if plan and batching is not None else None
+    planned: collections.deque[tuple[Any, Future[Any]]] = collections.deque()
     started = time.monotonic()
     cpu0 = time.process_time()
     pending: list[Future[Any]] = []
+
+    def to_writer(poll: Any, ahead: Future[Any] | None) -> None:
+        assert batching is not None
+        pending.append(batching.submit(poll, ahead.result() if ahead is not None else None))
+
     new_items = 0
     tenth = max(1, len(polls) // 10)
     marks: list[tuple[int, float]] = [(0, 0.0)]  # (items, writer CPU s) at each tenth
@@ -106,10 +121,17 @@ def run(source: Path, db: str, in_flight: int, limit: int | None = None) -> dict
         if batching is None:  # PostgreSQL: one transaction per poll
             new_items += direct.save_now(poll).new_items
             continue
-        pending.append(batching.submit(poll))
+        if planner is None:
+            to_writer(poll, None)
+        else:
+            planned.append((poll, planner.submit(plan_job, url, poll, batching.window)))
+            if len(planned) >= in_flight:
+                to_writer(*planned.popleft())
         if len(pending) >= in_flight:
             new_items += pending.pop(0).result().new_items
         if number % tenth == 0 or number == len(polls):
+            while planned:
+                to_writer(*planned.popleft())
             for fut in pending:
                 new_items += fut.result().new_items
             pending.clear()
@@ -120,6 +142,12 @@ def run(source: Path, db: str, in_flight: int, limit: int | None = None) -> dict
     for fut in pending:
         new_items += fut.result().new_items
     wall = time.monotonic() - started
+    planner_cpu = 0.0
+    if planner is not None:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        planner.shutdown()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        planner_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
     result = {
         "polls": len(polls),
         "new_items": new_items,
@@ -134,6 +162,10 @@ def run(source: Path, db: str, in_flight: int, limit: int | None = None) -> dict
         result["writer_cpu_s"] = round(batching.cpu_seconds, 2)
         result["final_index_cpu_s"] = round(last_index, 2)
         result["groups"] = batching.writer.groups
+        if planner is not None:
+            result["plans_accepted"], result["plans_refused"] = batching.plans
+            result["planner_cpu_s"] = round(planner_cpu, 2)
+            result["planner_ms_per_item"] = round(1000 * planner_cpu / max(1, new_items), 3)
         result["writer_ms_per_item"] = round(1000 * batching.cpu_seconds / max(1, new_items), 3)
         result["writer_ms_per_item_with_final_index"] = round(
             1000 * (batching.cpu_seconds + last_index) / max(1, new_items), 3
@@ -161,11 +193,14 @@ def main() -> None:
     r.add_argument("--db", required=True)
     r.add_argument("--in-flight", type=int, default=16)
     r.add_argument("--limit", type=int, default=None, help="only the first N polls")
+    r.add_argument(
+        "--plan", type=int, default=0, help="plan decisions in N worker processes (ingest.plan)"
+    )
     args = parser.parse_args()
     if args.cmd == "prepare":
         prepare(args.farm, args.feeds, args.out)
     else:
-        print(json.dumps(run(args.source, args.db, args.in_flight, args.limit)))
+        print(json.dumps(run(args.source, args.db, args.in_flight, args.limit, args.plan)))
 
 
 if __name__ == "__main__":

@@ -97,15 +97,21 @@ def push_poll_interval(config: Config) -> float:
 
 
 def make_saver(
-    store: Store, config: Config, *, threads: ThreadPoolExecutor, writer_process: bool
+    store: Store,
+    config: Config,
+    *,
+    threads: ThreadPoolExecutor,
+    writer_process: bool,
+    planner: Executor | None = None,
 ) -> Saver:
-    """The save path for ``store`` (see the module's table)."""
+    """The save path for ``store`` (see the module's table); on SQLite, ``planner`` (the
+    process pool) takes the story decisions ahead of the writer (``ingest.plan``)."""
     window = config.settings.dedup_window
     if not store.one_writer:
         return DirectSaver(store, window=window, executor=threads)
     if writer_process and store.file_path is not None:
-        return ProcessSaver(store, window=window)
-    return BatchingSaver(store, window=window)
+        return ProcessSaver(store, window=window, planner=planner)
+    return BatchingSaver(store, window=window, planner=planner)
 
 
 class MeteredFetcher:
@@ -182,10 +188,12 @@ def build(
         max_workers=config.settings.concurrency + 2, thread_name_prefix="store"
     )
     own_saver = None
-    if saver is None:
-        own_saver = make_saver(store, config, threads=threads, writer_process=writer_process)
-        saver = own_saver
     processes = pool or make_pool(pool_size(config))
+    if saver is None:
+        own_saver = make_saver(
+            store, config, threads=threads, writer_process=writer_process, planner=processes
+        )
+        saver = own_saver
     pipeline = Pipeline(
         port, store, saver, processes, pipeline_settings(config), store_threads=threads
     )

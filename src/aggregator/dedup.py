@@ -648,6 +648,26 @@ def _candidate_shingles(candidate: StoryCandidate) -> npt.NDArray[np.int64]:
     return shingle_array(candidate.text) if candidate.text else _NONE
 
 
+def ignored(
+    shared: int, title: str | None, candidate_title: str | None, *, same_feed: bool
+) -> bool:
+    """Is a candidate sharing no URL with the new item, and ``shared`` raw shingles,
+    passed over by ``decide_story`` (before anything of it counts)? Discounting common
+    shingles only lowers the shared count: no text match is possible, and with no URL in
+    common no other signal applies. (``ingest.plan`` relies on this: such a candidate,
+    written after a plan's snapshot, leaves the plan's decision as it was.)"""
+    return shared == 0 or (
+        shared < MIN_SHARED
+        and title_similarity(title, candidate_title) < TITLE_MATCH
+        and not same_feed
+    )
+
+
+def shared_shingles(a: bytes, b: bytes) -> int:
+    """How many distinct shingles two packed fingerprints share."""
+    return len(np.intersect1d(_distinct(unpack(a)), _distinct(unpack(b)), assume_unique=True))
+
+
 def decide_story(
     clean: CleanEntry,
     candidates: Sequence[StoryCandidate],
@@ -675,16 +695,9 @@ def decide_story(
         else:
             theirs = _distinct(shingles)
             common_raw = len(np.intersect1d(raw, theirs, assume_unique=True))
-            if not _related_urls(clean, candidate) and (
-                common_raw == 0
-                or (
-                    common_raw < MIN_SHARED
-                    and title_similarity(clean.entry.title, candidate.title) < TITLE_MATCH
-                    and not candidate.same_feed
-                )
+            if not _related_urls(clean, candidate) and ignored(
+                common_raw, clean.entry.title, candidate.title, same_feed=candidate.same_feed
             ):
-                # discounting common shingles only lowers the shared count: no text match
-                # is possible, and with no URL in common no other signal applies
                 continue
             mine = mine or _weighted(sequence, common, raw)
             plain = _Weighted(raw, len(raw), len(raw))

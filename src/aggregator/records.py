@@ -597,3 +597,26 @@ class WebhookSpec:
     secret: Secret | None = None  # signs each delivery (never stored in the database)
     tags: tuple[str, ...] = ()  # only stories/feeds with a feed carrying one of these tags
     feeds: tuple[str, ...] = ()  # only stories/feeds of these feeds (URL or name)
+
+
+@dataclass(frozen=True)
+class SavePlan:
+    """A poll's story decisions, taken against a snapshot whose highest item id is
+    ``mark`` (``ingest.plan``). Per entry still new (``keys``, in the poll's order): its
+    site key; whether it needed a decision (``deciders``: False for a new story for
+    certain) and the decision (None: new for certain); what its decision read: the ids
+    found by URL (``url_found``) and by LSH band with their shared bands (``band_found``,
+    within the limit), those of them with a story as candidates (``candidates``), the
+    sites whose anchor counts it consulted (``consulted``: empty without candidates) and
+    the anchors found common there (``common``)."""
+
+    mark: int
+    keys: tuple[str, ...]
+    sites: tuple[int | None, ...]
+    deciders: tuple[bool, ...]
+    decisions: tuple[StoryDecision | None, ...]
+    url_found: tuple[tuple[int, ...], ...]
+    band_found: tuple[tuple[tuple[int, int], ...], ...]
+    candidates: tuple[tuple[StoryCandidate, ...], ...]
+    consulted: tuple[frozenset[int], ...]
+    common: tuple[frozenset[int], ...]

@@ -16,18 +16,21 @@ import asyncio
 import functools
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from typing import TYPE_CHECKING
 
-from ..records import PollToSave, SaveResult
+from ..records import PollToSave, SavePlan, SaveResult
 from ..store import Store
 from ..store.database import db_errors
 from ..store.search import BATCH, INDEX_EVERY
 from .direct import DEDUP_WINDOW, index_for_search
 from .groupwrite import GroupWriter, settle
+from .plan import ahead, plan_url
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
+
+    from .journal import Journal
 
 
 class BatchingSaver:
@@ -38,36 +41,47 @@ class BatchingSaver:
         window: float = DEDUP_WINDOW,
         max_jobs: int = 64,
         max_seconds: float = 1.0,
+        planner: Executor | None = None,
     ) -> None:
         self.store = store
         self.window = window
+        # story decisions planned in ``planner`` (a process pool) against a snapshot,
+        # checked by the writer against its journal (``plan``)
+        self.planner = planner
+        self.plan_url = plan_url(store)
+        self.journal: Journal | None = None  # made by the writer with its first save
         self.writer = GroupWriter(
             store.locked_tx,
             db_errors,
             max_jobs=max_jobs,
             max_seconds=max_seconds,
             after_commit=self._after_commit,
+            after_failure=self._after_failure,
         )
         self._indexed_at = time.monotonic()
         self._unindexed = 0  # items saved since the last indexing pass (about)
 
     async def save(self, poll: PollToSave) -> SaveResult:
-        return await asyncio.wrap_future(self.submit(poll))
+        plan = await ahead(self.planner, self.plan_url, poll, self.window)
+        return await asyncio.wrap_future(self.submit(poll, plan))
 
-    def submit(self, poll: PollToSave) -> Future[SaveResult]:
-        """Queue ``poll`` for the next group: a future of its result once committed."""
-        future = self.writer.submit(functools.partial(_save, poll, self.window))
+    def submit(self, poll: PollToSave, plan: SavePlan | None = None) -> Future[SaveResult]:
+        """Queue ``poll`` for the next group: a future of its result once committed;
+        ``plan``: its decisions, taken ahead (``plan``), if the journal accepts them."""
+        future = self.writer.submit(functools.partial(_save, poll, plan, self.window, self))
         self._watch(future, [poll])
         future.add_done_callback(functools.partial(_count, self))
         return future
 
-    def submit_all(self, polls: Sequence[PollToSave]) -> list[Future[SaveResult]]:
+    def submit_all(
+        self, polls: Sequence[PollToSave], plans: Sequence[SavePlan | None] | None = None
+    ) -> list[Future[SaveResult]]:
         """Queue several polls; those without entries as one job (one savepoint)."""
         futures: dict[int, Future[SaveResult]] = {}
         feed_only = [(n, p) for n, p in enumerate(polls) if p.feed_only]
         for number, poll in enumerate(polls):
             if not poll.feed_only:
-                futures[number] = self.submit(poll)
+                futures[number] = self.submit(poll, plans[number] if plans else None)
         if feed_only:
             rows = self.writer.submit(functools.partial(_save_feed_rows, [p for _, p in feed_only]))
             self._watch(rows, [p for _, p in feed_only])
@@ -99,18 +113,35 @@ class BatchingSaver:
             self._unindexed = 0
             index_for_search(self.store)
 
+    def _after_failure(self) -> None:
+        """The writer's: a save or a group rolled back, so the journal may hold what was
+        never committed (``ingest.journal``)."""
+        if self.journal is not None:
+            self.journal.reset()
+
+    @property
+    def plans(self) -> tuple[int, int]:
+        """Plans (``ingest.plan``) the writer took, and refused (deciding itself)."""
+        journal = self.journal
+        return (0, 0) if journal is None else (journal.accepted, journal.refused)
+
     @property
     def cpu_seconds(self) -> float:
         return self.writer.cpu_seconds
 
 
-def _save(poll: PollToSave, window: float, conn: Connection) -> SaveResult:
-    from . import poll as saving  # dedup (and numpy) load with the first save
+def _save(
+    poll: PollToSave, plan: SavePlan | None, window: float, saver: BatchingSaver, conn: Connection
+) -> SaveResult:
+    from . import journal  # dedup (and numpy) load with the first save
+    from . import poll as saving
 
     if poll.feed_only:
         saving.save_feed_rows(conn, [poll])
         return SaveResult()
-    return saving.save_poll(conn, poll, window)
+    if saver.journal is None:
+        saver.journal = journal.Journal()
+    return saving.save_poll(conn, poll, window, plan, saver.journal)
 
 
 def _count(saver: BatchingSaver, future: Future[SaveResult]) -> None:

@@ -11,7 +11,7 @@ and common anchors the database would give at that moment, without a query per e
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,8 @@ from ..store import index as dedup_index
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
+
+AnchorCounts = Callable[["Connection", Sequence[tuple[int, int]]], dict[tuple[int, int], int]]
 
 
 def _urls(clean: CleanEntry) -> set[str]:
@@ -40,10 +42,20 @@ def _url_candidates(rows: Sequence[Any], since: datetime) -> list[int]:
     return recent[: dedup.MAX_URL_CANDIDATES]
 
 
-def _band_candidates(counts: Counter[int]) -> list[tuple[int, int]]:
+def _band_candidates(counts: Counter[int] | dict[int, int]) -> list[tuple[int, int]]:
     """(item id, shared bands), most shared bands first, then the latest."""
     ranked = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)
     return ranked[: dedup.MAX_BAND_CANDIDATES]
+
+
+def ranked(
+    url_found: Sequence[int], band_found: Sequence[tuple[int, int]], *more: tuple[int, int]
+) -> dict[int, int]:
+    """Candidate ids and their shared bands (0: by URL only): the URL's, then the band
+    candidates of ``band_found`` and ``more`` (item id, shared bands) within the limit."""
+    found = dict.fromkeys(url_found, 0)
+    found.update(_band_candidates(dict([*band_found, *more])))
+    return found
 
 
 class Prefetch:
@@ -70,7 +82,12 @@ class Prefetch:
         self._rows: dict[int, StoryCandidate] = {}
         self._df: dict[tuple[int, int], int] = {}  # (site, anchor) -> stories seen in
 
-    def load(self, conn: Connection, sites: Sequence[int | None]) -> Prefetch:
+    def load(
+        self,
+        conn: Connection,
+        sites: Sequence[int | None],
+        counts: AnchorCounts = dedup_index.anchor_counts,
+    ) -> Prefetch:
         by_url: dict[str, list[int]] = {}
         by_band: dict[int, list[int]] = {}
         for number, clean in enumerate(self.entries):
@@ -109,22 +126,29 @@ class Prefetch:
                 if row is not None and (s := dedup.site_key(row.url)) is not None:
                     entry_sites.add(s)
             pairs.update((s, a) for s in entry_sites for a in clean.fingerprint.anchors)
-        self._df = dedup_index.anchor_counts(conn, sorted(pairs))
+        self._df = counts(conn, sorted(pairs))
         return self
 
     def _found(self, clean: CleanEntry) -> dict[int, int]:
         """Candidate item ids of an entry and their shared bands (0: by URL), as
         ``candidates`` ranks them (before dropping items without a story)."""
-        found: dict[int, int] = {}
+        url_found, band_found = self.found(clean)
+        return ranked(url_found, band_found)
+
+    def found(self, clean: CleanEntry) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+        """An entry's candidate ids by URL, and by LSH band with their shared bands."""
+        url_found: list[int] = []
         urls = _urls(clean)
         for number in (0, 1) if urls else ():
             rows = [r for u in urls for r in self._url_rows.get((number, u), ())]
-            found.update((i, 0) for i in _url_candidates(rows, self.since))
+            url_found += _url_candidates(rows, self.since)
         counts: Counter[int] = Counter()
         for band in _bands(clean):
             counts.update(self._band_items.get(band, ()))
-        found.update(_band_candidates(counts))
-        return found
+        return tuple(url_found), tuple(_band_candidates(counts))
+
+    def row(self, item_id: int) -> StoryCandidate | None:
+        return self._rows.get(item_id)
 
     def candidates(self, clean: CleanEntry) -> list[StoryCandidate]:
         result = [

@@ -60,10 +60,12 @@ class GroupWriter:
         max_jobs: int = 64,
         max_seconds: float = 1.0,
         after_commit: Callable[[], None] | None = None,
+        after_failure: Callable[[], None] | None = None,
     ) -> None:
         self._transaction = transaction  # a write transaction (the store's lock held)
         self._wrap_errors = wrap_errors  # database errors -> StoreError
         self._after_commit = after_commit  # run by the writer after each committed group
+        self._after_failure = after_failure  # run by the writer when something rolled back
         self.max_jobs = max_jobs
         self.max_seconds = max_seconds
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
@@ -134,6 +136,7 @@ class GroupWriter:
                     except Exception as exc:
                         # handed to its caller: only its savepoint is rolled back, unless
                         # SQLite rolled back the whole transaction
+                        self._failed()
                         if not in_transaction(conn):
                             raise _TransactionLost from exc
                         done.append((job, None, exc))
@@ -148,6 +151,7 @@ class GroupWriter:
                         break
                     todo.append(queued)
         except _TransactionLost as lost:
+            self._failed()
             self.lost += 1
             cause = lost.__cause__ or lost
             failed = todo[len(done)]
@@ -160,6 +164,7 @@ class GroupWriter:
             self._write_alone([*again, failed], cause)
             return keep_running
         except BaseException as exc:  # noqa: BLE001  (handed to every caller: nothing of the group is saved)
+            self._failed()
             for (_job, future), _result, _error in done:
                 settle(future, None, exc)
             for _job, future in todo[len(done) :]:
@@ -184,6 +189,7 @@ class GroupWriter:
                 with self._wrap_errors(), self._transaction() as conn:
                     result = job(conn)
             except Exception as exc:  # noqa: BLE001  (handed to its caller)
+                self._failed()
                 settle(future, None, exc)
                 if isinstance(exc, StoreError):
                     stop = exc
@@ -200,6 +206,10 @@ class GroupWriter:
             len(jobs),
             extra={"event": "store_group_lost"},
         )
+
+    def _failed(self) -> None:
+        if self._after_failure is not None:
+            self._after_failure()
 
     def _committed(self) -> None:
         if self._after_commit is None:

@@ -22,27 +22,37 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from .. import dedup
-from ..records import CleanEntry, PollToSave, SaveResult, StoryDecision
+from ..records import CleanEntry, PollToSave, SavePlan, SaveResult, StoryDecision
 from ..store import blocked, events, feedrows, items, retention, storyrows
 from ..store import index as dedup_index
 from .candidates import BatchIndex, Prefetch
+from .journal import Journal
+from .planner import Placeholders, entry_sites, refused, still_new
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
 
 
-def save_poll(conn: Connection, poll: PollToSave, window: float) -> SaveResult:
+def save_poll(
+    conn: Connection,
+    poll: PollToSave,
+    window: float,
+    plan: SavePlan | None = None,
+    journal: Journal | None = None,
+) -> SaveResult:
     """Write ``poll`` in the caller's transaction; each new item's story is decided
-    against candidates first seen within ``window`` seconds."""
+    against candidates first seen within ``window`` seconds, or taken from ``plan``
+    when ``journal`` (the writer's record of what it wrote since) accepts it."""
     result = SaveResult()
     if poll.new:
-        result = _NewItems(conn, poll, window).save()
+        result = _NewItems(conn, poll, window, journal).save(plan)
     update_changed(conn, poll.changed, poll.update.polled_at)
+    if journal is not None and poll.changed:
+        journal.moved(conn)  # stored items changed: plans taken before are stale
     # entry filters: the entries this poll blocked, remembered by key (store/blocked.py)
     blocked.save(conn, poll.feed_id, poll.update.blocked, poll.update.polled_at)
     feedrows.write_feeds(conn, [(poll.feed_id, poll.update)])
@@ -68,42 +78,80 @@ def save_feed_rows(conn: Connection, polls: Sequence[PollToSave]) -> None:
 class _NewItems:
     """The new entries of one poll, decided and written in order (see the module)."""
 
-    def __init__(self, conn: Connection, poll: PollToSave, window: float) -> None:
+    def __init__(
+        self, conn: Connection, poll: PollToSave, window: float, journal: Journal | None
+    ) -> None:
         self.conn = conn
+        self.poll = poll
         self.feed_id = poll.feed_id
         self.now = poll.update.polled_at
         self.since = self.now - timedelta(seconds=window)
-        self.entries = poll.new
+        self.journal = journal
         self.new_items = self.new_stories = self.merged = 0
         self.merges = 0  # stories merged by this poll so far
+        self.prefetch: Prefetch | None = None  # None: a plan's decisions are written
+        self.placeholders = Placeholders()
 
-    def save(self) -> SaveResult:
-        conn, entries = self.conn, self.entries
-        feed_url = feedrows.feed_url(conn, self.feed_id)
-        sites = [dedup.site_key(c.entry.link or feed_url) for c in entries]
+    def save(self, plan: SavePlan | None) -> SaveResult:
+        conn, entries = self.conn, self.poll.new
+        sites = list(plan.sites) if plan is not None else entry_sites(conn, self.poll)
         dedup_index.lock(
             conn,
             bands=(b for c in entries if c.fingerprint for b in c.fingerprint.bands),
             sites=(s for c in entries if (s := dedup.site_key(c.entry.link)) is not None),
             urls=(u for c in entries for u in (c.canonical_url, c.page_canonical_url) if u),
         )
-        stored = items.stored_keys(conn, self.feed_id, [c.entry.key for c in entries])
-        todo: list[tuple[CleanEntry, int | None]] = []
-        for clean, site in zip(entries, sites, strict=True):
-            if clean.entry.key in stored:
-                continue  # another worker stored it meanwhile
-            stored.add(clean.entry.key)
-            todo.append((clean, site))
-        self.prefetch = Prefetch([c for c, _ in todo], self.since, self.feed_id).load(
-            conn, [s for _, s in todo]
+        if plan is not None:
+            todo = still_new(conn, self.poll, [None] * len(entries))
+            if self.journal is not None and self.journal.accepts(conn, plan, todo, self.feed_id):
+                self._write_plan(plan, [(c, s) for (c, _), s in zip(todo, plan.sites, strict=True)])
+                return self._result()
+            sites = entry_sites(conn, self.poll)
+        self._decide_and_write(still_new(conn, self.poll, sites))
+        if self.merges and self.journal is not None:
+            self.journal.moved(conn)  # items moved between stories: plans before are stale
+        return self._result()
+
+    def _result(self) -> SaveResult:
+        return SaveResult(self.new_items, 0, self.new_stories, self.merged)
+
+    def _write_plan(self, plan: SavePlan, todo: Sequence[tuple[CleanEntry, int | None]]) -> None:
+        """Write ``plan``'s decisions, flushing the new stories where the serial path
+        does (so ids come in the order the plan's placeholders assumed)."""
+        unwritten = BatchIndex()
+        pending: list[tuple[CleanEntry, int | None]] = []
+        for (clean, site), decider, planned in zip(
+            todo, plan.deciders, plan.decisions, strict=True
+        ):
+            if not decider or planned is None:
+                pending.append((clean, site))
+                unwritten.add(clean)
+                continue
+            if unwritten.matches(clean):
+                self._write_new_stories(pending)
+                pending = []
+                unwritten = BatchIndex()
+            clean = refused(clean, planned)
+            if planned.story_id is None:
+                pending.append((clean, site))
+                unwritten.add(clean)
+                continue
+            self._join(clean, site, self.placeholders.real(planned))
+        if pending:
+            self._write_new_stories(pending)
+
+    def _decide_and_write(self, todo: Sequence[tuple[CleanEntry, int | None]]) -> None:
+        counts = dedup_index.anchor_counts if self.journal is None else self.journal.anchor_counts
+        prefetch = self.prefetch = Prefetch([c for c, _ in todo], self.since, self.feed_id).load(
+            self.conn, [s for _, s in todo], counts
         )
         batch = BatchIndex()  # every earlier entry of this poll
         unwritten = BatchIndex()  # those of them still in `pending`
         pending: list[tuple[CleanEntry, int | None]] = []
         for number, (clean, site) in enumerate(todo):
-            if number not in self.prefetch.hits and not batch.matches(clean):
+            if number not in prefetch.hits and not batch.matches(clean):
                 pending.append((clean, site))
-                self.prefetch.count(clean, site)
+                prefetch.count(clean, site)
                 batch.add(clean)
                 unwritten.add(clean)
                 continue
@@ -115,20 +163,19 @@ class _NewItems:
                 unwritten = BatchIndex()
             batch.add(clean)
             decision = self._decide(clean, site)
-            if decision.url_refusal and decision.url_refusal != clean.url_refusal:
-                clean = _refused(clean, decision.url_refusal)
+            clean = refused(clean, decision)
             if decision.story_id is None:
                 # a new story after all: written in bulk like the certain ones
                 pending.append((clean, site))
-                self.prefetch.count(clean, site)
+                prefetch.count(clean, site)
                 unwritten.add(clean)
                 continue
-            self._join(clean, decision)
+            self._join(clean, site, decision)
         if pending:
             self._write_new_stories(pending)
-        return SaveResult(self.new_items, 0, self.new_stories, self.merged)
 
     def _decide(self, clean: CleanEntry, site: int | None) -> StoryDecision:
+        assert self.prefetch is not None
         if self.merges:  # items moved between stories: ask the database
             found = dedup_index.candidates(
                 self.conn,
@@ -157,7 +204,7 @@ class _NewItems:
             return StoryDecision(None, 0.0, "new")
         return dedup.decide_story(clean, found, common)
 
-    def _join(self, clean: CleanEntry, decision: StoryDecision) -> None:
+    def _join(self, clean: CleanEntry, site: int | None, decision: StoryDecision) -> None:
         """An item that joins an existing story (and may merge others into it)."""
         conn, now = self.conn, self.now
         self.merged += 1
@@ -170,7 +217,11 @@ class _NewItems:
             self.merges += 1
         else:
             storyrows.refresh_story(conn, story_id, dedup.FULL_SHARE)
-        self.prefetch.add(item_id, story_id, clean, now)
+        if self.prefetch is not None:
+            self.prefetch.add(item_id, story_id, clean, now)
+        if self.journal is not None:
+            self.journal.record(item_id, story_id, clean, self.feed_id, site, now, new_story=False)
+        self.placeholders.items.append(item_id)
         self.new_items += 1
 
     def _write_new_stories(self, pending: Sequence[tuple[CleanEntry, int | None]]) -> None:
@@ -183,9 +234,19 @@ class _NewItems:
             [(item_id, clean) for (clean, _), (_, item_id) in zip(pending, written, strict=True)],
             now,
         )
-        dedup_index.count_anchors(conn, _anchor_counts(pending), now)
-        for (clean, _site), (story_id, item_id) in zip(pending, written, strict=True):
-            self.prefetch.add(item_id, story_id, clean, now)
+        counted = _anchor_counts(pending)
+        dedup_index.count_anchors(conn, counted, now)
+        if self.journal is not None:
+            self.journal.counted(counted)
+        for (clean, site), (story_id, item_id) in zip(pending, written, strict=True):
+            if self.prefetch is not None:
+                self.prefetch.add(item_id, story_id, clean, now)
+            if self.journal is not None:
+                self.journal.record(
+                    item_id, story_id, clean, self.feed_id, site, now, new_story=True
+                )
+            self.placeholders.items.append(item_id)
+            self.placeholders.stories.append(story_id)
         self.new_items += len(pending)
         self.new_stories += len(pending)
 
@@ -202,10 +263,6 @@ def _anchor_counts(
         for anchor in set(fp.anchors):
             counts[(site, anchor)] += 1
     return counts
-
-
-def _refused(clean: CleanEntry, refusal: str) -> CleanEntry:
-    return replace(clean, url_refusal=refusal)
 
 
 def update_changed(

@@ -30,17 +30,18 @@ import multiprocessing
 import pickle
 import signal
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 from ..errors import AggregatorError, StoreError
-from ..records import PollToSave, SaveResult
+from ..records import PollToSave, SavePlan, SaveResult
 from ..store import Store
 from .batching import BatchingSaver
 from .direct import DEDUP_WINDOW
 from .groupwrite import settle
+from .plan import ahead, plan_url
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,13 @@ class ProcessSaver:
     """Saves polls through a writer process (see the module); once that process is gone,
     through a group writer in this process."""
 
-    def __init__(self, store: Store, *, window: float = DEDUP_WINDOW) -> None:
+    def __init__(
+        self, store: Store, *, window: float = DEDUP_WINDOW, planner: Executor | None = None
+    ) -> None:
         self.store = store
         self.window = window
+        self.planner = planner  # the pool that plans story decisions (``plan``)
+        self.plan_url = plan_url(store)
         self.process = WriterProcess(store.engine.url.render_as_string(hide_password=False), window)
         self._local: BatchingSaver | None = None
         # what this process still writes (claims, leases, feed settings) is small: its
@@ -68,14 +73,15 @@ class ProcessSaver:
         return self._local is not None
 
     async def save(self, poll: PollToSave) -> SaveResult:
-        return await asyncio.wrap_future(self.submit(poll))
+        plan = await ahead(self.planner, self.plan_url, poll, self.window)
+        return await asyncio.wrap_future(self.submit(poll, plan))
 
-    def submit(self, poll: PollToSave) -> Future[SaveResult]:
-        future = self.process.submit(poll)
+    def submit(self, poll: PollToSave, plan: SavePlan | None = None) -> Future[SaveResult]:
+        future = self.process.submit(poll, plan)
         if future is None:  # the writer process is gone: write here from now on
             if self._local is None:
                 self._local = BatchingSaver(self.store, window=self.window)
-            return self._local.submit(poll)
+            return self._local.submit(poll, plan)
         future.add_done_callback(
             functools.partial(self.store.failures.watch, poll.feed_id, poll.update.polled_at)
         )
@@ -95,6 +101,7 @@ class SaveRequest:
 
     request_id: int
     poll: PollToSave
+    plan: SavePlan | None = None  # its story decisions, taken ahead in the pool
 
 
 @dataclass(frozen=True)
@@ -135,7 +142,7 @@ class WriterProcess:
     def pid(self) -> int | None:
         return self._process.pid
 
-    def submit(self, poll: PollToSave) -> Future[SaveResult] | None:
+    def submit(self, poll: PollToSave, plan: SavePlan | None = None) -> Future[SaveResult] | None:
         """Queue ``poll`` in the child; None once the child is gone (the caller writes
         itself)."""
         future: Future[SaveResult] = Future()
@@ -144,7 +151,7 @@ class WriterProcess:
                 return None
             request = next(self._ids)
             try:
-                data = _dumps(SaveRequest(request, poll))
+                data = _dumps(SaveRequest(request, poll, plan))
             except Exception:  # noqa: BLE001  (a poll that does not pickle: the caller writes itself)
                 return None
             self._pending[request] = future
@@ -234,7 +241,7 @@ def serve(url: str, window: float, conn: Connection) -> None:
                     stop = True
                     break
                 requests.append(message)
-            futures = saver.submit_all([r.poll for r in requests])
+            futures = saver.submit_all([r.poll for r in requests], [r.plan for r in requests])
             for request, future in zip(requests, futures, strict=True):
                 future.add_done_callback(_answer(replies, request.request_id))
     finally:

@@ -235,6 +235,19 @@ def common_anchors(
     return frozenset(int(r.shingle) for r in rows)
 
 
+def last_item_id(conn: Connection) -> int:
+    """The highest item id (0: none): a read snapshot's mark (``ingest.plan``)."""
+    return int(conn.execute(select(func.max(items.c.id))).scalar_one_or_none() or 0)
+
+
+def data_version(conn: Connection) -> tuple[int, int]:
+    """SQLite: ``(connection, PRAGMA data_version)``; the version changes when another
+    connection commits, so a writer learns that someone else wrote (``ingest.plan``)."""
+    driver = conn.connection.dbapi_connection
+    version = conn.exec_driver_sql("PRAGMA data_version").scalar_one()
+    return id(driver), int(version)
+
+
 def index_items(conn: Connection, indexed: Sequence[tuple[int, CleanEntry]], now: datetime) -> None:
     """The LSH band rows of several new items, in one executemany."""
     stamp = bind_time(conn, now)
