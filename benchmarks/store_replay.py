@@ -16,6 +16,11 @@ On SQLite the polls are saved through ``BatchingSaver`` (the daemon's save path 
 writer's CPU per item is also given for each tenth of the polls (the queue drained at each
 boundary), so its growth with the store's size reads as ``growth_last_vs_first_tenth``.
 ``--limit N`` replays only the first N polls (e.g. 600 of a 2,000-feed farm's).
+
+``--plan N`` plans the story decisions of each poll in N worker processes against read
+snapshots (``ingest.plan``, what ``aggregator run`` does on SQLite), ``in-flight`` polls
+ahead of the writer; the writer takes a plan its journal accepts. It adds the plans taken
+and refused and the workers' CPU (``planner_cpu_s``: the work moved off the writer).
 """
 
 from __future__ import annotations

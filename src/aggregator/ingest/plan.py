@@ -42,6 +42,10 @@ if TYPE_CHECKING:
     from ..store import Store
 
 log = logging.getLogger(__name__)
+# a poll with fewer new entries is decided by the writer: a plan costs the poll a trip to
+# the pool and back and a read transaction, more than the writer's own decisions on a few
+# entries (the daemon's usual poll brings one or two; a cold start, dozens)
+PLAN_MIN_ENTRIES = 10
 
 
 # ---- the pool's side -----------------------------------------------------------------
@@ -73,8 +77,9 @@ async def ahead(
     executor: Executor | None, url: str | None, poll: PollToSave, window: float
 ) -> SavePlan | None:
     """``poll``'s plan from a pool worker (None without a pool, for an SQLite file only,
-    for a poll without new entries, or when the pool cannot take it)."""
-    if executor is None or url is None or not poll.new:
+    for a poll of fewer than ``PLAN_MIN_ENTRIES`` new entries, or when the pool cannot
+    take it)."""
+    if executor is None or url is None or len(poll.new) < PLAN_MIN_ENTRIES:
         return None
     loop = asyncio.get_running_loop()
     try:
