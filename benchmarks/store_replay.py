@@ -102,7 +102,7 @@ def run(
     now = datetime.now(UTC)
     store.sync_feeds([FeedSpec(url=u) for u, _ in polls], now)
     ids = {s.url: s.id for s in store.feed_states(now + timedelta(days=1))}
-    batching = BatchingSaver(store) if store.one_writer else None
+    batching = BatchingSaver(store, journal=bool(plan)) if store.one_writer else None
     direct = DirectSaver(store)
     # --plan N: story decisions planned in N worker processes against read snapshots,
     # as ``aggregator run`` does on SQLite; a poll goes to the writer once planned, in

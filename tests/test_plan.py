@@ -13,7 +13,7 @@ that an earlier poll of the chunk invalidates, and accept the others.
 from __future__ import annotations
 
 import sqlite3
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,11 +21,13 @@ from pathlib import Path
 import pytest
 
 from aggregator import pooljobs
+from aggregator.app import make_saver
+from aggregator.config import load_config
 from aggregator.ingest.batching import BatchingSaver
 from aggregator.ingest.plan import plan_job
 from aggregator.records import CleanEntry, FeedSpec, FeedUpdate, PollToSave, SavePlan
 from aggregator.store import Store, open_store
-from conftest import DATA
+from conftest import DATA, write_config
 
 FEEDS = DATA / "feeds"
 DOCUMENTS = [
@@ -113,7 +115,7 @@ def test_planned_decisions_give_the_serial_stories(
     serial_store.close()
 
     planned_store, ids = open_db(tmp_path / "planned.db")
-    saver = BatchingSaver(planned_store)
+    saver = BatchingSaver(planned_store, journal=True)
     url = f"sqlite:///{tmp_path / 'planned.db'}"
     todo = polls(ids, documents)
     plans: list[SavePlan | None] = []
@@ -152,7 +154,7 @@ def test_a_commit_by_another_connection_voids_the_plans_taken_before(
     """Retention, ``stories rebuild`` or another process may change stored items under a
     plan: the writer sees another connection's commit and decides the poll itself."""
     store, ids = open_db(tmp_path / "a.db")
-    saver = BatchingSaver(store)
+    saver = BatchingSaver(store, journal=True)
     url = f"sqlite:///{tmp_path / 'a.db'}"
     first, second, third = polls(ids, documents)[:3]
     saver.submit(first).result()  # the writer has looked: its floor is set
@@ -176,3 +178,21 @@ def test_a_commit_by_another_connection_voids_the_plans_taken_before(
 
 def second_name() -> str:
     return feed_names()[1][0]
+
+
+@pytest.mark.parametrize(("workers", "planned"), [(2, False), (4, True)])
+def test_the_daemon_plans_with_a_pool_of_four_workers_or_more(
+    tmp_path: Path, workers: int, planned: bool
+) -> None:
+    """On two cores the pool has no room for the plans (docs/performance.md): the writer
+    decides; from ``PLAN_MIN_WORKERS`` workers on, the pool plans."""
+    cfg = load_config(write_config(tmp_path / "feeds.yaml", [], workers=workers))
+    store = open_store(f"sqlite:///{tmp_path / 'w.db'}")
+    store.upgrade()
+    with ThreadPoolExecutor(1) as threads, ThreadPoolExecutor(1) as pool:
+        saver = make_saver(store, cfg, threads=threads, writer_process=False, planner=pool)
+        assert isinstance(saver, BatchingSaver)
+        assert (saver.planner is not None) is planned
+        assert saver.keeps_journal is planned
+        saver.close()
+    store.close()

@@ -42,6 +42,7 @@ class BatchingSaver:
         max_jobs: int = 64,
         max_seconds: float = 1.0,
         planner: Executor | None = None,
+        journal: bool = False,
     ) -> None:
         self.store = store
         self.window = window
@@ -49,7 +50,10 @@ class BatchingSaver:
         # checked by the writer against its journal (``plan``)
         self.planner = planner
         self.plan_url = plan_url(store)
-        self.journal: Journal | None = None  # made by the writer with its first save
+        # the writer's journal, which plans are checked against (made with the first
+        # save): with a planner, or when plans come from elsewhere (the writer process)
+        self.keeps_journal = journal or (planner is not None and self.plan_url is not None)
+        self.journal: Journal | None = None
         self.writer = GroupWriter(
             store.locked_tx,
             db_errors,
@@ -139,7 +143,7 @@ def _save(
     if poll.feed_only:
         saving.save_feed_rows(conn, [poll])
         return SaveResult()
-    if saver.journal is None:
+    if saver.journal is None and saver.keeps_journal:
         saver.journal = journal.Journal()
     return saving.save_poll(conn, poll, window, plan, saver.journal)
 

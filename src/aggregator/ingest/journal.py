@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Connection
 
 JOURNAL_ITEMS = 2000  # items the journal remembers at least (a few seconds of writing)
-ANCHOR_PAIRS = 100_000  # anchor counts the writer keeps (about 12 MB), then starts again
+ANCHOR_PAIRS = 50_000  # anchor counts the writer keeps (about 6 MB), then starts again
 
 
 class Journal:

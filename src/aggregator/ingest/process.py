@@ -57,7 +57,11 @@ class ProcessSaver:
         self.window = window
         self.planner = planner  # the pool that plans story decisions (``plan``)
         self.plan_url = plan_url(store)
-        self.process = WriterProcess(store.engine.url.render_as_string(hide_password=False), window)
+        self.process = WriterProcess(
+            store.engine.url.render_as_string(hide_password=False),
+            window,
+            plans=planner is not None and self.plan_url is not None,
+        )
         self._local: BatchingSaver | None = None
         # what this process still writes (claims, leases, feed settings) is small: its
         # writing connection gets a reader's page cache, not the group writer's
@@ -116,12 +120,12 @@ class SaveReply:
 class WriterProcess:
     """The parent's end: ``submit`` a poll, get a future for its result."""
 
-    def __init__(self, url: str, window: float = DEDUP_WINDOW) -> None:
+    def __init__(self, url: str, window: float = DEDUP_WINDOW, *, plans: bool = False) -> None:
         context = multiprocessing.get_context("forkserver")
         self._conn, child_conn = context.Pipe()
         self._process = context.Process(
             target=serve,
-            args=(url, window, child_conn),
+            args=(url, window, child_conn, plans),
             name="aggregator-store-writer",
             daemon=True,
         )
@@ -210,7 +214,7 @@ class WriterProcess:
             settle(future, None, StoreError("the store writer process exited before the commit"))
 
 
-def serve(url: str, window: float, conn: Connection) -> None:
+def serve(url: str, window: float, conn: Connection, plans: bool = False) -> None:
     """The child: save the parent's polls with this process's group writer until told to
     stop (``None``) or the parent is gone, answering each once its group is committed."""
     from ..store import open_store
@@ -226,7 +230,7 @@ def serve(url: str, window: float, conn: Connection) -> None:
     except OSError:
         pass
     store = open_store(url, pool_size=1)
-    saver = BatchingSaver(store, window=window)
+    saver = BatchingSaver(store, window=window, journal=plans)
     replies = _Outbox(conn, "aggregator-store-writer-replies")
     stop = False
     try:
