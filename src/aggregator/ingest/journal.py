@@ -245,15 +245,20 @@ class _Check:
     ) -> frozenset[int]:
         """The anchors of ``clean`` common in its site or a candidate's, as
         ``Prefetch.common_anchors`` would find them now. Counts only grow (a pruning is
-        another connection's commit: the floor), so the plan's common anchors still are;
-        only the pairs of a site the plan did not consult, or counted since its mark,
-        are read again (with the poll's earlier new stories counted, as ``Prefetch``)."""
+        another connection's commit: the floor), so the plan's common anchors still are
+        while every site it consulted still is; then only the pairs of a site the plan
+        did not consult, or counted since its mark, are read again (with the poll's
+        earlier new stories counted, as ``Prefetch``)."""
         fp = clean.fingerprint
         if fp is None or not fp.anchors:
             return frozenset()
         sites = {s for s in (site, *(dedup.site_key(c.url) for c in found)) if s is not None}
         consulted, mark = self.plan.consulted[number], self.plan.mark
+        # a site the plan consulted may be gone (its candidate pushed out of the limit):
+        # then nothing of the plan's common anchors is taken, every pair is read
         known = self.plan.common[number]
+        if not consulted <= sites:
+            known, consulted = frozenset(), frozenset()
         recounted = self.journal._pairs
         pairs = sorted(
             (s, a)
