@@ -180,13 +180,12 @@ def second_name() -> str:
     return feed_names()[1][0]
 
 
-@pytest.mark.parametrize(("workers", "planned"), [(2, False), (4, True)])
-def test_the_daemon_plans_with_a_pool_of_four_workers_or_more(
-    tmp_path: Path, workers: int, planned: bool
-) -> None:
-    """On two cores the pool has no room for the plans (docs/performance.md): the writer
-    decides; from ``PLAN_MIN_WORKERS`` workers on, the pool plans."""
-    cfg = load_config(write_config(tmp_path / "feeds.yaml", [], workers=workers))
+@pytest.mark.parametrize("planned", [False, True])
+def test_the_daemon_plans_with_the_plan_decisions_setting(tmp_path: Path, planned: bool) -> None:
+    """Off by default (on two cores the pool has no room for the plans, see
+    docs/performance.md): the writer decides; with ``plan_decisions: true`` the pool
+    plans and the writer keeps its journal."""
+    cfg = load_config(write_config(tmp_path / "feeds.yaml", [], workers=2, plan_decisions=planned))
     store = open_store(f"sqlite:///{tmp_path / 'w.db'}")
     store.upgrade()
     with ThreadPoolExecutor(1) as threads, ThreadPoolExecutor(1) as pool:

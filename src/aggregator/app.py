@@ -34,13 +34,6 @@ if TYPE_CHECKING:
     from .metrics import Metrics
 
 
-# SQLite: story decisions are planned in the pool (``ingest.plan``) from this many pool
-# workers on. With two (a 2-core machine) the pool has no room for them: 2,000 farm feeds
-# cold took the same wall time with plans, for 37 % more CPU and a writer process of 180
-# MB instead of 97 (docs/performance.md, "Decisions off the writer")
-PLAN_MIN_WORKERS = 4
-
-
 class Saver(SavePort, Protocol):
     """A save path: ``save(poll)`` (the pipeline's port), and ``close`` once done."""
 
@@ -112,10 +105,13 @@ def make_saver(
     planner: Executor | None = None,
 ) -> Saver:
     """The save path for ``store`` (see the module's table); on SQLite, ``planner`` (the
-    process pool, of ``PLAN_MIN_WORKERS`` or more) takes the story decisions ahead of the
-    writer (``ingest.plan``)."""
+    process pool) takes the story decisions ahead of the writer with the
+    ``plan_decisions`` setting (``ingest.plan``)."""
     window = config.settings.dedup_window
-    if pool_size(config) < PLAN_MIN_WORKERS:
+    if not config.settings.plan_decisions:
+        # off by default: on a 2-core machine the pool has no room for the plans (2,000
+        # farm feeds cold: the same wall time, 37 % more CPU, a writer process of 180 MB
+        # instead of 97; docs/performance.md, "Decisions off the writer")
         planner = None
     if not store.one_writer:
         return DirectSaver(store, window=window, executor=threads)

@@ -200,6 +200,9 @@ class Settings(BaseModel):
     article_budget: Duration = 60.0  # a poll's time for fetching article pages; 0 = no limit
     allow_private_networks: tuple[str, ...] = ()
     workers: int | None = Field(None, ge=1, le=64)
+    # SQLite: story decisions planned in the pool against a read snapshot, checked by the
+    # writer (ingest.plan); off: on 2 cores it costs CPU and memory for no speed-up
+    plan_decisions: bool = False
     tick: Duration = 5.0
     reload_interval: Duration = (
         2.0  # how often the daemon checks feeds.yaml for edits; 0 = SIGHUP only
