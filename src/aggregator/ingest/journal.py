@@ -151,7 +151,10 @@ class Journal:
             self.floor is not None
             and plan.mark > self.floor
             and tuple(c.entry.key for c, _ in todo) == plan.keys
-            and _Check(self, conn, plan, feed_id).holds(todo)
+            # each entry with its site as the plan has it (what the writer writes with)
+            and _Check(self, conn, plan, feed_id).holds(
+                [(c, s) for (c, _), s in zip(todo, plan.sites, strict=True)]
+            )
         )
         if ok:
             self.accepted += 1
