@@ -182,21 +182,7 @@ class Prefetch:
                 self._url_rows.setdefault((number, url), []).append((item_id, now, story_id))
         for band in _bands(clean):
             self._band_items.setdefault(band, []).append(item_id)
-        fp = clean.fingerprint
-        self._rows[item_id] = StoryCandidate(
-            item_id=item_id,
-            story_id=story_id,
-            canonical_url=clean.canonical_url,
-            title=clean.entry.title,
-            text=clean.text if fp is None else None,  # as `_candidate_rows` reads it
-            page_canonical_url=clean.page_canonical_url,
-            url=clean.entry.link,
-            first_seen_at=now,
-            shingles=fp.shingles if fp is not None else None,
-            feed_id=self.feed_id,
-            entry_key=clean.entry.key,
-            url_refusal=clean.url_refusal,
-        )
+        self._rows[item_id] = candidate_row(item_id, story_id, clean, self.feed_id, now)
 
     def count(self, clean: CleanEntry, site: int | None) -> None:
         """A new story of this poll: its anchors were seen in one more story of its site
@@ -206,6 +192,27 @@ class Prefetch:
             return
         for anchor in set(fp.anchors):
             self._df[(site, anchor)] = self._df.get((site, anchor), 0) + 1
+
+
+def candidate_row(
+    item_id: int, story_id: int, clean: CleanEntry, feed_id: int | None, now: datetime
+) -> StoryCandidate:
+    """A written item as a candidate row (what ``index.candidate_rows`` would read)."""
+    fp = clean.fingerprint
+    return StoryCandidate(
+        item_id=item_id,
+        story_id=story_id,
+        canonical_url=clean.canonical_url,
+        title=clean.entry.title,
+        text=clean.text if fp is None else None,  # as `_candidate_rows` reads it
+        page_canonical_url=clean.page_canonical_url,
+        url=clean.entry.link,
+        first_seen_at=now,
+        shingles=fp.shingles if fp is not None else None,
+        feed_id=feed_id,
+        entry_key=clean.entry.key,
+        url_refusal=clean.url_refusal,
+    )
 
 
 class BatchIndex:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from .. import dedup
 from ..records import CleanEntry, SavePlan, StoryCandidate
 from ..store import index as dedup_index
-from .candidates import BatchIndex, ranked
+from .candidates import BatchIndex, candidate_row, ranked
 
 if TYPE_CHECKING:
     from sqlalchemy import Connection
@@ -274,24 +274,3 @@ class _Check:
             a for s, a in pairs if counts.get((s, a), 0) + self.counted[(s, a)] >= dedup.COMMON_DF
         }
         return frozenset(a for a in fp.anchors if a in known or a in more)
-
-
-def candidate_row(
-    item_id: int, story_id: int, clean: CleanEntry, feed_id: int, now: datetime
-) -> StoryCandidate:
-    """A written item as a candidate row (what ``index.candidate_rows`` would read)."""
-    fp = clean.fingerprint
-    return StoryCandidate(
-        item_id=item_id,
-        story_id=story_id,
-        canonical_url=clean.canonical_url,
-        title=clean.entry.title,
-        text=clean.text if fp is None else None,
-        page_canonical_url=clean.page_canonical_url,
-        url=clean.entry.link,
-        first_seen_at=now,
-        shingles=fp.shingles if fp is not None else None,
-        feed_id=feed_id,
-        entry_key=clean.entry.key,
-        url_refusal=clean.url_refusal,
-    )
