@@ -425,3 +425,35 @@ def test_index_rows_store_times_as_the_items_do(tmp_path: Path, db_url: str) -> 
     reasons = rows(db_url, "SELECT dedup_reason FROM items ORDER BY id")
     assert reasons == [("new",), ("republished",)]  # two entries of one feed
     assert rows(db_url, "SELECT count(DISTINCT story_id) FROM items") == [(1,)]
+
+
+def test_anchor_counts_read_with_a_threshold_leave_out_only_the_rarer_pairs(
+    db_url: str,
+) -> None:
+    """``index.anchor_counts`` (driver SQL, ``IN`` lists padded to a few sizes) gives the
+    exact counts, and with ``min_df`` only the pairs seen that often: what ``Prefetch``
+    reads for a candidate's site, where only a common anchor matters."""
+    from collections import Counter
+    from datetime import UTC, datetime
+
+    from aggregator.store import index
+
+    store = open_store(db_url)
+    try:
+        store.upgrade()
+        now = datetime(2026, 1, 5, 8, 0, 0, tzinfo=UTC)
+        counts = Counter({(7, a): a % 5 for a in range(1, 300)} | {(8, 3): 9})
+        counts = Counter({pair: n for pair, n in counts.items() if n})
+        with store.tx() as conn:
+            index.count_anchors(conn, counts, now)
+        # pairs of two sites, some never counted, in no order, with repeats
+        asked = [(7, a) for a in range(299, 0, -1)] + [(8, 3), (8, 4), (7, 3), (9, 1)]
+        with store.read() as conn:
+            exact = index.anchor_counts(conn, asked)
+            common = index.anchor_counts(conn, asked, 3)
+    finally:
+        store.close()
+    assert exact == {pair: n for pair, n in counts.items()}
+    assert common == {pair: n for pair, n in counts.items() if n >= 3}
+    assert (7, 5) not in exact and (8, 4) not in exact and (9, 1) not in exact
+    assert index.padded([4, 9, 2]) == [4, 9, 2, 2] and len(index.padded(list(range(33)))) == 64

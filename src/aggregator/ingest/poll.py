@@ -141,10 +141,12 @@ class _NewItems:
             self._write_new_stories(pending)
 
     def _decide_and_write(self, todo: Sequence[tuple[CleanEntry, int | None]]) -> None:
-        counts = dedup_index.anchor_counts if self.journal is None else self.journal.anchor_counts
-        prefetch = self.prefetch = Prefetch([c for c, _ in todo], self.since, self.feed_id).load(
-            self.conn, [s for _, s in todo], counts
-        )
+        prefetch = Prefetch([c for c, _ in todo], self.since, self.feed_id)
+        if self.journal is None:
+            prefetch.load(self.conn, [s for _, s in todo])
+        else:  # the journal's cache of exact counts serves every site
+            prefetch.load(self.conn, [s for _, s in todo], self.journal.anchor_counts, None)
+        self.prefetch = prefetch
         batch = BatchIndex()  # every earlier entry of this poll
         unwritten = BatchIndex()  # those of them still in `pending`
         pending: list[tuple[CleanEntry, int | None]] = []

@@ -189,34 +189,54 @@ def url_rows(
 def band_items(conn: Connection, bands: Sequence[int], since: datetime) -> dict[int, list[int]]:
     """Items first seen since ``since`` under each band key."""
     found: dict[int, list[int]] = {}
+    stamp = bind_time(conn, since)
+    mark = placeholder(conn)
     for chunk in chunks(bands):
-        rows = conn.execute(
-            select(dedup_bands.c.band, dedup_bands.c.item_id).where(
-                dedup_bands.c.band.in_(chunk), dedup_bands.c.first_seen_at >= since
-            )
+        keys = padded(chunk)
+        rows = conn.exec_driver_sql(
+            "SELECT band, item_id FROM dedup_bands"
+            f" WHERE band IN ({', '.join([mark] * len(keys))}) AND first_seen_at >= {mark}",
+            (*keys, stamp),
         )
         for band, item_id in rows:
-            found.setdefault(band, []).append(item_id)
+            found.setdefault(int(band), []).append(int(item_id))
     return found
 
 
-def anchor_counts(conn: Connection, pairs: Sequence[tuple[int, int]]) -> dict[tuple[int, int], int]:
-    """In how many stories of its site each ``(site, anchor)`` appeared (pairs never seen
-    are left out): per site, one query over its anchors (a primary-key probe each; a
-    row-value ``IN`` of the pairs made SQLite scan)."""
+def anchor_counts(
+    conn: Connection, pairs: Sequence[tuple[int, int]], min_df: int = 1
+) -> dict[tuple[int, int], int]:
+    """In how many stories of its site each ``(site, anchor)`` appeared, for the pairs
+    seen in at least ``min_df`` (the others are left out): per site, one query over its
+    anchors (a primary-key probe each; a row-value ``IN`` of the pairs made SQLite scan).
+    Driver SQL: SQLAlchemy's expansion of a 500-value ``IN`` cost more than the probes."""
     by_site: dict[int, list[int]] = {}
     for site, anchor in pairs:
         by_site.setdefault(site, []).append(anchor)
     counts: dict[tuple[int, int], int] = {}
+    mark = placeholder(conn)
     for site, anchors in sorted(by_site.items()):
         for chunk in chunks(sorted(set(anchors))):
-            for shingle, df in conn.execute(
-                select(dedup_shingles.c.shingle, dedup_shingles.c.df).where(
-                    dedup_shingles.c.site == site, dedup_shingles.c.shingle.in_(chunk)
-                )
-            ):
+            keys = padded(chunk)
+            rows = conn.exec_driver_sql(
+                f"SELECT shingle, df FROM dedup_shingles WHERE site = {mark}"
+                f" AND shingle IN ({', '.join([mark] * len(keys))}) AND df >= {mark}",
+                (site, *keys, min_df),
+            )
+            for shingle, df in rows:
                 counts[(site, int(shingle))] = int(df)
     return counts
+
+
+def padded(keys: Sequence[int]) -> Sequence[int]:
+    """``keys`` (at least one) repeated at the end up to the next of a few sizes, so an
+    ``IN`` list takes one of a few statement texts: the driver's statement cache (SQLite
+    keeps 128) then parses each once. Repeats change nothing in an ``IN``."""
+    size = next((n for n in _IN_SIZES if n >= len(keys)), len(keys))
+    return keys if size == len(keys) else [*keys, *([keys[-1]] * (size - len(keys)))]
+
+
+_IN_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 500)
 
 
 def common_anchors(
