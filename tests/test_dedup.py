@@ -315,7 +315,7 @@ def _reference_counted(sequence: list[int], common: frozenset[int]) -> set[int]:
 
 def test_vectorized_compare_matches_the_plain_definition() -> None:
     rnd = random.Random(8)
-    for _ in range(400):
+    for _ in range(600):
         pool = [
             rnd.randrange(1 << 40) * dedup.ANCHOR_MODULUS
             + (0 if rnd.random() < 0.2 else rnd.randrange(1, dedup.ANCHOR_MODULUS))
@@ -454,3 +454,42 @@ def test_a_url_of_another_entry_of_the_same_feed_does_not_pull_an_entry_in() -> 
     decision = dedup.decide_story(entry(body("omar-thehill"), TITLES["omar-thehill"], link), [old])
     assert decision.story_id is None
     assert "another entry of this feed" in str(decision.url_refusal)
+
+
+def test_no_text_match_passes_over_only_candidates_that_cannot_match_on_text() -> None:
+    """``dedup.no_text_match`` lets ``decide_story`` skip a candidate before any
+    boilerplate discount. It must never skip one that the full rule would match: pairs
+    of real articles recombined to share from nothing to everything, with random sets of
+    common anchors discounted; whenever the discounted comparison (``dedup.compare``)
+    reaches a text match, ``no_text_match`` on the raw shared count says False."""
+    rng = random.Random(7)
+    sentences = [
+        s for name in sorted(ARTICLES) for s in re.split(r"(?<=[.!?])\s+", body(name)) if s
+    ]
+    titles = [None, "A title of its own here", "Another headline about something else"]
+    matches = skipped = near = 0
+    for _ in range(600):
+        shared = rng.sample(sentences, rng.choice((0, 1, 1, 2, 2, 3, 4, 6, 8, 12)))
+        a = " ".join(shared + rng.sample(sentences, rng.randint(0, 30)))
+        b = " ".join(rng.sample(sentences, rng.randint(0, 30)) + shared)
+        fa, fb = dedup.fingerprint(a), dedup.fingerprint(b)
+        if fa is None or fb is None:
+            continue
+        raw = dedup.shared_shingles(fa.shingles, fb.shingles)
+        anchors = sorted(set(fa.anchors) | set(fb.anchors))
+        common = frozenset(rng.sample(anchors, rng.randint(0, len(anchors))))
+        match = dedup.compare(fa.shingles, fb.shingles, common)
+        title_a, title_b = rng.choice(titles), rng.choice(titles[:1] + titles[2:])
+        smaller = round(match.shared / match.score) if match.score else 0  # min of sizes
+        words = smaller + dedup.SHINGLE_WORDS - 1
+        is_match = (
+            match.score >= dedup.TEXT_MATCH
+            and match.shared >= dedup.MIN_SHARED
+            and words >= dedup.evidence_words(title_a, title_b)
+        )
+        skip = dedup.no_text_match(raw, title_a, title_b)
+        matches += is_match
+        skipped += skip
+        near += any(0.7 * t < raw < 1.3 * t for t in (33, 138))
+        assert not (is_match and skip), (raw, match, title_a, title_b)
+    assert matches > 20 and skipped > 100 and near > 20  # both sides, and near the bound

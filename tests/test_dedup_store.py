@@ -457,3 +457,44 @@ def test_anchor_counts_read_with_a_threshold_leave_out_only_the_rarer_pairs(
     assert common == {pair: n for pair, n in counts.items() if n >= 3}
     assert (7, 5) not in exact and (8, 4) not in exact and (9, 1) not in exact
     assert index.padded([4, 9, 2]) == [4, 9, 2, 2] and len(index.padded(list(range(33)))) == 64
+
+
+def test_prefetch_counts_anchors_as_at_the_polls_start_plus_its_own_stories(
+    db_url: str,
+) -> None:
+    """``Prefetch`` reads anchor counts only when a decision needs them, possibly after
+    some of the poll's new stories are written: it must count each of those stories
+    once (the database's count then holds them already), so an anchor becomes common at
+    exactly ``dedup.COMMON_DF`` stories of its site."""
+    from collections import Counter
+    from datetime import UTC, datetime, timedelta
+
+    from aggregator import dedup
+    from aggregator.ingest.candidates import Prefetch
+    from aggregator.store import index
+    from test_dedup import candidate, entry
+
+    text_ = "\n".join(paragraphs("duvet-gizmodo"))
+    link = "http://127.0.0.1:1/a/duvet"
+    clean = entry(text_, TITLES["duvet-gizmodo"], link)
+    site = dedup.site_key(link)
+    assert site is not None and clean.fingerprint is not None
+    pairs = Counter({(site, a): 1 for a in set(clean.fingerprint.anchors)})
+    found = [candidate(text_, "x", link="http://127.0.0.1:1/a/other")]
+    now = datetime(2026, 1, 5, 8, 0, 0, tzinfo=UTC)
+    store = open_store(db_url)
+    try:
+        store.upgrade()
+        with store.tx() as conn:
+            index.count_anchors(conn, pairs, now)  # one story of the site before the poll
+            prefetch = Prefetch([clean], now - timedelta(days=2)).load(conn, [site])
+            prefetch.count(clean, site)  # a new story of the poll, written at once
+            index.count_anchors(conn, pairs, now)
+            prefetch.flushed(pairs)
+            assert prefetch.common_anchors(clean, found, site) == frozenset()  # 2 stories
+            prefetch.count(clean, site)  # a third, not written yet
+            common = prefetch.common_anchors(clean, found, site)
+            conn.rollback()
+    finally:
+        store.close()
+    assert common == frozenset(clean.fingerprint.anchors)

@@ -25,10 +25,11 @@ they were chosen from.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -469,8 +470,15 @@ def compare(new: Shingles, candidate: Shingles, common: frozenset[int] = frozens
     return _match(_weighted(_as_array(new), common), _weighted(_as_array(candidate), common))
 
 
-def title_words(title: str | None) -> set[str]:
-    return set(normalize_words(title)) if title else set()
+def title_words(title: str | None) -> frozenset[str]:
+    return _title_words(title) if title else frozenset()
+
+
+@functools.lru_cache(maxsize=1024)
+def _title_words(title: str) -> frozenset[str]:
+    """A title's words, kept for the titles seen last: an entry's title is compared with
+    each of its candidates', and a candidate's with the entries it is found for."""
+    return frozenset(normalize_words(title))
 
 
 def title_similarity(a: str | None, b: str | None) -> float:
@@ -663,6 +671,26 @@ def ignored(
     )
 
 
+def no_text_match(shared: int, title: str | None, candidate_title: str | None) -> bool:
+    """Is a candidate of another feed, sharing no URL with the new item and ``shared`` raw
+    shingles, sure to be judged no match (no verdict, no refusal, blocking nothing)?
+
+    With no URL in common and titles that do not agree (``title_similarity`` below
+    ``TITLE_MATCH``), only a "text" match is left, and it needs ``TEXT_MATCH`` of the
+    smaller text's counted shingles shared, that smaller text having at least
+    ``evidence_words`` words (``SHINGLE_WORDS - 1`` fewer shingles). Discounting common
+    shingles never adds a shared one, so fewer raw shared shingles than that (less one,
+    against rounding) cannot match, whatever the discount. Exact, and the cheap test that
+    passes over most candidates: unrelated articles of one language share a few dozen
+    5-word shingles, a text match needs 33 (titles missing) or 138 (titles disagreeing)."""
+    if title_similarity(title, candidate_title) >= TITLE_MATCH:
+        return False
+    # evidence_words, knowing the titles do not agree
+    both = bool(title_words(title) and title_words(candidate_title))
+    words = CONTRADICTED_MIN_WORDS if both else MIN_EVIDENCE_WORDS
+    return shared < max(TEXT_MATCH * (words - (SHINGLE_WORDS - 1)) - 1, MIN_SHARED)
+
+
 def shared_shingles(a: bytes, b: bytes) -> int:
     """How many distinct shingles two packed fingerprints share."""
     return len(np.intersect1d(_distinct(unpack(a)), _distinct(unpack(b)), assume_unique=True))
@@ -671,12 +699,13 @@ def shared_shingles(a: bytes, b: bytes) -> int:
 def decide_story(
     clean: CleanEntry,
     candidates: Sequence[StoryCandidate],
-    common: frozenset[int] = frozenset(),
+    common: frozenset[int] | Callable[[], frozenset[int]] = frozenset(),
 ) -> StoryDecision:
     """Same story as the best matching candidate, else a new story.
 
     ``common`` holds the anchor shingles that the store has seen in other stories of the
-    new item's site or a candidate's site (boilerplate). When the item also matches
+    new item's site or a candidate's site (boilerplate); a function giving them is called
+    once, when a candidate first gets as far as the discount. When the item also matches
     candidates of other stories, and those stories' own texts overlap, the decision names
     them in ``merge_story_ids``: the store merges them into one. ``url_refusal`` says why a
     URL shared with a candidate was not taken as the identity, when one was not.
@@ -695,10 +724,18 @@ def decide_story(
         else:
             theirs = _distinct(shingles)
             common_raw = len(np.intersect1d(raw, theirs, assume_unique=True))
-            if not _related_urls(clean, candidate) and ignored(
-                common_raw, clean.entry.title, candidate.title, same_feed=candidate.same_feed
+            if not _related_urls(clean, candidate) and (
+                ignored(
+                    common_raw, clean.entry.title, candidate.title, same_feed=candidate.same_feed
+                )
+                or (
+                    not candidate.same_feed
+                    and no_text_match(common_raw, clean.entry.title, candidate.title)
+                )
             ):
                 continue
+            if callable(common):
+                common = common()
             mine = mine or _weighted(sequence, common, raw)
             plain = _Weighted(raw, len(raw), len(raw))
             raw_match = _match(plain, _Weighted(theirs, len(theirs), len(theirs)))

@@ -85,7 +85,17 @@ class Prefetch:
         self._url_rows: dict[tuple[int, str], list[Any]] = {}  # (column, url) -> rows
         self._band_items: dict[int, list[int]] = {}
         self._rows: dict[int, StoryCandidate] = {}
-        self._df: dict[tuple[int, int], int] = {}  # (site, anchor) -> stories seen in
+        # anchor counts, (site, anchor) -> stories seen in: as the database had them when
+        # the poll began (read as needed: ``known`` holds the pairs read), plus the poll's
+        # new stories (``local``), of which ``flushed`` are written to the database
+        self._df: dict[tuple[int, int], int] = {}
+        self._known: set[tuple[int, int]] = set()
+        self._local: Counter[tuple[int, int]] = Counter()
+        self._flushed: Counter[tuple[int, int]] = Counter()
+        self._conn: Connection | None = None
+        self._poll_sites: set[int] = set()
+        self._counts: AnchorCounts = dedup_index.anchor_counts
+        self._common: AnchorCounts | None = common_counts
 
     def load(
         self,
@@ -96,7 +106,8 @@ class Prefetch:
     ) -> Prefetch:
         """Read the candidates and anchor counts of the poll's entries (``sites``: each
         entry's site): ``counts`` gives exact counts, ``common`` those of at least
-        ``dedup.COMMON_DF`` (None: ``counts`` for every site)."""
+        ``dedup.COMMON_DF`` (None: ``counts`` for every site); the counts are read
+        when ``common_anchors`` needs them, on ``conn``."""
         by_url: dict[str, list[int]] = {}
         by_band: dict[int, list[int]] = {}
         for number, clean in enumerate(self.entries):
@@ -115,37 +126,13 @@ class Prefetch:
         found = {i: self._found(self.entries[i]) for i in self.hits}
         wanted = sorted({item_id for ids in found.values() for item_id in ids})
         self._rows = dedup_index.candidate_rows(conn, wanted)
-        # anchor counts: of the entries that will be decided (a hit, or one matching an
-        # earlier entry of the poll; the others are new stories for certain), each anchor
-        # in the sites its decision can consult: the poll's sites (its own entries can be
-        # candidates) and those of ITS candidates. Not every anchor in every site: with
-        # candidates on many sites that cross product was most of a writer's time (50
-        # hosts, 1 000 polls: 35 % of the writer in this one query)
-        #
-        # The poll's own sites need exact counts (``count`` adds its new stories to them);
-        # in another site only "seen in COMMON_DF stories" matters, so only those rows
-        # are read there (about one in seven on the 50-host farm)
-        poll_sites = {site for site in sites if site is not None}
-        earlier = BatchIndex()
-        pairs: set[tuple[int, int]] = set()
-        elsewhere: set[tuple[int, int]] = set()
-        for number, clean in enumerate(self.entries):
-            decider = number in self.hits or earlier.matches(clean)
-            earlier.add(clean)
-            if not decider or clean.fingerprint is None or not clean.fingerprint.anchors:
-                continue
-            anchors = clean.fingerprint.anchors
-            pairs.update((s, a) for s in poll_sites for a in anchors)
-            for item_id in found.get(number, ()):
-                row = self._rows.get(item_id)
-                s = dedup.site_key(row.url) if row is not None else None
-                if s is not None and s not in poll_sites:
-                    elsewhere.update((s, a) for a in anchors)
-        if common is None:
-            self._df = counts(conn, sorted(pairs | elsewhere))
-        else:
-            self._df = counts(conn, sorted(pairs))
-            self._df.update(common(conn, sorted(elsewhere)))
+        # anchor counts: read when a decision needs them (``common_anchors``), which
+        # is rare: most candidates are passed over before any boilerplate discount
+        # (``dedup.ignored``, ``dedup.no_text_match``). Reading every decided entry's
+        # anchors in its candidates' sites up front was 30 % of a writer's time
+        self._conn = conn
+        self._poll_sites = {site for site in sites if site is not None}
+        self._counts, self._common = counts, common
         return self
 
     def _found(self, clean: CleanEntry) -> dict[int, int]:
@@ -185,14 +172,37 @@ class Prefetch:
     def common_anchors(
         self, clean: CleanEntry, found: Sequence[StoryCandidate], site: int | None
     ) -> frozenset[int]:
+        """The anchors of ``clean`` seen in ``dedup.COMMON_DF`` stories of its site or of
+        a candidate's site, counting the poll's new stories before ``clean``."""
         fp = clean.fingerprint
         if fp is None or not fp.anchors or not found:
             return frozenset()
         sites = {s for s in (site, *(dedup.site_key(c.url) for c in found)) if s is not None}
-        df = self._df
+        self._read(sites, fp.anchors)
+        df, local = self._df, self._local
         return frozenset(
-            a for a in fp.anchors if any(df.get((s, a), 0) >= dedup.COMMON_DF for s in sites)
+            a
+            for a in fp.anchors
+            if any(df.get((s, a), 0) + local.get((s, a), 0) >= dedup.COMMON_DF for s in sites)
         )
+
+    def _read(self, sites: set[int], anchors: Sequence[int]) -> None:
+        """The counts of ``sites`` x ``anchors`` not read yet, as at the poll's start: the
+        poll's own sites exactly (its new stories add to them; those already written are
+        taken off again), another site's only where common (nothing of the poll adds to
+        it)."""
+        missing = {(s, a) for s in sites for a in anchors} - self._known
+        if not missing or self._conn is None:
+            return
+        self._known |= missing
+        own = sorted(p for p in missing if p[0] in self._poll_sites)
+        elsewhere = sorted(p for p in missing if p[0] not in self._poll_sites)
+        read = self._counts(self._conn, own) if own else {}
+        if elsewhere:
+            reader = self._counts if self._common is None else self._common
+            read.update(reader(self._conn, elsewhere))
+        flushed = self._flushed
+        self._df.update((p, n - flushed.get(p, 0)) for p, n in read.items())
 
     def add(self, item_id: int, story_id: int, clean: CleanEntry, now: datetime) -> None:
         """An item of this poll, now written: a candidate for the entries after it."""
@@ -205,12 +215,17 @@ class Prefetch:
 
     def count(self, clean: CleanEntry, site: int | None) -> None:
         """A new story of this poll: its anchors were seen in one more story of its site
-        (what ``count_anchors_many`` writes)."""
+        (what ``index.count_anchors`` writes when they are)."""
         fp = clean.fingerprint
         if fp is None or site is None:
             return
         for anchor in set(fp.anchors):
-            self._df[(site, anchor)] = self._df.get((site, anchor), 0) + 1
+            self._local[(site, anchor)] += 1
+
+    def flushed(self, counts: Counter[tuple[int, int]]) -> None:
+        """Counts of the poll's new stories now written to the database (``count_anchors``):
+        a count read after this is taken as at the poll's start by subtracting them."""
+        self._flushed.update(counts)
 
 
 def candidate_row(

@@ -201,7 +201,13 @@ class _NewItems:
             )
         else:
             found = self.prefetch.candidates(clean)
-            common = self.prefetch.common_anchors(clean, found, site)
+            if not found:
+                return StoryDecision(None, 0.0, "new")
+            prefetch = self.prefetch
+            # read only if a candidate gets as far as the boilerplate discount
+            return dedup.decide_story(
+                clean, found, lambda: prefetch.common_anchors(clean, found, site)
+            )
         if not found:
             return StoryDecision(None, 0.0, "new")
         return dedup.decide_story(clean, found, common)
@@ -240,6 +246,8 @@ class _NewItems:
         dedup_index.count_anchors(conn, counted, now)
         if self.journal is not None:
             self.journal.counted(counted)
+        if self.prefetch is not None:
+            self.prefetch.flushed(counted)
         for (clean, site), (story_id, item_id) in zip(pending, written, strict=True):
             if self.prefetch is not None:
                 self.prefetch.add(item_id, story_id, clean, now)
