@@ -249,13 +249,13 @@ def test_a_failed_poll_is_recorded_on_postgresql(pg_url: str) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 24 MB tmpfs (root only; skipped where this machine does not let the test mount)."""
+    """A 64 MB tmpfs (root only; skipped where this machine does not let the test mount)."""
     mount = tmp_path / "disk"
     mount.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root (the max_page_count tests cover the store)")
     done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount)],
+        ["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)],
         capture_output=True,
         text=True,
         check=False,
@@ -344,8 +344,13 @@ def test_a_daemon_whose_disk_fills_loses_nothing_it_logged_saved(
     )
     db = small_disk / "aggregator.db"
     ballast = small_disk / "ballast"
-    with open(ballast, "wb") as out:  # leaves ~3 MB for the database: one round fills it
-        out.write(b"\0" * (21 * 1024 * 1024))
+    # leaves ~3 MB for the database: one round fills it. The space freed later must hold
+    # more than the write-ahead log between two checkpoints (store/engine.py,
+    # WAL_AUTOCHECKPOINT: 16 MiB) and the catch-up's growth: with 21 MB freed (a 24 MB disk)
+    # the catch-up of a loaded machine could fill the disk again and the test then waited
+    # out a second run of back-offs
+    with open(ballast, "wb") as out:
+        out.write(b"\0" * (61 * 1024 * 1024))
     log = tmp_path / "daemon.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
     with open(log, "w") as out:
