@@ -21,7 +21,7 @@ module only sequences them:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -177,7 +177,9 @@ class _NewItems:
             self._write_new_stories(pending)
 
     def _decide(self, clean: CleanEntry, site: int | None) -> StoryDecision:
-        assert self.prefetch is not None
+        prefetch = self.prefetch
+        assert prefetch is not None
+        common: Callable[[], frozenset[int]]
         if self.merges:  # items moved between stories: ask the database
             found = dedup_index.candidates(
                 self.conn,
@@ -187,29 +189,23 @@ class _NewItems:
                 url_limit=dedup.MAX_URL_CANDIDATES,
                 band_limit=dedup.MAX_BAND_CANDIDATES,
             )
-            anchors = clean.fingerprint.anchors if clean.fingerprint is not None else ()
-            candidate_sites = {site, *(dedup.site_key(c.url) for c in found)}
-            common = (
-                dedup_index.common_anchors(
-                    self.conn,
-                    anchors,
-                    sorted(s for s in candidate_sites if s is not None),
-                    dedup.COMMON_DF,
+
+            def common() -> frozenset[int]:
+                anchors = clean.fingerprint.anchors if clean.fingerprint is not None else ()
+                sites = {site, *(dedup.site_key(c.url) for c in found)}
+                return dedup_index.common_anchors(
+                    self.conn, anchors, sorted(s for s in sites if s is not None), dedup.COMMON_DF
                 )
-                if found
-                else frozenset()
-            )
+
         else:
-            found = self.prefetch.candidates(clean)
-            if not found:
-                return StoryDecision(None, 0.0, "new")
-            prefetch = self.prefetch
-            # read only if a candidate gets as far as the boilerplate discount
-            return dedup.decide_story(
-                clean, found, lambda: prefetch.common_anchors(clean, found, site)
-            )
+            found = prefetch.candidates(clean)
+
+            def common() -> frozenset[int]:
+                return prefetch.common_anchors(clean, found, site)
+
         if not found:
             return StoryDecision(None, 0.0, "new")
+        # the common anchors are read only if a candidate gets as far as the discount
         return dedup.decide_story(clean, found, common)
 
     def _join(self, clean: CleanEntry, site: int | None, decision: StoryDecision) -> None:
