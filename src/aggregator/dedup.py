@@ -689,9 +689,7 @@ def no_text_match(shared: int, title: str | None, candidate_title: str | None) -
     5-word shingles, a text match needs 33 (titles missing) or 138 (titles disagreeing)."""
     if title_similarity(title, candidate_title) >= TITLE_MATCH:
         return False
-    # evidence_words, knowing the titles do not agree
-    both = bool(title_words(title) and title_words(candidate_title))
-    words = CONTRADICTED_MIN_WORDS if both else MIN_EVIDENCE_WORDS
+    words = evidence_words(title, candidate_title)
     return shared < max(TEXT_MATCH * (words - (SHINGLE_WORDS - 1)) - 1, MIN_SHARED)
 
 
