@@ -108,7 +108,7 @@ from benchmarks.farm.text import _SENTENCE_END, _WS, Corpus, load_corpus  # noqa
 from aggregator.dedup import SHINGLE_WORDS  # noqa: E402
 from aggregator.errors import StoreError  # noqa: E402
 from aggregator.store import open_store  # noqa: E402
-from aggregator.store import queries as product_queries  # noqa: E402
+from aggregator.store import search as product_search  # noqa: E402
 from aggregator.store.queries import ExportFilter, Queries  # noqa: E402
 from aggregator.store.store import Store  # noqa: E402
 from aggregator.store.tables import items  # noqa: E402
@@ -136,13 +136,16 @@ def migration_vector() -> str:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     vector = str(module.PG_SEARCH_VECTOR)
-    # the queries' copy must be the same expression, qualified
-    assert product_queries.PG_SEARCH_VECTOR.replace("items.", "") == vector
+    # the product's vector of migration 0017 (store.search) must be the same expression
+    assert product_search.PG_VECTOR.replace("i.", "") == vector
     return vector
 
 
 VECTOR = migration_vector()  # to_tsvector('simple'::regconfig, left(coalesce(title, '') || …))
-QVECTOR = product_queries.PG_SEARCH_VECTOR  # the same, items.title / items.text
+QVECTOR = VECTOR.replace("(title", "(items.title").replace("(text", "(items.text")
+# The variants are built on the schema before migration 0017 (which made the product's
+# search the deferred_table variant): the expression index of 0002.
+BASE_REVISION = "0016"
 
 
 # ---- texts -----------------------------------------------------------------------------
@@ -407,8 +410,9 @@ class VariantQueries(Queries):
         self.variant = variant
 
     def _search(self, search: str) -> ColumnElement[bool]:
-        if self.variant == "expression":
-            return super()._search(search)  # the product's own condition, untouched
+        if self.variant == "expression":  # the product's condition before migration 0017
+            old: ColumnElement[Any] = literal_column(QVECTOR)
+            return old.op("@@")(func.websearch_to_tsquery(literal_column("'simple'"), search))
         if self.variant == "deferred_table":
             matches = (
                 text(
@@ -610,7 +614,7 @@ def run_variant(
         conninfo = f"host={args.host} port={args.port} user={args.user} dbname={name}"
         store = open_store(url, pool_size=2)
         try:
-            store.upgrade()
+            store.upgrade(BASE_REVISION)
             with psycopg.connect(conninfo) as ddl:
                 ddl.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
                 setup(variant, ddl, args.pending_limit_kb)

@@ -3,7 +3,8 @@
 The save path of PostgreSQL, where several workers write at once (row locks on the
 stripes of the poll's dedup keys make a copy wait for its original, see ``poll``): a
 transaction aborted as a deadlock or serialization victim is tried again at once, up to
-three times. Also
+three times. The new items are indexed for search (``store.search``) after a save, in a
+transaction of their own, every ``INDEX_EVERY`` seconds at most, and when it closes. Also
 ``save_now``, the same blocking call for commands, tests and benchmarks.
 """
 
@@ -11,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+import time
 from concurrent.futures import Executor
 
 from ..errors import StoreError
 from ..records import PollToSave, SaveResult
 from ..store import Store
+from ..store.search import INDEX_EVERY
 
 log = logging.getLogger(__name__)
 DEDUP_WINDOW = 14 * 86400.0  # seconds; the `dedup_window` setting's default
@@ -29,6 +33,8 @@ class DirectSaver:
         self.store = store
         self.window = window
         self.executor = executor  # threads that wait on the database (None: the loop's)
+        self._indexed_at = -INDEX_EVERY  # monotonic time of the last indexing pass
+        self._indexing = threading.Lock()
 
     async def save(self, poll: PollToSave) -> SaveResult:
         loop = asyncio.get_running_loop()
@@ -48,7 +54,7 @@ class DirectSaver:
                         saved = saving.save_poll(conn, poll, self.window)
                 self.store.failures.succeeded()
                 if saved.new_items:
-                    index_for_search(self.store)
+                    self._index_if_due()
                 return saved
             except StoreError as exc:
                 cause = getattr(exc.__cause__, "orig", None)
@@ -57,13 +63,28 @@ class DirectSaver:
                     raise
         raise AssertionError("unreachable")
 
+    def _index_if_due(self) -> None:
+        """One indexing pass, unless one ran less than ``INDEX_EVERY`` seconds ago or
+        another thread runs one now."""
+        if time.monotonic() - self._indexed_at < INDEX_EVERY:
+            return
+        if not self._indexing.acquire(blocking=False):
+            return
+        try:
+            self._indexed_at = time.monotonic()
+            index_for_search(self.store)
+        finally:
+            self._indexing.release()
+
     def close(self) -> None:
-        """Nothing of its own to stop (its threads are the caller's)."""
+        """Index what is left for search (its threads are the caller's to stop)."""
+        with self._indexing:
+            index_for_search(self.store, everything=True)
 
 
 def index_for_search(store: Store, *, everything: bool = False) -> None:
-    """SQLite: index the new items for search (``store.search``). The poll is committed
-    whatever happens here: a failure leaves them queued for the next pass."""
+    """Index the new items for search (``store.search``). The poll is committed whatever
+    happens here: a failure leaves them queued for the next pass."""
     try:
         store.index_search(everything=everything)
     except StoreError as exc:

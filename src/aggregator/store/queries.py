@@ -8,7 +8,7 @@ cursor on SQLite), so memory stays flat however many items match. Filters:
 - ``feeds``: feed names (or URLs), ``tags``: feed tags (a feed matches when it has
   any of them); both given: feeds matching both;
 - ``search``: full-text search over titles and text (SQLite FTS5, PostgreSQL
-  ``websearch_to_tsquery``), created by migration 0002;
+  ``websearch_to_tsquery`` over ``item_search``), created by migrations 0002 and 0017;
 - ``limit``: at most that many records.
 
 A story matches the feed/tag/search filters when at least one of its items does;
@@ -43,15 +43,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..errors import StoreError
 from ..records import feed_state
 from .faults import short as _short
+from .search import ITEM_SEARCH
 from .store import Store
 from .tables import feeds, items, stories
 
-# Must stay identical to the expression indexed by migration 0002 (qualified here,
-# because feeds has a ``title`` column too).
-PG_SEARCH_VECTOR = (
-    "to_tsvector('simple'::regconfig, "
-    "left(coalesce(items.title, '') || ' ' || coalesce(items.text, ''), 100000))"
-)
 BATCH = 500
 
 StoryOrder = Literal["recent", "sources"]
@@ -350,8 +345,9 @@ class Queries:
             )
             return items.c.id.in_(matches.columns(column("rowid", Integer)).scalar_subquery())
         if self.dialect == "postgresql":
-            vector: ColumnElement[Any] = literal_column(PG_SEARCH_VECTOR)
-            return vector.op("@@")(func.websearch_to_tsquery(literal_column("'simple'"), search))
+            tsquery = func.websearch_to_tsquery(literal_column("'simple'"), search)
+            found = select(ITEM_SEARCH.c.item_id).where(ITEM_SEARCH.c.vector.op("@@")(tsquery))
+            return items.c.id.in_(found.scalar_subquery())
         words = re.findall(r"\w+", search)  # other databases: a plain substring match
         return and_(
             *(or_(items.c.title.contains(w), items.c.text.contains(w)) for w in words or [""])
