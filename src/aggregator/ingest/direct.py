@@ -34,6 +34,7 @@ class DirectSaver:
         self.window = window
         self.executor = executor  # threads that wait on the database (None: the loop's)
         self._indexed_at = -INDEX_EVERY  # monotonic time of the last indexing pass
+        self._unindexed = False  # new items saved since the last pass began
         self._indexing = threading.Lock()
 
     async def save(self, poll: PollToSave) -> SaveResult:
@@ -54,6 +55,7 @@ class DirectSaver:
                         saved = saving.save_poll(conn, poll, self.window)
                 self.store.failures.succeeded()
                 if saved.new_items:
+                    self._unindexed = True
                     self._index_if_due()
                 return saved
             except StoreError as exc:
@@ -72,14 +74,18 @@ class DirectSaver:
             return
         try:
             self._indexed_at = time.monotonic()
+            self._unindexed = False
             index_for_search(self.store)
         finally:
             self._indexing.release()
 
     def close(self) -> None:
-        """Index what is left for search (its threads are the caller's to stop)."""
+        """Index what its saves left queued for search (its threads are the caller's to
+        stop)."""
         with self._indexing:
-            index_for_search(self.store, everything=True)
+            if self._unindexed:
+                self._unindexed = False
+                index_for_search(self.store, everything=True)
 
 
 def index_for_search(store: Store, *, everything: bool = False) -> None:
