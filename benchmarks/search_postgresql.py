@@ -27,6 +27,10 @@ indexes are the product's; then only the full-text part is changed:
   ``item_search(item_id, vector)`` with its GIN index (``INSERT … SELECT … JOIN items``),
   so ``items`` rows are never rewritten: the analogue of SQLite's FTS5 external content;
   searched as SQLite is (``items.id IN (SELECT item_id FROM item_search WHERE …)``);
+- ``product``: the product itself since migration 0017 (which made ``deferred_table`` the
+  product's design): migrated to the head, nothing changed, the batch step is the save
+  path's ``store.search.index_queued`` (then ``gin_clean_pending_list`` as above) and the
+  searches are the product's own ``Queries``, untouched;
 - ``none``: no full-text index at all (the floor; its searches are not run: each would
   compute the tsvector of every row).
 
@@ -119,8 +123,10 @@ VARIANTS = (
     "generated_nofastupdate",
     "deferred",
     "deferred_table",
+    "product",
     "none",
 )
+TABLE_VARIANTS = ("deferred_table", "product")  # vectors in item_search
 FEEDS = 200
 LIMIT = 50
 WIKIREF = Path("neardup/wikiref220/texts")
@@ -303,13 +309,20 @@ def fts_index(variant: str) -> str | None:
         "generated_nofastupdate": "ix_items_search_vector",
         "deferred": "ix_items_search_vector",
         "deferred_table": "ix_item_search",
+        "product": "ix_item_search",
     }.get(variant)
 
 
 def setup(variant: str, conn: psycopg.Connection[Any], pending_limit_kb: int | None) -> None:
     limit = f", gin_pending_list_limit = {pending_limit_kb}" if pending_limit_kb else ""
     statements = ["ALTER TABLE items SET (autovacuum_enabled = false)"]
-    if variant == "expression":
+    if variant == "product":
+        statements.append("ALTER TABLE item_search SET (autovacuum_enabled = false)")
+        if pending_limit_kb:
+            statements.append(
+                f"ALTER INDEX ix_item_search SET (gin_pending_list_limit = {pending_limit_kb})"
+            )
+    elif variant == "expression":
         if pending_limit_kb:
             statements.append(
                 f"ALTER INDEX ix_items_search SET (gin_pending_list_limit = {pending_limit_kb})"
@@ -354,6 +367,11 @@ def index_batch(conn: Connection, variant: str, limit: int, clean: bool) -> int:
     """One batch step of the deferred variants: index up to ``limit`` queued items (the
     oldest first), empty the queue up to them and (``clean``) flush the GIN pending list;
     how many were queued up to there."""
+    if variant == "product":  # the save path's own batch
+        done = product_search.index_queued(conn, limit)
+        if clean:
+            conn.execute(text(f"SELECT gin_clean_pending_list('{fts_index(variant)}')"))
+        return done
     last = conn.execute(
         text(
             "SELECT max(item_id) FROM (SELECT item_id FROM search_queue"
@@ -410,6 +428,8 @@ class VariantQueries(Queries):
         self.variant = variant
 
     def _search(self, search: str) -> ColumnElement[bool]:
+        if self.variant == "product":
+            return super()._search(search)  # the product's own condition, untouched
         if self.variant == "expression":  # the product's condition before migration 0017
             old: ColumnElement[Any] = literal_column(QVECTOR)
             return old.op("@@")(func.websearch_to_tsquery(literal_column("'simple'"), search))
@@ -430,7 +450,7 @@ class VariantQueries(Queries):
 
 def condition_sql(variant: str) -> tuple[str, str, str]:
     """(FROM, WHERE, rank vector) of the raw ranked search and the match count."""
-    if variant == "deferred_table":
+    if variant in TABLE_VARIANTS:
         return (
             "item_search JOIN items ON items.id = item_search.item_id",
             "item_search.vector @@ q",
@@ -566,7 +586,7 @@ def sizes(conn: psycopg.Connection[Any], variant: str) -> dict[str, int]:
     index = fts_index(variant)
     out["fts_index"] = one(f"SELECT pg_relation_size('{index}')") if index else 0
     out["other_indexes"] = out["items_indexes"] - (
-        out["fts_index"] if variant != "deferred_table" else 0
+        out["fts_index"] if variant not in TABLE_VARIANTS else 0
     )
     if variant.startswith("generated") or variant == "deferred":
         out["search_vector_column"] = one("SELECT sum(pg_column_size(search_vector)) FROM items")
@@ -614,12 +634,12 @@ def run_variant(
         conninfo = f"host={args.host} port={args.port} user={args.user} dbname={name}"
         store = open_store(url, pool_size=2)
         try:
-            store.upgrade(BASE_REVISION)
+            store.upgrade("head" if variant == "product" else BASE_REVISION)
             with psycopg.connect(conninfo) as ddl:
                 ddl.execute("CREATE EXTENSION IF NOT EXISTS pgstattuple")
                 setup(variant, ddl, args.pending_limit_kb)
                 ddl.execute("CHECKPOINT")
-            deferred = variant.startswith("deferred")
+            deferred = variant.startswith("deferred") or variant == "product"
             tx_ms: list[float] = []
             step_ms: list[float] = []
             insert_s = index_s = insert_cpu = index_cpu = 0.0
@@ -684,7 +704,7 @@ def run_variant(
                 analyze_pid = int(conn2.execute("SELECT pg_backend_pid()").fetchone()[0])  # type: ignore[index]
                 cpu0, t0 = backend_cpu(analyze_pid), time.perf_counter()
                 conn2.execute("ANALYZE items")
-                if variant == "deferred_table":
+                if variant in TABLE_VARIANTS:
                     conn2.execute("ANALYZE item_search")
                 result["analyze_s"] = round(time.perf_counter() - t0, 3)
                 result["analyze_cpu_s"] = round(backend_cpu(analyze_pid) - cpu0, 2)

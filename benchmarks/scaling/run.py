@@ -249,7 +249,8 @@ def run_case(
         before = db.pg_counters()
         log_offset = len(served.requests())
         env = {k: v for k, v in os.environ.items() if not k.startswith("AGGREGATOR_")}
-        env["PYTHONPATH"] = str(ROOT)
+        # the caller's PYTHONPATH kept after ROOT: an older checkout's src/ runs its code
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), os.environ.get("PYTHONPATH"))))
         launched = time.time()
         cpus = os.cpu_count() or 1
         for i in range(daemons):

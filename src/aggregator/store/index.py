@@ -195,7 +195,7 @@ def band_items(conn: Connection, bands: Sequence[int], since: datetime) -> dict[
         keys = padded(chunk)
         rows = conn.exec_driver_sql(
             "SELECT band, item_id FROM dedup_bands"
-            f" WHERE band IN ({', '.join([mark] * len(keys))}) AND first_seen_at >= {mark}",
+            f" WHERE band IN ({marks(mark, len(keys))}) AND first_seen_at >= {mark}",
             (*keys, stamp),
         )
         for band, item_id in rows:
@@ -220,7 +220,7 @@ def anchor_counts(
             keys = padded(chunk)
             rows = conn.exec_driver_sql(
                 f"SELECT shingle, df FROM dedup_shingles WHERE site = {mark}"
-                f" AND shingle IN ({', '.join([mark] * len(keys))}) AND df >= {mark}",
+                f" AND shingle IN ({marks(mark, len(keys))}) AND df >= {mark}",
                 (site, *keys, min_df),
             )
             for shingle, df in rows:
@@ -237,6 +237,11 @@ def padded(keys: Sequence[int]) -> Sequence[int]:
 
 
 _IN_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 500)
+
+
+def marks(mark: str, count: int) -> str:
+    """An ``IN`` list of ``count`` placeholders."""
+    return ", ".join([mark] * count)
 
 
 def common_anchors(
