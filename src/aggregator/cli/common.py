@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -96,6 +98,18 @@ def open_or_exit(cfg: Config, *, migrate: bool) -> Store:
         store.close()
         raise fail(str(exc), 3) from None
     return store
+
+
+@contextmanager
+def store_or_exit(store: Store) -> Iterator[Store]:
+    """``store`` for a command's work, closed at the end; a database failure meanwhile
+    ends the command with its message (exit 3)."""
+    try:
+        yield store
+    except StoreError as exc:
+        raise fail(str(exc), 3) from None
+    finally:
+        store.close()
 
 
 def open_url_or_exit(url: str) -> Store:

@@ -9,9 +9,18 @@ from typing import Annotated, Literal
 import typer
 
 from ..config import parse_duration
-from ..errors import StoreError
 from ..store.outbox import EventRow
-from .common import ConfigOpt, DatabaseOpt, app, console, fail, fmt_ts, load_or_exit, open_or_exit
+from .common import (
+    ConfigOpt,
+    DatabaseOpt,
+    app,
+    console,
+    fail,
+    fmt_ts,
+    load_or_exit,
+    open_or_exit,
+    store_or_exit,
+)
 from .tables import print_table
 
 events_app = typer.Typer(
@@ -69,14 +78,10 @@ def events_list(
     """The latest events, newest first, one row per webhook delivery."""
     cfg = load_or_exit(config, database)
     store = open_or_exit(cfg, migrate=True)
-    try:
+    with store_or_exit(store):
         outbox = store.outbox()
         rows = outbox.list(state=state, limit=limit, event=event)
         counts = outbox.counts()
-    except StoreError as exc:
-        raise fail(str(exc), 3) from None
-    finally:
-        store.close()
     if as_json:
         for row in rows:
             print(json.dumps(_json(row), ensure_ascii=False))
@@ -115,12 +120,8 @@ def events_retry(
     """Make dead and waiting deliveries due now, with a fresh retry window."""
     cfg = load_or_exit(config, database)
     store = open_or_exit(cfg, migrate=True)
-    try:
+    with store_or_exit(store):
         count = store.outbox().retry(datetime.now(UTC), event=event)
-    except StoreError as exc:
-        raise fail(str(exc), 3) from None
-    finally:
-        store.close()
     if event is not None and count == 0:
         raise fail(f"no dead or waiting delivery of event {event}")
     console.print(
@@ -148,11 +149,7 @@ def events_purge(
         raise fail(f"--older-than: {exc}") from None
     cfg = load_or_exit(config, database)
     store = open_or_exit(cfg, migrate=True)
-    try:
+    with store_or_exit(store):
         before = datetime.now(UTC) - timedelta(seconds=age)
         count = store.outbox().purge(before, pending=pending)
-    except StoreError as exc:
-        raise fail(str(exc), 3) from None
-    finally:
-        store.close()
     console.print(f"{count} events deleted", highlight=False)

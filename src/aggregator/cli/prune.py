@@ -6,9 +6,16 @@ from typing import Annotated
 
 import typer
 
-from ..errors import StoreError
 from ..records import PruneCounts
-from .common import ConfigOpt, DatabaseOpt, app, console, fail, load_or_exit, open_or_exit
+from .common import (
+    ConfigOpt,
+    DatabaseOpt,
+    app,
+    console,
+    load_or_exit,
+    open_or_exit,
+    store_or_exit,
+)
 from .tables import print_table
 
 
@@ -28,12 +35,8 @@ def prune(
 
     cfg = load_or_exit(config, database)
     store = open_or_exit(cfg, migrate=True)
-    try:
+    with store_or_exit(store):
         report = prune_config(store, cfg.feeds, cfg.retention, datetime.now(UTC), dry_run=dry_run)
-    except StoreError as exc:
-        raise fail(str(exc), 3) from None
-    finally:
-        store.close()
     if not cfg.retention and not any(f.retention for f in cfg.feeds):
         console.print("no retention configured (settings.retention, or a feed's retention)")
     rows = [

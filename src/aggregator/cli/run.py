@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..config import DEFAULT_CONFIG, DEFAULT_DATABASE_URL, ENV_DATABASE_URL, Config, load_config
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError
 from ..logs import setup_logging
 from ..records import PollOutcome
 from ..scheduler import Daemon, RunSummary, run_once
@@ -28,6 +28,7 @@ from .common import (
     load_or_exit,
     open_or_exit,
     open_url_or_exit,
+    store_or_exit,
 )
 from .tables import print_table
 
@@ -46,7 +47,7 @@ def run(
     interactive = sys.stdout.isatty()
     setup_logging("WARNING" if once and interactive else log_level)
     store = open_or_exit(cfg, migrate=True)
-    try:
+    with store_or_exit(store):
         if once:
             notices: list[tuple[str, str]] = []
             summary = asyncio.run(_run_once(cfg, store, interactive, notices))
@@ -61,10 +62,6 @@ def run(
                 writer_process=True,
             )
             asyncio.run(daemon.run())
-    except StoreError as exc:
-        raise fail(str(exc), 3) from None
-    finally:
-        store.close()
 
 
 async def _run_once(
@@ -180,12 +177,8 @@ def db_upgrade(config: ConfigOpt = None, database: DatabaseOpt = None) -> None:
             raise fail(str(exc)) from None
         url = database or os.environ.get(ENV_DATABASE_URL) or DEFAULT_DATABASE_URL
     store = open_url_or_exit(url)
-    try:
+    with store_or_exit(store):
         store.upgrade()
-    except StoreError as exc:
-        raise fail(str(exc), 3) from None
-    finally:
-        store.close()
     console.print(
         f"database {store.engine.url.render_as_string(hide_password=True)} is up to date",
         highlight=False,

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from ..errors import StoreError
 from ..store.stories import StoryRow
 from .common import (
     ConfigOpt,
@@ -21,6 +20,7 @@ from .common import (
     load_or_exit,
     open_or_exit,
     open_read_only_or_exit,
+    store_or_exit,
 )
 from .root import PipeConsole
 from .tables import WHOLE_LINES, print_table
@@ -267,7 +267,7 @@ def stories_rebuild(
     cfg = load_or_exit(config, database)
     store = open_or_exit(cfg, migrate=True)
 
-    try:
+    with store_or_exit(store):
         result = rebuild(
             store,
             since=start,
@@ -275,10 +275,6 @@ def stories_rebuild(
             now=datetime.now(UTC),
             batch=batch,
         )
-    except StoreError as exc:
-        raise fail(str(exc), 3) from None
-    finally:
-        store.close()
     console.print(
         f"{result.items} items re-decided: {result.moved} moved to another story, "
         f"{result.stories_created} stories started, {result.stories_removed} stories "
