@@ -78,6 +78,8 @@ def test_prune_drops_index_rows_older_than_the_window_and_keeps_the_rest(
     bands = rows(db_url, "SELECT COUNT(*) FROM dedup_bands")[0][0]
     anchors = rows(db_url, "SELECT COUNT(*) FROM dedup_shingles")[0][0]
     assert isinstance(bands, int) and bands > 20 and isinstance(anchors, int) and anchors > 0
+    if db_url.startswith("postgresql"):  # a row per key the polls locked
+        assert rows(db_url, "SELECT COUNT(*) FROM dedup_key_locks")[0][0] >= bands // 2
     store = open_store(load_config(cfg).database_url)
     try:
         # nothing is older than a week yet
@@ -99,6 +101,8 @@ def test_prune_drops_index_rows_older_than_the_window_and_keeps_the_rest(
     assert removed == bands - kept + anchors
     assert rows(db_url, "SELECT COUNT(*) FROM dedup_bands") == [(kept,)]
     assert rows(db_url, "SELECT COUNT(*) FROM dedup_shingles") == [(0,)]
+    if db_url.startswith("postgresql"):  # the polls' key-lock rows, none held now: gone
+        assert rows(db_url, "SELECT COUNT(*) FROM dedup_key_locks") == [(0,)]
     # items and stories are never pruned
     assert rows(db_url, "SELECT COUNT(*) FROM items") == [(20,)]
     assert rows(db_url, "SELECT COUNT(*) FROM stories") == [(20,)]

@@ -1,7 +1,7 @@
 """``DirectSaver``: each poll in a transaction of its own, in a thread.
 
 The save path of PostgreSQL, where several workers write at once (row locks on the
-stripes of the poll's dedup keys make a copy wait for its original, see ``poll``): a
+rows of the poll's dedup keys make a copy wait for its original, see ``poll``): a
 transaction aborted as a deadlock or serialization victim is tried again at once, up to
 three times. The new items are indexed for search (``store.search``) after a save, in a
 transaction of their own, every ``INDEX_EVERY`` seconds at most, and when it closes. Also

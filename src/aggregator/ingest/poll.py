@@ -6,7 +6,7 @@ transaction, so a poll is all or nothing. The SQL is the store's (``store.items`
 ``store.index``, ``store.storyrows``, ``store.feedrows``); the rules are ``dedup``'s. This
 module only sequences them:
 
-1. PostgreSQL: row locks on the stripes of the poll's band keys, sites and URLs (``index.lock``), so
+1. PostgreSQL: a row lock per band key, site and URL of the poll (``index.lock``), so
    a worker saving a copy waits for the one saving the original, then sees it.
 2. Entries another worker stored meanwhile are dropped.
 3. ``Prefetch`` reads the candidates of every entry at once. An entry that shares no URL

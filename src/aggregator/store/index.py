@@ -6,13 +6,13 @@ loop that reads and writes it in ``ingest``).
   window (measured on when the aggregator first saw an item, not on feed dates).
 - ``dedup_shingles`` counts, per site, in how many stories each sampled anchor shingle
   appeared; the caller decides from how many on an anchor is boilerplate.
-- PostgreSQL, several workers: ``lock`` takes row locks (``dedup_lock_stripes``, migration 0015)
-  on the stripes of every band key, site and canonical URL of a poll's new items, in sorted
-  order (no deadlock
-  between two polls), so a worker ingesting a copy waits for the one ingesting the
-  original and then sees its rows. SQLite needs nothing: ``BEGIN IMMEDIATE`` serializes
-  writers.
-- ``IndexMixin.prune_dedup`` keeps the index the size of the window.
+- PostgreSQL, several workers: ``lock`` takes a row lock per key (``dedup_key_locks``,
+  migration 0018) on every band key, site and canonical URL of a poll's new items, in
+  sorted order (no deadlock between two polls), so a worker ingesting a copy waits for
+  the one ingesting the original and then sees its rows, and polls with no key in common
+  never wait. SQLite needs nothing: ``BEGIN IMMEDIATE`` serializes writers.
+- ``IndexMixin.prune_dedup`` keeps the index the size of the window (and drops the key
+  rows nobody holds).
 
 Every limit (how many candidates, from how many stories an anchor is common) is an
 argument: the values are ``dedup``'s.
@@ -37,34 +37,49 @@ URL_COLUMNS = (items.c.canonical_url, items.c.page_canonical_url)
 URL_ROWS = 50  # items looked at per URL (the latest), before the window is applied
 
 
-LOCK_STRIPES = 65536  # rows of ``dedup_lock_stripes`` (migration 0015)
+# One poll's keys, each locked as its own row of ``dedup_key_locks``, in ascending order:
+# a missing key is inserted (a second poll inserting it waits for this one's end), a present
+# one is locked without being written (ON CONFLICT locks the row even when WHERE is false).
+LOCK_KEYS = text(
+    "INSERT INTO dedup_key_locks (key)"
+    " SELECT k FROM ("
+    "  SELECT unnest(CAST(:keys AS bigint[])) AS k"
+    "  UNION SELECT hashtextextended(u, 0) FROM unnest(CAST(:urls AS text[])) AS u"
+    " ) keys ORDER BY k"
+    " ON CONFLICT (key) DO UPDATE SET key = excluded.key WHERE false"
+)
+UNLOCKED_KEYS = 5000  # key rows deleted per transaction by ``prune_key_locks``
 
 
 def lock(conn: Connection, bands: Iterable[int], sites: Iterable[int], urls: Iterable[str]) -> None:
-    """PostgreSQL: lock a poll's band keys, sites and canonical URLs, in one statement,
-    in ascending order, as row locks on their stripes of ``dedup_lock_stripes`` (a key's
-    hash modulo ``LOCK_STRIPES``). The sites too: two polls of one site upsert the same
-    anchor-count rows, in orders that could deadlock; with the site locked they take turns.
-    Row locks, not advisory locks: a large poll takes thousands, and advisory locks fill
-    PostgreSQL's shared lock table ("out of shared memory"; see migration 0015)."""
+    """PostgreSQL: lock a poll's band keys, sites and canonical URLs (``hashtextextended``),
+    in one statement, in ascending order, one row lock per key (``LOCK_KEYS``). The sites
+    too: two polls of one site upsert the same anchor-count rows, in orders that could
+    deadlock; with the site locked they take turns. Row locks, not advisory locks: a large
+    poll takes thousands, and advisory locks fill PostgreSQL's shared lock table ("out of
+    shared memory"; see migrations 0015 and 0018)."""
     if conn.dialect.name != "postgresql":
         return
-    keys = sorted(set(bands)) + sorted(set(sites))
+    keys = sorted(set(bands) | set(sites))
     url_list = sorted(set(urls))
     if not keys and not url_list:
         return
-    conn.execute(
+    conn.execute(LOCK_KEYS, {"keys": keys, "urls": url_list})
+
+
+def prune_key_locks(conn: Connection, limit: int = UNLOCKED_KEYS) -> int:
+    """PostgreSQL: delete up to ``limit`` key rows that no poll holds now (a later poll
+    makes them again); how many were deleted."""
+    if conn.dialect.name != "postgresql":
+        return 0
+    done = conn.execute(
         text(
-            "SELECT count(*) FROM ("
-            " SELECT id FROM dedup_lock_stripes WHERE id IN ("
-            "  SELECT ((k % :n) + :n) % :n FROM ("
-            "   SELECT unnest(CAST(:bands AS bigint[])) AS k"
-            "   UNION ALL SELECT hashtextextended(u, 0) FROM unnest(CAST(:urls AS text[])) AS u"
-            "  ) keys)"
-            " ORDER BY id FOR UPDATE) locked"
+            "DELETE FROM dedup_key_locks WHERE key IN ("
+            " SELECT key FROM dedup_key_locks LIMIT :n FOR UPDATE SKIP LOCKED)"
         ),
-        {"bands": keys, "urls": url_list, "n": LOCK_STRIPES},
+        {"n": limit},
     )
+    return int(done.rowcount or 0)
 
 
 def candidates(
@@ -387,6 +402,12 @@ class IndexMixin(Database):
             with self.read() as conn:
                 site = next_anchor_site(conn, site)
             if site is None:
-                return removed
+                break
             with self.locked_tx() as conn:
                 removed += prune_anchors(conn, site, before)
+        if self.dialect == "postgresql":  # the key rows of the locks (not counted: no index)
+            while True:
+                with self.tx() as conn:
+                    if prune_key_locks(conn) < UNLOCKED_KEYS:
+                        break
+        return removed
