@@ -5,7 +5,6 @@ every stored item searchable both ways."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -13,28 +12,14 @@ import pytest
 from sqlalchemy import text
 
 from aggregator.ingest.direct import DirectSaver
-from aggregator.records import CleanEntry, FeedSpec, FeedUpdate, ParsedEntry, PollToSave
+from aggregator.records import CleanEntry, FeedSpec, FeedUpdate, PollToSave
 from aggregator.store import Store, open_store
-from aggregator.store.queries import ExportFilter, Queries
 from aggregator.store.search import index_queued
+from searchdata import entry, found
 
 pytestmark = pytest.mark.postgres
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 UPDATE = FeedUpdate(polled_at=NOW, status=200, ok=True, next_check_at=NOW)
-
-
-def entry(n: int, word: str) -> CleanEntry:
-    body = f"Report {n} about the {word} and nothing else of note here today."
-    parsed = ParsedEntry(
-        key=f"guid:{n}", guid=str(n), link=f"https://q.example/{n}", title=f"{word} {n}"
-    )
-    return CleanEntry(
-        parsed, parsed.link, None, None, body, hashlib.sha1(body.encode()).hexdigest()
-    )
-
-
-def found(store: Store, word: str) -> set[str]:
-    return {i.title or "" for i in Queries(store).iter_items(ExportFilter(search=word))}
 
 
 def count(store: Store, sql: str) -> int:

@@ -3,7 +3,6 @@ queued, indexed in batches by the save path, and a search says how far behind it
 
 from __future__ import annotations
 
-import hashlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,25 +10,11 @@ import pytest
 from sqlalchemy import text
 
 from aggregator.ingest.batching import BatchingSaver
-from aggregator.records import CleanEntry, FeedSpec, FeedUpdate, ParsedEntry, PollToSave
+from aggregator.records import FeedSpec, FeedUpdate, PollToSave
 from aggregator.store import Store, open_store
-from aggregator.store.queries import ExportFilter, Queries
+from searchdata import entry, found
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-
-
-def entry(n: int, word: str) -> CleanEntry:
-    body = f"Report {n} about the {word} and nothing else of note here today."
-    parsed = ParsedEntry(
-        key=f"guid:{n}", guid=str(n), link=f"https://q.example/{n}", title=f"{word} {n}"
-    )
-    return CleanEntry(
-        parsed, parsed.link, None, None, body, hashlib.sha1(body.encode()).hexdigest()
-    )
-
-
-def found(store: Store, word: str) -> set[str]:
-    return {i.title or "" for i in Queries(store).iter_items(ExportFilter(search=word))}
 
 
 def integrity(store: Store) -> None:
