@@ -5,8 +5,10 @@ every stored item searchable both ways."""
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -14,7 +16,7 @@ from sqlalchemy import text
 from aggregator.ingest.direct import DirectSaver
 from aggregator.records import CleanEntry, FeedSpec, FeedUpdate, PollToSave
 from aggregator.store import Store, open_store
-from aggregator.store.search import index_queued
+from aggregator.store.search import PG_VECTOR, index_queued
 from searchdata import entry, found
 
 pytestmark = pytest.mark.postgres
@@ -117,3 +119,17 @@ def test_the_migration_indexes_stored_items_and_its_downgrade_restores_the_old_i
     assert found(store, "ibis") == {"ibis 0", "ibis 2"}
     assert count(store, indexes.format("ix_items_search")) == 0
     assert count(store, indexes.format("ix_item_search")) == 1
+
+
+def test_the_save_path_and_the_update_trigger_compute_the_same_vector() -> None:
+    """The batch (``store.search.PG_VECTOR``) and migration 0017's update trigger must
+    write the same vector for the same item, or a changed item would be found by other
+    words than a new one."""
+    path = Path(__file__).parents[1] / "migrations" / "versions" / "0017_pg_search_table.py"
+    spec = importlib.util.spec_from_file_location("migration_0017", path)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    assert PG_VECTOR.replace("(i.", "(") == migration.VECTOR
+    trigger = next(s for s in migration.UPGRADE if "items_search_changed()" in s)
+    assert migration.VECTOR.replace("(title", "(NEW.title").replace("(text", "(NEW.text") in trigger
