@@ -355,10 +355,12 @@ async def run_once(
     enabled feed once (see ``Runner.run_once``), then deliver the pending webhook events
     (this run's and earlier ones; at most ``webhook_wait``: what fails stays pending).
     ``writer_process``: see ``app.build``."""
-    await asyncio.to_thread(store.sync_feeds, config.feeds, utcnow())
-    await asyncio.to_thread(store.outbox().sync_webhooks, config.webhooks, utcnow())
+    # the runner first: its writer process (SQLite) starts, imports and opens the store
+    # while this process syncs the tables
     runner = Runner(config, store, fetcher=fetcher, writer_process=writer_process, saver=saver)
     try:
+        await asyncio.to_thread(store.sync_feeds, config.feeds, utcnow())
+        await asyncio.to_thread(store.outbox().sync_webhooks, config.webhooks, utcnow())
         summary = await runner.run_once(on_start, on_done)
     finally:
         await runner.close()

@@ -24,6 +24,7 @@ from ..store import Store
 from ..store.database import db_errors
 from ..store.search import BATCH, INDEX_EVERY
 from .direct import DEDUP_WINDOW, index_for_search
+from .feedsave import save_feed_rows
 from .groupwrite import GroupWriter, settle
 from .plan import ahead, plan_url
 
@@ -137,12 +138,12 @@ class BatchingSaver:
 def _save(
     poll: PollToSave, plan: SavePlan | None, window: float, saver: BatchingSaver, conn: Connection
 ) -> SaveResult:
-    from . import journal  # dedup (and numpy) load with the first save
+    if poll.feed_only:
+        save_feed_rows(conn, [poll])
+        return SaveResult()
+    from . import journal  # dedup (and numpy) load with the first poll that has entries
     from . import poll as saving
 
-    if poll.feed_only:
-        saving.save_feed_rows(conn, [poll])
-        return SaveResult()
     if saver.journal is None and saver.keeps_journal:
         saver.journal = journal.Journal()
     return saving.save_poll(conn, poll, window, plan, saver.journal)
@@ -154,9 +155,7 @@ def _count(saver: BatchingSaver, future: Future[SaveResult]) -> None:
 
 
 def _save_feed_rows(polls: Sequence[PollToSave], conn: Connection) -> SaveResult:
-    from . import poll as saving
-
-    saving.save_feed_rows(conn, polls)
+    save_feed_rows(conn, polls)
     return SaveResult()
 
 

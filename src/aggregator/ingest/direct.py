@@ -20,6 +20,7 @@ from ..errors import StoreError
 from ..records import PollToSave, SaveResult
 from ..store import Store
 from ..store.search import INDEX_EVERY
+from .feedsave import save_feed_rows
 
 log = logging.getLogger(__name__)
 DEDUP_WINDOW = 14 * 86400.0  # seconds; the `dedup_window` setting's default
@@ -43,15 +44,16 @@ class DirectSaver:
 
     def save_now(self, poll: PollToSave) -> SaveResult:
         """Save ``poll`` now, blocking; a failure is remembered for its feed (``faults``)."""
-        from . import poll as saving  # dedup (and numpy) load with the first save
-
         for attempt in range(3):
             try:
                 with self.store.locked_tx() as conn:
                     if poll.feed_only:
-                        saving.save_feed_rows(conn, [poll])
+                        save_feed_rows(conn, [poll])
                         saved = SaveResult()
                     else:
+                        # dedup (and numpy) load with the first poll that has entries
+                        from . import poll as saving
+
                         saved = saving.save_poll(conn, poll, self.window)
                 self.store.failures.succeeded()
                 if saved.new_items:

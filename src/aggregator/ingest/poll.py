@@ -66,15 +66,6 @@ def save_poll(
     return SaveResult(result.new_items, len(poll.changed), result.new_stories, result.merged_items)
 
 
-def save_feed_rows(conn: Connection, polls: Sequence[PollToSave]) -> None:
-    """Polls without entries (failures, 304s, documents with nothing new): their feed
-    rows, one statement per shape, and the documents read (``retention``)."""
-    feedrows.write_feeds(conn, [(p.feed_id, p.update) for p in polls])
-    retention.record_documents(
-        conn, [(p.feed_id, p.document, p.update.polled_at) for p in polls if p.document is not None]
-    )
-
-
 class _NewItems:
     """The new entries of one poll, decided and written in order (see the module)."""
 
