@@ -102,6 +102,7 @@ _BLOCK_TAGS: Final = frozenset(
         "address", "details", "summary", "form", "fieldset", "body", "html",
     }
 )  # fmt: skip
+_KEPT_BLOCK_TAGS: Final = _BLOCK_TAGS & ALLOWED_TAGS  # the block tags sanitizing keeps
 _CELL_TAGS: Final = frozenset({"td", "th"})
 _SKIP_TAGS: Final = frozenset(
     {"script", "style", "noscript", "template", "head", "title", "iframe", "svg", "math"}
@@ -245,7 +246,10 @@ def extract_article(
         _truncate_related(body)
     raw_html = etree.tostring(body, encoding="unicode", method="html")
     clean_html = sanitize_html(raw_html, base_url=url)
-    text = html_to_text(clean_html)
+    # the text of ``clean_html``, read from the tree it came from instead of parsing it
+    # again (about a tenth of an extraction): the tags the sanitizer drops with their
+    # content are skipped, and only the block tags it keeps separate blocks
+    text = _element_text(body, skip=DROPPED_WITH_CONTENT, block_tags=_KEPT_BLOCK_TAGS)
     if not text:
         raise ExtractError("no article text found on the page")
     return Article(
@@ -324,23 +328,27 @@ def _decode(data: bytes) -> str:
     return decoded
 
 
-def _element_text(root: Any) -> str:
+def _element_text(
+    root: Any, skip: frozenset[str] = _SKIP_TAGS, block_tags: frozenset[str] = _BLOCK_TAGS
+) -> str:
+    """The text under ``root``: ``block_tags`` separate blocks (a blank line), ``br``
+    breaks a line, ``skip`` tags are left out with their content."""
     parts: list[str] = []
     walker = etree.iterwalk(root, events=("start", "end"))
     for event, el in walker:
         tag = el.tag if isinstance(el.tag, str) else ""
         if event == "start":
-            if tag in _SKIP_TAGS or not tag:
+            if tag in skip or not tag:
                 walker.skip_subtree()
                 continue
-            if tag in _BLOCK_TAGS:
+            if tag in block_tags:
                 parts.append(_BLOCK)
             elif tag == "br":
                 parts.append(_LINE)
             if el.text:
                 parts.append(el.text)
         else:
-            if tag in _BLOCK_TAGS:
+            if tag in block_tags:
                 parts.append(_BLOCK)
             elif tag in _CELL_TAGS:
                 parts.append(" ")
@@ -424,20 +432,17 @@ def _drop_leading_metadata(body: Any, title: str | None, author: str | None) -> 
 def _truncate_related(body: Any) -> None:
     """Cut the content at a "Related stories"-like heading found in its last third."""
     blocks = [child for child in body if child.tag in _TOP_BLOCKS]
-    total = sum(len("".join(b.itertext())) for b in blocks)
+    texts = ["".join(b.itertext()) for b in blocks]
+    total = sum(map(len, texts))
     seen = 0
-    for i, el in enumerate(blocks):
-        text = " ".join("".join(el.itertext()).split())
-        if (
-            i > 0
-            and seen >= total * 2 / 3
-            and len(text) <= 60
-            and _RELATED_HEADING.match(text) is not None
-        ):
-            for rest in blocks[i:]:
-                _remove_keep_tail(rest)
-            return
-        seen += len("".join(el.itertext()))
+    for i, raw in enumerate(texts):
+        if i > 0 and seen >= total * 2 / 3:
+            text = " ".join(raw.split())
+            if len(text) <= 60 and _RELATED_HEADING.match(text) is not None:
+                for rest in blocks[i:]:
+                    _remove_keep_tail(rest)
+                return
+        seen += len(raw)
 
 
 def _remove_keep_tail(el: Any) -> None:
