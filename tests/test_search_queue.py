@@ -102,3 +102,24 @@ def test_a_search_over_http_says_how_far_behind_the_index_is(store: Store) -> No
     finally:
         saver.close()
         store.close()
+
+
+def test_the_index_merges_its_segments_sixteen_at_a_time(store: Store) -> None:
+    """Migration 0019: FTS5's ``automerge`` is 16 (its default, 4, rewrites every term at
+    twice as many levels as the index grows), and it stays a working index."""
+    with store.locked_tx() as conn:
+        value = conn.execute(text("SELECT v FROM items_fts_config WHERE k = 'automerge'"))
+        assert value.scalar_one() == 16
+    (state,) = store.feed_states(NOW)
+    saver = BatchingSaver(store)
+    try:
+        update = FeedUpdate(polled_at=NOW, status=200, ok=True, next_check_at=NOW)
+        for n in range(20):  # twenty batches: more segments than one level holds
+            poll = PollToSave(state.id, update, (entry(n, "okapi"),))
+            assert saver.submit(poll).result(timeout=30).new_items == 1
+            store.index_search(everything=True)
+    finally:
+        saver.close()
+    assert len(found(store, "okapi")) == 20
+    integrity(store)
+    store.close()
