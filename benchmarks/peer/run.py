@@ -675,15 +675,23 @@ def main(argv: list[str] | None = None) -> None:
             pcfg = ours_config(
                 "ours-pipeline", limit=p, full_text=True, concurrency=args.concurrency
             )
+            sample = page_sample(farm, p, args.sample_pages)
+            # trafilatura's rate right before and right after the pipeline, and their
+            # mean: this machine's speed drifts within minutes, and one measurement taken
+            # in another phase than the pipeline's skewed the ratio (docs/performance.md)
+            before = step("trafilatura single core", lambda: trafilatura_rate(sample, logdir))
             runs["ours-pipeline"] = step(
                 f"ours full pipeline, {p} feeds",
                 lambda: run_ours(pcfg, logdir, "ours-pipeline", args.timeout),
             )
             counts = our_counts(runs_dir / "ours-pipeline" / "ours.db")
             counts.pop("per_feed")
-            rate = step(
-                "trafilatura single core",
-                lambda: trafilatura_rate(page_sample(farm, p, args.sample_pages), logdir),
+            after = step("trafilatura single core", lambda: trafilatura_rate(sample, logdir))
+            rate = dict(after)
+            rates = [r.get("pages_per_s") for r in (before, after)]
+            rate["pages_per_s_before_after"] = rates
+            rate["pages_per_s"] = (
+                round(sum(rates) / 2, 2) if all(r is not None for r in rates) else None
             )
             run = runs["ours-pipeline"]
             ok = run.get("returncode") == 0
