@@ -7,6 +7,8 @@ import contextlib
 import gzip
 import ipaddress
 import socket
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -411,3 +413,38 @@ def test_run_once_tries_every_feed_of_a_host_that_does_not_connect(tmp_path: Pat
     assert (summary.polled, summary.failed) == (3, 3)
     errors = [e for (e,) in rows(db_url, "SELECT last_error FROM feeds")]
     assert all("connect timeout" in str(e).lower() for e in errors), errors
+
+
+# a daemon on the default transport never loads httpx (about 2 MB of the main process,
+# whose peak is the memory target's measure); the httpx transport still does
+_LOADS_HTTPX = """
+import asyncio, sys
+import aggregator.cli
+from aggregator.fetch import Fetcher, FetchLimits
+
+async def go():
+    limits = FetchLimits(
+        user_agent="aggregator-test/1", allow_private_networks=("127.0.0.0/8",), transport=sys.argv[2]
+    )
+    async with Fetcher(limits) as f:
+        result = await f.fetch(sys.argv[1])
+        assert result.status == 200, result.status
+
+asyncio.run(go())
+print("httpx" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("transport", "loaded"), [("aiohttp", "False"), ("httpx", "True")])
+def test_the_default_transport_never_imports_httpx(
+    server: FixtureServer, transport: str, loaded: str
+) -> None:
+    url = server.add("/plain", b"<rss/>")
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADS_HTTPX, url, transport],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == loaded
