@@ -19,16 +19,21 @@ import argparse
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from benchmarks.farm import Farm, serve, write_config
 from benchmarks.peer.procs import measure
-from benchmarks.peer.run import PEER_SCRIPT, ensure_farm, log, peer_python
+from benchmarks.peer.run import (
+    aggregator_cmd,
+    ensure_farm,
+    log,
+    our_counts,
+    peer_python,
+    run_reader,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -61,40 +66,34 @@ def worktree(work: Path) -> Path:
     return tree
 
 
-def items_in(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        return int(conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
-
-
-def run_variant(
-    name: str, farm_dir: Path, tree: Path, work: Path, round_no: int, timeout: float
-) -> dict[str, Any]:
+def run_dir_for(work: Path, round_no: int, name: str) -> Path:
+    """An empty directory for one run."""
     run_dir = work / "runs" / f"{round_no}-{name}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
-    farm = Farm.load(farm_dir)
+    return run_dir
+
+
+def run_variant(
+    name: str, farm: Farm, tree: Path, work: Path, round_no: int, timeout: float
+) -> dict[str, Any]:
+    run_dir = run_dir_for(work, round_no, name)
     config = write_config(
         farm, run_dir / "feeds.yaml", database_url=f"sqlite:///{run_dir / 'ours.db'}"
     )
     env = dict(os.environ, PYTHONPATH=str(tree / "src"))
     env.update(dict.fromkeys(VARIANTS[name], "1"))
-    aggregator = Path(sys.executable).parent / "aggregator"
-    cmd = [str(aggregator), "run", "--once", "--config", str(config)]
+    cmd = [*aggregator_cmd(), "run", "--once", "--config", str(config)]
     m = measure(cmd, env=env, cwd=run_dir, log=run_dir / "run.log", timeout=timeout)
-    out = m.summary() | {"items": items_in(run_dir / "ours.db")}
+    out = m.summary() | {"items": our_counts(run_dir / "ours.db")["entries"]}
     log(f"round {round_no} {name}: {m.wall:.1f} s, items {out['items']}, rc {m.returncode}")
     return out
 
 
-def run_reader(peer: Path, urls: Path, work: Path, round_no: int) -> dict[str, Any]:
-    run_dir = work / "runs" / f"{round_no}-reader"
-    shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir(parents=True)
-    db = run_dir / "reader.db"
-    cmd = [str(peer), str(PEER_SCRIPT), "cold", str(db), str(urls), "--workers", "16"]
-    m = measure(cmd, cwd=run_dir, log=run_dir / "run.log")
-    log(f"round {round_no} reader: {m.wall:.1f} s")
-    return m.summary()
+def reader_cold(peer: Path, urls: Path, work: Path, round_no: int) -> dict[str, Any]:
+    """reader's cold run, as ``benchmarks.peer`` runs it (16 workers)."""
+    run_dir = run_dir_for(work, round_no, "reader")
+    return run_reader(peer, "cold", run_dir / "reader.db", urls, 16, run_dir, "reader")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -133,9 +132,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with serve(farm_dir, latency=None):
             for round_no in range(1, args.rounds + 1):
-                result: dict[str, Any] = {"reader": run_reader(peer, urls, work, round_no)}
+                result: dict[str, Any] = {"reader": reader_cold(peer, urls, work, round_no)}
                 for name in names:
-                    result[name] = run_variant(name, farm_dir, tree, work, round_no, args.timeout)
+                    result[name] = run_variant(name, farm, tree, work, round_no, args.timeout)
                 rounds.append(result)
     finally:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
